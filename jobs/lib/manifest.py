@@ -1,0 +1,118 @@
+"""Reading and cleaning a manifest (Parquet or JSON Lines) in Spark.
+
+Required columns are checked up front with errors that name the file and column; bad rows are
+counted by reason in a single pass and dropped, never lost silently.
+"""
+from __future__ import annotations
+
+from pyspark.sql import DataFrame, SparkSession, Window
+from pyspark.sql import functions as F
+from pyspark.sql import types as T
+
+from pipeline.normalize import CAPTION_HASHTAG_JAVA
+from schemas import MANIFEST_CAPTION, MANIFEST_HASHTAGS, MANIFEST_ID, MANIFEST_IMAGE
+
+CORRUPT = "_corrupt_record"
+TAGS = "_raw_tags"  # hashtags column + the caption's #words, added by clean_manifest
+DROP_REASONS = ("malformed_json", "missing_image_id", "missing_image", "no_hashtags", "duplicate_image_id")
+_JSON_SUFFIXES = (".jsonl", ".json", ".ndjson", ".jsonl.gz", ".json.gz")
+
+
+class ManifestError(ValueError):
+    """A manifest that cannot be used at all (unreadable file, missing or mistyped column)."""
+
+
+def manifest_format(path: str) -> str:
+    p = path.rstrip("/").lower()
+    return "json" if p.endswith(_JSON_SUFFIXES) else "parquet"
+
+
+def read_manifest(spark: SparkSession, path: str) -> DataFrame:
+    """The manifest as a DataFrame; required columns validated (types named in schemas/)."""
+    fmt = manifest_format(path)
+    try:
+        if fmt == "parquet":
+            df = spark.read.parquet(path)
+        else:
+            df = _read_jsonl(spark, path)
+    except ManifestError:
+        raise
+    except Exception as e:  # AnalysisException, Py4JJavaError: the JVM's message names the cause
+        first = str(e).strip().splitlines()[0] if str(e).strip() else type(e).__name__
+        raise ManifestError(f"{path}: cannot read manifest as {fmt}: {first}") from None
+    _validate(df, path)
+    return df
+
+
+def _read_jsonl(spark: SparkSession, path: str) -> DataFrame:
+    inferred = spark.read.option("mode", "PERMISSIVE").json(path).schema
+    if not inferred.fields or inferred.fieldNames() == [CORRUPT]:
+        raise ManifestError(f"{path}: no JSON objects found")
+    # Pin the required columns' types so a row with e.g. a string for `hashtags` is malformed
+    # (counted) instead of silently changing the column's type for every row.
+    fixed = {MANIFEST_ID: T.StringType(), MANIFEST_HASHTAGS: T.ArrayType(T.StringType()),
+             MANIFEST_CAPTION: T.StringType(), MANIFEST_IMAGE: T.StringType()}
+    fields = [T.StructField(f.name, fixed.get(f.name, f.dataType)) for f in inferred.fields if f.name != CORRUPT]
+    fields.append(T.StructField(CORRUPT, T.StringType()))
+    df = (spark.read.schema(T.StructType(fields)).option("mode", "PERMISSIVE")
+          .option("columnNameOfCorruptRecord", CORRUPT).json(path))
+    return df.cache()  # Spark refuses queries on the corrupt column of an uncached JSON scan
+
+
+def _validate(df: DataFrame, path: str) -> None:
+    types = dict((f.name, f.dataType) for f in df.schema.fields)
+    for col in (MANIFEST_ID, MANIFEST_IMAGE):
+        if col not in types:
+            raise ManifestError(f"{path}: missing required column {col!r} (columns: {sorted(types)})")
+    if MANIFEST_HASHTAGS not in types and MANIFEST_CAPTION not in types:
+        raise ManifestError(f"{path}: needs a {MANIFEST_HASHTAGS!r} (list of strings) or {MANIFEST_CAPTION!r} column")
+    expect = {MANIFEST_ID: (T.StringType(),), MANIFEST_IMAGE: (T.StringType(), T.BinaryType()),
+              MANIFEST_HASHTAGS: (T.ArrayType(T.StringType(), True), T.ArrayType(T.StringType(), False)),
+              MANIFEST_CAPTION: (T.StringType(),)}
+    for col, allowed in expect.items():
+        if col in types and types[col] not in allowed:
+            want = " or ".join(a.simpleString() for a in allowed)
+            raise ManifestError(f"{path}: column {col!r} is {types[col].simpleString()}, expected {want}")
+
+
+def clean_manifest(df: DataFrame) -> tuple[DataFrame, dict]:
+    """(rows kept with a `_raw_tags` array column, {rows_read, rows_kept, rows_dropped: {reason: n}}).
+
+    Of rows sharing an image_id, the valid row with the smallest content hash is kept, so the
+    choice does not depend on partitioning or input order.
+    """
+    cols = df.columns
+    tags = F.coalesce(F.col(MANIFEST_HASHTAGS), F.array().cast("array<string>")) if MANIFEST_HASHTAGS in cols \
+        else F.array().cast("array<string>")
+    if MANIFEST_CAPTION in cols:
+        from_caption = F.expr(f"regexp_extract_all(coalesce({MANIFEST_CAPTION}, ''), '{_sql_str(CAPTION_HASHTAG_JAVA)}', 1)")
+        tags = F.concat(tags, from_caption)
+    tags = F.filter(tags, lambda t: t.isNotNull() & (F.length(t) > 0))
+    image = F.col(MANIFEST_IMAGE)
+    image_missing = image.isNull() | (F.length(image) == 0)
+    reason = F.when(F.col(CORRUPT).isNotNull(), "malformed_json") if CORRUPT in cols else None
+    checks = [
+        (F.col(MANIFEST_ID).isNull() | (F.length(F.col(MANIFEST_ID)) == 0), "missing_image_id"),
+        (image_missing, "missing_image"),
+        (F.size(F.col(TAGS)) == 0, "no_hashtags"),
+    ]
+    for cond, name in checks:
+        reason = F.when(cond, name) if reason is None else reason.when(cond, name)
+    payload = [c for c in cols if c != CORRUPT]
+    content = F.xxhash64(*[F.col(c) for c in payload])
+    staged = df.withColumn(TAGS, tags).withColumn("_reason", reason)
+    w = Window.partitionBy(MANIFEST_ID, F.col("_reason").isNull()).orderBy(content, F.to_json(F.struct(*[
+        F.col(c) for c in payload if dict(df.dtypes)[c] != "binary"])))
+    staged = staged.withColumn("_rank", F.row_number().over(w)).withColumn(
+        "_reason", F.when(F.col("_reason").isNull() & (F.col("_rank") > 1), "duplicate_image_id")
+        .otherwise(F.col("_reason"))).drop("_rank").cache()
+    counts = {r["_reason"]: r["count"] for r in staged.groupBy("_reason").count().collect()}
+    kept = counts.pop(None, 0)
+    stats = {"rows_read": kept + sum(counts.values()), "rows_kept": kept,
+             "rows_dropped": {k: int(counts.get(k, 0)) for k in DROP_REASONS}}
+    clean = staged.filter(F.col("_reason").isNull()).drop("_reason", *([CORRUPT] if CORRUPT in cols else []))
+    return clean, stats
+
+
+def _sql_str(s: str) -> str:
+    return s.replace("\\", "\\\\").replace("'", "\\'")

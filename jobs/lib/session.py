@@ -1,0 +1,72 @@
+"""The SparkSession for a job, with the project's code and WordNet shipped to executors."""
+from __future__ import annotations
+
+import os
+import tempfile
+import zipfile
+from pathlib import Path
+
+from pipeline.wordnet import PROJECT_ROOT, default_wordnet_dir
+
+WORDNET_ARCHIVE = "wordnet_corpus"
+_PACKAGES = ("pipeline", "jobs", "schemas")
+
+
+def get_session(app: str, master: str | None = None, conf: dict | None = None):
+    """SparkSession named `app`. `master` None keeps whatever spark-submit set (default local[*]).
+
+    Ships a zip of the project's packages with addPyFile so executors on a real cluster import
+    the same code as the driver; the Python dependencies themselves must exist on the cluster.
+    """
+    from pyspark.sql import SparkSession
+
+    b = SparkSession.builder.appName(app)
+    if master:
+        b = b.master(master)
+    elif not _master_from_submit():
+        b = b.master("local[*]")
+    for k, v in {"spark.sql.session.timeZone": "UTC", **(conf or {})}.items():
+        b = b.config(k, v)
+    spark = b.getOrCreate()
+    spark.sparkContext.setLogLevel("WARN")
+    spark.sparkContext.addPyFile(str(_code_zip()))
+    return spark
+
+
+def ship_wordnet(spark, wordnet_dir: str | os.PathLike | None = None) -> None:
+    """Make WordNet available to executors as a Spark archive (see `executor_wordnet_dir`)."""
+    src = Path(wordnet_dir) if wordnet_dir else default_wordnet_dir()
+    if not (src / "data.noun").is_file():
+        raise FileNotFoundError(f"WordNet not found in {src}: run `make setup` or pass --wordnet")
+    from pipeline.wordnet import zip_wordnet
+
+    dst = Path(tempfile.mkdtemp(prefix="wordnet-")) / f"{WORDNET_ARCHIVE}.zip"
+    zip_wordnet(src, dst)
+    # unpacked on each executor as a directory named WORDNET_ARCHIVE (the URI fragment)
+    spark.sparkContext.addArchive(f"{dst}#{WORDNET_ARCHIVE}")
+
+
+def executor_wordnet_dir() -> Path:
+    """Where the shipped WordNet archive was unpacked on this executor."""
+    from pyspark import SparkFiles
+
+    d = Path(SparkFiles.get(WORDNET_ARCHIVE))
+    if not (d / "data.noun").is_file():
+        raise FileNotFoundError(f"WordNet archive not unpacked at {d}: was ship_wordnet() called?")
+    return d
+
+
+def _master_from_submit() -> bool:
+    # spark-submit starts the JVM first and hands the Python driver its gateway port; its
+    # --master (default local[*]) is then already in the JVM's configuration.
+    return "PYSPARK_GATEWAY_PORT" in os.environ
+
+
+def _code_zip() -> Path:
+    out = Path(tempfile.mkdtemp(prefix="hashtag-code-")) / "hashtag_pretrain_code.zip"
+    with zipfile.ZipFile(out, "w", zipfile.ZIP_DEFLATED) as z:
+        for pkg in _PACKAGES:
+            for f in sorted((PROJECT_ROOT / pkg).rglob("*")):
+                if f.is_file() and "__pycache__" not in f.parts:
+                    z.write(f, f.relative_to(PROJECT_ROOT).as_posix())
+    return out

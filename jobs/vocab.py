@@ -1,0 +1,114 @@
+"""Canonical WordNet hashtag vocabulary (SWAG appendix A, Listing 1).
+
+    spark-submit jobs/vocab.py --manifest build/demo/manifest.parquet --out build/demo/vocab \
+        [--min-count 2] [--lexnames noun.animal,noun.food,...] [--max-labels K] \
+        [--align-synsets FILE] [--wordnet DIR] [--master local[*]]
+
+Writes OUT/vocab.parquet, OUT/hashtag_map.parquet and OUT/stats.json, atomically.
+"""
+from __future__ import annotations
+
+import logging
+import sys
+from dataclasses import dataclass, field
+from pathlib import Path
+
+if __package__ in (None, ""):  # run as a script by spark-submit: make the project importable
+    sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
+
+from pyspark.sql import functions as F  # noqa: E402
+
+from jobs.lib.config import parse_config  # noqa: E402
+from jobs.lib.manifest import clean_manifest, read_manifest  # noqa: E402
+from jobs.lib.output import atomic_output, write_json  # noqa: E402
+from jobs.lib.session import executor_wordnet_dir, get_session, ship_wordnet  # noqa: E402
+from jobs.lib.vocabulary import (VocabParams, canonical_vocabulary, image_hashtags,  # noqa: E402
+                                 lookup_synsets, normalize_distinct, raw_tag_strings)
+from pipeline.wordnet import DEFAULT_LEXNAMES, load_wordnet, resolve_synsets  # noqa: E402
+
+log = logging.getLogger("vocab")
+
+
+@dataclass(frozen=True)
+class VocabConfig:
+    manifest: str = field(metadata={"help": "manifest, Parquet or JSON Lines"})
+    out: str = field(metadata={"help": "output directory (replaced atomically)"})
+    min_count: int = field(default=2, metadata={"help": "images a raw hashtag needs to enter"})
+    lexnames: tuple[str, ...] = field(default=DEFAULT_LEXNAMES, metadata={"help": "comma-separated lexnames"})
+    max_labels: int | None = field(default=None, metadata={"help": "keep the K most frequent labels"})
+    align_synsets: str | None = field(default=None, metadata={"help": "file of synset names/offsets"})
+    wordnet: str | None = field(default=None, metadata={"help": "NLTK WordNet dir (default: make setup's)"})
+    master: str | None = field(default=None, metadata={"help": "Spark master (default: spark-submit's, local[*])"})
+
+    def __post_init__(self):
+        if self.min_count < 1:
+            raise ValueError(f"--min-count must be >= 1, got {self.min_count}")
+        if self.max_labels is not None and self.max_labels < 1:
+            raise ValueError(f"--max-labels must be >= 1, got {self.max_labels}")
+        if not self.lexnames:
+            raise ValueError("--lexnames is empty")
+        if self.align_synsets and not Path(self.align_synsets).is_file():
+            raise ValueError(f"--align-synsets {self.align_synsets}: no such file")
+
+
+def run(spark, cfg: VocabConfig) -> dict:
+    wn = load_wordnet(cfg.wordnet)  # fail before any Spark work if WordNet is missing
+    unknown = set(cfg.lexnames) - set(wn._lexnames)
+    if unknown:
+        raise ValueError(f"unknown lexnames: {sorted(unknown)}")
+    align = None
+    if cfg.align_synsets:
+        align = frozenset(resolve_synsets(Path(cfg.align_synsets).read_text().splitlines(), wn))
+    ship_wordnet(spark, cfg.wordnet)
+    calls = spark.sparkContext.accumulator(0)
+
+    clean, row_stats = clean_manifest(read_manifest(spark, cfg.manifest))
+    image_raw = raw_tag_strings(clean).cache()
+    raw_map = normalize_distinct(image_raw).cache()
+    img_tags = image_hashtags(image_raw, raw_map).cache()
+    counts = img_tags.groupBy("hashtag").agg(F.count("*").alias("images")).cache()
+    frequent = counts.filter(F.col("images") >= cfg.min_count)
+    synsets = lookup_synsets(frequent, cfg.lexnames, executor_wordnet_dir, calls).cache()
+    params = VocabParams(cfg.min_count, cfg.lexnames, cfg.max_labels, align)
+    vocab, hashtag_map, dropped = canonical_vocabulary(img_tags, frequent, synsets, params)
+    vocab = vocab.cache()
+
+    with atomic_output(spark, cfg.out) as tmp:
+        vocab.repartition(1).sortWithinPartitions("label").write.parquet(f"{tmp}/vocab.parquet")
+        hashtag_map.orderBy("hashtag").write.parquet(f"{tmp}/hashtag_map.parquet")
+        n_raw = raw_map.count()
+        n_hashtags = counts.count()
+        n_frequent = frequent.count()
+        n_no_synsets = synsets.filter(F.size("synsets") == 0).count()
+        n_labels = vocab.count()
+        n_kept = vocab.select(F.sum(F.size("hashtags"))).first()[0] or 0
+        stats = {
+            "manifest": cfg.manifest, **row_stats,
+            "distinct_raw_strings": n_raw,
+            "distinct_hashtags": n_hashtags,
+            "hashtags_kept": int(n_kept),
+            "hashtags_dropped": {"empty_after_normalize": raw_map.filter(F.col("hashtag") == "").count(),
+                                 "below_min_count": n_hashtags - n_frequent,
+                                 "no_synsets": n_no_synsets, **dropped},
+            "vocab_size": n_labels,
+            "get_synsets_calls": calls.value,
+            "config": {k: (list(v) if isinstance(v, tuple) else v) for k, v in vars(cfg).items()},
+        }
+        write_json(spark, f"{tmp}/stats.json", stats)
+    log.warning("get_synsets called %d times for %d distinct hashtags; vocabulary: %d labels",
+                calls.value, n_hashtags, n_labels)
+    return stats
+
+
+def main(argv: list[str] | None = None) -> dict:
+    cfg = parse_config(VocabConfig, argv, __doc__.splitlines()[0])
+    spark = get_session("vocab", cfg.master)
+    stats = run(spark, cfg)
+    print(f"vocab: {stats['vocab_size']} labels from {stats['distinct_hashtags']} hashtags "
+          f"({stats['rows_kept']}/{stats['rows_read']} rows) -> {cfg.out}")
+    return stats
+
+
+if __name__ == "__main__":
+    logging.basicConfig(level=logging.INFO, format="%(asctime)s %(name)s %(message)s")
+    main()

@@ -1,0 +1,93 @@
+"""Every table the toolkit reads or writes, as pyarrow schemas: the one source of truth.
+
+Spark StructTypes are derived from these in `spark_schema`; tests check written Parquet
+against them with `check_schema`.
+"""
+from __future__ import annotations
+
+import pyarrow as pa
+
+# --- manifest: the pipeline's input --------------------------------------------------------
+# Required: image_id, image (path/URI string, or encoded bytes), and hashtags and/or caption.
+# Every other column passes through untouched.
+MANIFEST_ID = "image_id"
+MANIFEST_IMAGE = "image"
+MANIFEST_HASHTAGS = "hashtags"
+MANIFEST_CAPTION = "caption"
+MANIFEST_FIELDS = {
+    MANIFEST_ID: (pa.string(),),
+    MANIFEST_IMAGE: (pa.string(), pa.binary()),
+    MANIFEST_HASHTAGS: (pa.list_(pa.string()),),
+    MANIFEST_CAPTION: (pa.string(),),
+}
+# The manifest written by jobs/ingest_openclipart.py and pipeline/synthetic.py.
+MANIFEST = pa.schema([
+    pa.field("image_id", pa.string(), nullable=False),
+    pa.field("image", pa.string()),
+    pa.field("hashtags", pa.list_(pa.string())),
+])
+OPENCLIPART_MANIFEST = MANIFEST.append(pa.field("category", pa.string()))
+
+# --- vocabulary (jobs/vocab.py) ------------------------------------------------------------
+VOCAB = pa.schema([
+    pa.field("label", pa.int32(), nullable=False),   # dense 0..C-1, by images desc, ties by key
+    pa.field("name", pa.string(), nullable=False),   # most frequent raw hashtag of the label
+    pa.field("key", pa.string(), nullable=False),    # sorted synset names joined with '+'
+    pa.field("synsets", pa.list_(pa.string()), nullable=False),
+    pa.field("hashtags", pa.list_(pa.string()), nullable=False),  # normalized hashtags merged
+    pa.field("images", pa.int64(), nullable=False),  # f(h): images carrying the label
+])
+HASHTAG_MAP = pa.schema([
+    pa.field("hashtag", pa.string(), nullable=False),  # normalized raw hashtag
+    pa.field("label", pa.int32(), nullable=False),
+])
+
+
+def spark_schema(schema: pa.Schema):
+    """The Spark StructType for a pyarrow schema (the only place types are translated)."""
+    from pyspark.sql import types as T
+
+    def conv(t: pa.DataType):
+        if pa.types.is_string(t) or pa.types.is_large_string(t):
+            return T.StringType()
+        if pa.types.is_binary(t) or pa.types.is_large_binary(t):
+            return T.BinaryType()
+        if pa.types.is_int64(t):
+            return T.LongType()
+        if pa.types.is_int32(t):
+            return T.IntegerType()
+        if pa.types.is_int16(t):
+            return T.ShortType()
+        if pa.types.is_boolean(t):
+            return T.BooleanType()
+        if pa.types.is_float64(t):
+            return T.DoubleType()
+        if pa.types.is_float32(t):
+            return T.FloatType()
+        if pa.types.is_list(t) or pa.types.is_large_list(t):
+            return T.ArrayType(conv(t.value_type), t.value_field.nullable)
+        raise TypeError(f"no Spark type for {t}")
+
+    return T.StructType([T.StructField(f.name, conv(f.type), f.nullable) for f in schema])
+
+
+def check_schema(actual: pa.Schema, expected: pa.Schema, where: str = "table") -> None:
+    """Raise ValueError naming `where` and the column unless every expected field is present
+    with the expected type (extra columns are allowed: they pass through)."""
+    for f in expected:
+        i = actual.get_field_index(f.name)
+        if i < 0:
+            raise ValueError(f"{where}: missing column {f.name!r} ({f.type})")
+        got = actual.field(i).type
+        if not _same_type(got, f.type):
+            raise ValueError(f"{where}: column {f.name!r} is {got}, expected {f.type}")
+
+
+def _same_type(a: pa.DataType, b: pa.DataType) -> bool:
+    if (pa.types.is_list(a) or pa.types.is_large_list(a)) and (pa.types.is_list(b) or pa.types.is_large_list(b)):
+        return _same_type(a.value_type, b.value_type)
+    if pa.types.is_large_string(a):
+        a = pa.string()
+    if pa.types.is_large_binary(a):
+        a = pa.binary()
+    return a.equals(b)
