@@ -7,6 +7,7 @@ the real corpus or a tiny one. `load_wordnet` reads an NLTK-layout directory bui
 from __future__ import annotations
 
 import argparse
+import functools
 import os
 import sys
 import warnings
@@ -32,10 +33,19 @@ def default_wordnet_dir() -> Path:
 
 
 def load_wordnet(root: str | os.PathLike | None = None):
-    """An NLTK WordNetCorpusReader over `root`; a clear error when the files are not there."""
+    """An NLTK WordNetCorpusReader over `root` (default: `default_wordnet_dir()`).
+
+    Loading takes seconds, so readers are cached per directory; a clear error names the
+    directory when the files are not there.
+    """
+    return _load_wordnet(str(Path(root) if root is not None else default_wordnet_dir()))
+
+
+@functools.lru_cache(maxsize=4)
+def _load_wordnet(root_str: str):
     from nltk.corpus.reader.wordnet import WordNetCorpusReader
 
-    root = Path(root) if root is not None else default_wordnet_dir()
+    root = Path(root_str)
     missing = [f for f in _REQUIRED_FILES if not (root / f).is_file()]
     if missing:
         raise FileNotFoundError(

@@ -10,6 +10,7 @@ from pipeline.wordnet import PROJECT_ROOT, default_wordnet_dir
 
 WORDNET_ARCHIVE = "wordnet_corpus"
 _PACKAGES = ("pipeline", "jobs", "schemas")
+_SHIPPED: dict[int, set] = {}  # SparkContext id -> the WordNet directory shipped to it
 
 
 def get_session(app: str, master: str | None = None, conf: dict | None = None):
@@ -35,13 +36,19 @@ def get_session(app: str, master: str | None = None, conf: dict | None = None):
 
 def ship_wordnet(spark, wordnet_dir: str | os.PathLike | None = None) -> None:
     """Make WordNet available to executors as a Spark archive (see `executor_wordnet_dir`)."""
-    src = Path(wordnet_dir) if wordnet_dir else default_wordnet_dir()
+    src = (Path(wordnet_dir) if wordnet_dir else default_wordnet_dir()).resolve()
     if not (src / "data.noun").is_file():
         raise FileNotFoundError(f"WordNet not found in {src}: run `make setup` or pass --wordnet")
+    shipped = _SHIPPED.setdefault(id(spark.sparkContext), set())
+    if shipped:
+        if src not in shipped:
+            raise ValueError(f"this SparkContext already ships WordNet from {next(iter(shipped))}, not {src}")
+        return
     from pipeline.wordnet import zip_wordnet
 
     dst = Path(tempfile.mkdtemp(prefix="wordnet-")) / f"{WORDNET_ARCHIVE}.zip"
     zip_wordnet(src, dst)
+    shipped.add(src)
     # unpacked on each executor as a directory named WORDNET_ARCHIVE (the URI fragment)
     spark.sparkContext.addArchive(f"{dst}#{WORDNET_ARCHIVE}")
 
