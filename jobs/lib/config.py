@@ -3,6 +3,7 @@ from __future__ import annotations
 
 import argparse
 import dataclasses
+import types
 import typing
 from typing import TypeVar
 
@@ -40,7 +41,7 @@ def _converter(kind):
     origin = typing.get_origin(kind)
     if origin is tuple:
         return lambda s: tuple(x.strip() for x in s.split(",") if x.strip())
-    if origin is typing.Union or str(origin) == "types.UnionType":
+    if origin in (typing.Union, types.UnionType):
         inner = [a for a in typing.get_args(kind) if a is not type(None)][0]
         return _converter(inner)
     return kind
