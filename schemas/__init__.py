@@ -91,3 +91,21 @@ def _same_type(a: pa.DataType, b: pa.DataType) -> bool:
     if pa.types.is_large_binary(a):
         a = pa.binary()
     return a.equals(b)
+
+# --- labeled images (jobs/label.py) ---------------------------------------------------------
+LABELED = pa.schema([
+    pa.field("image_id", pa.string(), nullable=False),
+    pa.field("image", pa.string()),                       # or binary: passes through as read
+    pa.field("labels", pa.list_(pa.int32()), nullable=False),  # sorted, distinct, non-empty
+    pa.field("importance", pa.float64(), nullable=False),      # max over labels of f(h)^-1/2
+    pa.field("tail", pa.bool_(), nullable=False),              # some label has f(h) < threshold
+])
+
+# --- resampled sample index (jobs/resample.py) ----------------------------------------------
+SAMPLES = pa.schema([
+    pa.field("position", pa.int64(), nullable=False),  # 0..M-1, a seeded global shuffle
+    pa.field("image_id", pa.string(), nullable=False),
+    pa.field("image", pa.string()),
+    pa.field("labels", pa.list_(pa.int32()), nullable=False),
+    pa.field("tail", pa.bool_(), nullable=False),
+])

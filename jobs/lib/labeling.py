@@ -1,0 +1,50 @@
+"""DataFrame transforms of the label job: hashtags -> labels, importance factors, tail flags."""
+from __future__ import annotations
+
+import numpy as np
+import pyarrow as pa
+from pyspark.sql import DataFrame
+from pyspark.sql import functions as F
+
+from jobs.lib.vocabulary import normalize_distinct, raw_tag_strings
+from pipeline.label_noise import noisy_labels
+from schemas import MANIFEST_ID
+
+_U53 = float(1 << 53)
+
+
+def hash_uniform(seed: int, *cols) -> F.Column:
+    """A uniform in [0, 1) that is a pure function of (seed, cols): same on any executor/retry."""
+    return F.xxhash64(F.lit(seed), *cols).bitwiseAND(F.lit((1 << 53) - 1)).cast("double") / F.lit(_U53)
+
+
+def image_labels(clean: DataFrame, hashtag_map: DataFrame) -> DataFrame:
+    """(image_id, labels): each image's hashtags normalized, mapped, deduplicated and sorted;
+    images without any label are absent."""
+    image_raw = raw_tag_strings(clean)
+    raw_map = normalize_distinct(image_raw)
+    return (image_raw.join(raw_map, "raw").join(hashtag_map, "hashtag")
+            .groupBy(MANIFEST_ID).agg(F.array_sort(F.collect_set("label")).alias("labels")))
+
+
+def add_label_noise(img_labels: DataFrame, p: float, seed: int, marginal: np.ndarray) -> DataFrame:
+    """Replace each label with probability p by one drawn from the marginal excluding itself."""
+    occ = img_labels.select(MANIFEST_ID, F.posexplode("labels").alias("pos", "label"))
+    occ = occ.select(MANIFEST_ID, "label", hash_uniform(seed, F.lit("replace"), F.col(MANIFEST_ID), "pos").alias("u1"),
+                     hash_uniform(seed, F.lit("draw"), F.col(MANIFEST_ID), "pos").alias("u2"))
+
+    def fn(batches):
+        for b in batches:
+            new = noisy_labels(b.column(1).to_numpy(), b.column(2).to_numpy(), b.column(3).to_numpy(), p, marginal)
+            yield pa.RecordBatch.from_arrays([b.column(0), pa.array(new, pa.int32())], names=[MANIFEST_ID, "label"])
+    noisy = occ.mapInArrow(fn, f"{MANIFEST_ID} string, label int")
+    return noisy.groupBy(MANIFEST_ID).agg(F.array_sort(F.collect_set("label")).alias("labels"))
+
+
+def importance_and_tail(img_labels: DataFrame, label_images: DataFrame, tail_threshold: int) -> DataFrame:
+    """(image_id, labels, importance, tail) with f(h) = label_images.images."""
+    per = (img_labels.select(MANIFEST_ID, F.explode("labels").alias("label")).join(label_images, "label")
+           .groupBy(MANIFEST_ID).agg(F.min("images").alias("min_f")))
+    return (img_labels.join(per, MANIFEST_ID)
+            .withColumn("importance", F.pow(F.col("min_f").cast("double"), F.lit(-0.5)))
+            .withColumn("tail", F.col("min_f") < F.lit(tail_threshold)).drop("min_f"))
