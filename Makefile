@@ -9,7 +9,7 @@ OPENCLIPART ?= /usr/share/openclipart
 SPARK_SUBMIT := PYSPARK_PYTHON=$(abspath $(PY)) PYSPARK_DRIVER_PYTHON=$(abspath $(PY)) $(VENV)/bin/spark-submit --master '$(MASTER)'
 export PYTHONHASHSEED := 0
 
-.PHONY: setup dataset vocab shards demo test test-all bench clean
+.PHONY: setup dataset vocab label resample shards demo test test-all bench clean
 
 setup:
 	@bash scripts/setup.sh
@@ -20,7 +20,18 @@ $(DEMO)/manifest.parquet: | setup
 vocab: setup $(DEMO)/manifest.parquet
 	$(SPARK_SUBMIT) jobs/vocab.py --manifest $(DEMO)/manifest.parquet --out $(DEMO)/vocab
 
-dataset: vocab
+TAIL_THRESHOLD ?= 100
+SAMPLES ?= 20000
+ALPHA ?= 0.7
+SEED ?= 0
+
+label: vocab
+	$(SPARK_SUBMIT) jobs/label.py --manifest $(DEMO)/manifest.parquet --vocab $(DEMO)/vocab --out $(DEMO)/labeled --tail-threshold $(TAIL_THRESHOLD)
+
+resample: label
+	$(SPARK_SUBMIT) jobs/resample.py --labeled $(DEMO)/labeled --out $(DEMO)/samples --samples $(SAMPLES) --alpha $(ALPHA) --seed $(SEED)
+
+dataset: resample
 
 demo: dataset
 	$(PY) -m pipeline.show_vocab $(DEMO)/vocab

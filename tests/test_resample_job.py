@@ -1,0 +1,168 @@
+"""jobs/resample.py: exact sizes, statistical fit of the draws, determinism, guard rails."""
+import json
+import os
+import signal
+import subprocess
+import sys
+import time
+from collections import Counter
+from pathlib import Path
+
+import numpy as np
+import pyarrow as pa
+import pyarrow.parquet as pq
+import pytest
+from scipy import stats as st
+
+import schemas
+from jobs.resample import ResampleConfig, run as resample
+
+ROOT = Path(__file__).resolve().parents[1]
+
+
+def write_labeled(d: Path, rows: list[dict], files: int = 1) -> str:
+    (d / "labeled.parquet").mkdir(parents=True)
+    t = pa.Table.from_pylist(rows, schema=schemas.LABELED)
+    for i, chunk in enumerate(np.array_split(np.arange(len(rows)), files)):
+        pq.write_table(t.take(pa.array(chunk)), d / "labeled.parquet" / f"part-{i}.parquet")
+    return str(d)
+
+
+def toy_rows(n_head=40, n_tail=25, seed=0):
+    """Images with known importance; tail images have larger importance (rarer labels)."""
+    rng = np.random.default_rng(seed)
+    rows = []
+    for i in range(n_head + n_tail):
+        tail = i >= n_head
+        f = int(rng.integers(2, 50)) if tail else int(rng.integers(100, 5000))
+        rows.append({"image_id": f"img{i:04d}", "image": f"{i}.jpg", "labels": [i % 7],
+                     "importance": f ** -0.5, "tail": tail})
+    return rows
+
+
+def read_samples(out: Path):
+    t = pq.read_table(out / "samples.parquet")
+    schemas.check_schema(t.schema, schemas.SAMPLES, "samples.parquet")
+    return t.to_pylist(), json.loads((out / "stats.json").read_text())
+
+
+def test_importance_split_sizes_and_fit(spark, tmp_path):
+    rows = toy_rows()
+    lab = write_labeled(tmp_path / "lab", rows)
+    m, alpha = 30_000, 0.7
+    stats = resample(spark, ResampleConfig(labeled=lab, out=str(tmp_path / "s"), samples=m, alpha=alpha, seed=3))
+    samples, _ = read_samples(tmp_path / "s")
+    assert len(samples) == m
+    assert sorted(s["position"] for s in samples) == list(range(m))
+    n_tail = sum(s["tail"] for s in samples)
+    # exact allocation: round(alpha*M) head samples; inside the binomial 99.9% interval of 1-alpha
+    assert n_tail == m - round(alpha * m)
+    lo, hi = st.binom.interval(0.999, m, 1 - alpha)
+    assert lo <= n_tail <= hi
+    counts = Counter(s["image_id"] for s in samples)
+    for split, is_tail in (("head", False), ("tail", True)):
+        imgs = [r for r in rows if r["tail"] == is_tail]
+        w = np.array([r["importance"] for r in imgs])
+        n = sum(counts[r["image_id"]] for r in imgs)
+        got = np.array([counts[r["image_id"]] for r in imgs])
+        assert st.chisquare(got, n * w / w.sum()).pvalue > 0.001, split
+        # ... and the same counts are rejected against uniform probabilities (the test can fail)
+        assert st.chisquare(got, np.full(len(imgs), n / len(imgs))).pvalue < 1e-6, split
+        assert stats["splits"][split]["samples"] == n
+        assert stats["splits"][split]["unique_images"] == sum(1 for r in imgs if counts[r["image_id"]])
+    # the shuffle interleaves head and tail
+    first = [s["tail"] for s in sorted(samples, key=lambda s: s["position"])[:1000]]
+    assert 200 < sum(first) < 400
+
+
+@pytest.mark.parametrize("strategy", ["uniform", "sqrt", "natural"])
+def test_wsl_strategies_fit_their_formula(spark, tmp_path, strategy):
+    rng = np.random.default_rng(5)
+    # labels with very different frequencies; images carry 1-2 labels
+    sizes = [200, 60, 20, 5]
+    rows, i = [], 0
+    for label, size in enumerate(sizes):
+        for _ in range(size):
+            labels = sorted({label, int(rng.integers(0, 4))}) if rng.random() < 0.3 else [label]
+            rows.append({"image_id": f"im{i:05d}", "image": "x", "labels": labels, "importance": 1.0, "tail": False})
+            i += 1
+    f = Counter(lb for r in rows for lb in r["labels"])
+    g = {"uniform": lambda x: 1.0, "sqrt": lambda x: x ** 0.5, "natural": lambda x: float(x)}[strategy]
+    w = np.array([sum(g(f[lb]) / f[lb] for lb in r["labels"]) for r in rows])
+    m = 60_000
+    lab = write_labeled(tmp_path / "lab", rows)
+    resample(spark, ResampleConfig(labeled=lab, out=str(tmp_path / "s"), samples=m, strategy=strategy, seed=1))
+    samples, stats = read_samples(tmp_path / "s")
+    counts = Counter(s["image_id"] for s in samples)
+    got = np.array([counts[r["image_id"]] for r in rows])
+    assert got.sum() == m and stats["splits"]["all"]["samples"] == m
+    assert st.chisquare(got, m * w / w.sum()).pvalue > 0.001
+    # the test can fail: the same counts are rejected under another strategy's formula
+    other = {"uniform": "natural", "sqrt": "natural", "natural": "uniform"}[strategy]
+    g2 = {"uniform": lambda x: 1.0, "natural": lambda x: float(x)}[other]
+    w2 = np.array([sum(g2(f[lb]) / f[lb] for lb in r["labels"]) for r in rows])
+    assert st.chisquare(got, m * w2 / w2.sum()).pvalue < 1e-6
+
+
+def content(out: Path):
+    samples, _ = read_samples(out)
+    return sorted((s["position"], s["image_id"], tuple(s["labels"]), s["tail"]) for s in samples)
+
+
+def test_same_seed_same_output_whatever_the_partitioning(spark, tmp_path):
+    rows = toy_rows(300, 200, seed=2)
+    lab1 = write_labeled(tmp_path / "lab1", rows, files=1)
+    lab7 = write_labeled(tmp_path / "lab7", rows[::-1], files=7)
+    cfg = dict(samples=5000, seed=11, rows_per_bucket=50)
+    resample(spark, ResampleConfig(labeled=lab1, out=str(tmp_path / "a"), **cfg))
+    old = spark.conf.get("spark.sql.shuffle.partitions")
+    try:
+        spark.conf.set("spark.sql.shuffle.partitions", "13")
+        spark.conf.set("spark.sql.adaptive.enabled", "false")
+        resample(spark, ResampleConfig(labeled=lab7, out=str(tmp_path / "b"), **cfg))
+    finally:
+        spark.conf.set("spark.sql.shuffle.partitions", old)
+        spark.conf.set("spark.sql.adaptive.enabled", "true")
+    assert content(tmp_path / "a") == content(tmp_path / "b")
+    resample(spark, ResampleConfig(labeled=lab1, out=str(tmp_path / "c"), **{**cfg, "seed": 12}))
+    assert content(tmp_path / "a") != content(tmp_path / "c")
+    # and in another JVM with one core: spark-submit --master local[1]
+    env = {**os.environ, "PYSPARK_PYTHON": sys.executable, "PYSPARK_DRIVER_PYTHON": sys.executable}
+    r = subprocess.run([str(Path(sys.executable).parent / "spark-submit"), "--master", "local[1]",
+                        "--conf", "spark.sql.shuffle.partitions=3", str(ROOT / "jobs" / "resample.py"),
+                        "--labeled", lab7, "--out", str(tmp_path / "d"), "--samples", "5000", "--seed", "11",
+                        "--rows-per-bucket", "50"], env=env, capture_output=True, text=True, timeout=600)
+    assert r.returncode == 0, r.stderr[-3000:]
+    assert content(tmp_path / "a") == content(tmp_path / "d")
+
+
+def test_guard_rails(spark, tmp_path):
+    head_only = [r for r in toy_rows() if not r["tail"]]
+    lab = write_labeled(tmp_path / "lab", head_only)
+    with pytest.raises(ValueError, match="tail split, which has no images"):
+        resample(spark, ResampleConfig(labeled=lab, out=str(tmp_path / "s"), samples=100, alpha=0.7))
+    resample(spark, ResampleConfig(labeled=lab, out=str(tmp_path / "s"), samples=100, alpha=1.0))  # fine
+    for bad in (dict(samples=0), dict(samples=10, alpha=1.2), dict(samples=10, strategy="zipf")):
+        with pytest.raises(ValueError):
+            ResampleConfig(labeled=lab, out="x", **bad)
+
+
+@pytest.mark.slow
+def test_killed_job_leaves_no_complete_looking_output(tmp_path):
+    lab = write_labeled(tmp_path / "lab", toy_rows(2000, 1000))
+    out = tmp_path / "out"
+    env = {**os.environ, "PYSPARK_PYTHON": sys.executable, "PYSPARK_DRIVER_PYTHON": sys.executable}
+    p = subprocess.Popen([str(Path(sys.executable).parent / "spark-submit"), "--master", "local[1]",
+                          str(ROOT / "jobs" / "resample.py"), "--labeled", lab, "--out", str(out),
+                          "--samples", "300000"], env=env, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL,
+                         start_new_session=True)
+    try:
+        deadline = time.time() + 300
+        while time.time() < deadline and not list(tmp_path.glob(".out.tmp-*")):
+            time.sleep(0.2)
+        assert list(tmp_path.glob(".out.tmp-*")), "the job never started writing"
+        time.sleep(1.0)
+    finally:
+        os.killpg(p.pid, signal.SIGKILL)
+        p.wait()
+    assert not out.exists()

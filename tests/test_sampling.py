@@ -1,0 +1,89 @@
+"""Sampling arithmetic and label noise on plain values; statistical claims with fixed seeds."""
+import numpy as np
+import pytest
+from scipy import stats
+
+from pipeline.label_noise import noisy_labels
+from pipeline.sampling import (bucket_draws, fixed_point, importance, multinomial, rng_for, split_sizes,
+                               strategy_weight)
+
+
+def test_importance_is_max_inverse_sqrt_frequency():
+    assert importance([4, 100]) == 0.5  # the rarest label dominates
+    assert importance([10000]) == 0.01
+
+
+def test_split_sizes_and_guard_rails():
+    assert split_sizes(10, 0.7) == {"head": 7, "tail": 3}
+    assert split_sizes(3, 0.5) == {"head": 2, "tail": 1}
+    assert split_sizes(5, 1.0) == {"head": 5, "tail": 0}
+    for bad in ((0, 0.7), (-1, 0.7)):
+        with pytest.raises(ValueError, match="--samples"):
+            split_sizes(*bad)
+    for a in (-0.1, 1.5):
+        with pytest.raises(ValueError, match="--alpha"):
+            split_sizes(10, a)
+
+
+def test_strategy_weights_by_hand():
+    f = [4, 100]  # an image with two labels
+    assert strategy_weight("natural", 0.0, f) == 2.0
+    assert strategy_weight("sqrt", 0.0, f) == pytest.approx(0.5 + 0.1)
+    assert strategy_weight("uniform", 0.0, f) == pytest.approx(0.25 + 0.01)
+    assert strategy_weight("importance", 0.3, f) == 0.3
+    with pytest.raises(ValueError, match="valid: importance, sqrt, uniform, natural"):
+        strategy_weight("bogus", 0.0, f)
+
+
+def test_multinomial_is_exact_in_count_and_fits_the_weights():
+    w = fixed_point(np.array([1.0, 2.0, 3.0, 4.0, 0.5]))
+    c = multinomial(100_000, w, rng_for(7, "t"))
+    assert c.sum() == 100_000
+    expected = 100_000 * w / w.sum()
+    assert stats.chisquare(c, expected).pvalue > 0.001
+    assert np.array_equal(c, multinomial(100_000, w, rng_for(7, "t")))  # seeded
+    assert not np.array_equal(c, multinomial(100_000, w, rng_for(8, "t")))
+
+
+def test_multinomial_wrong_weights_would_be_rejected():
+    # the chi-square test above can fail: counts drawn from other weights are rejected
+    w = fixed_point(np.array([1.0, 2.0, 3.0, 4.0, 0.5]))
+    other = multinomial(100_000, fixed_point(np.array([1.0, 1.0, 1.0, 1.0, 1.0])), rng_for(7, "t"))
+    assert stats.chisquare(other, 100_000 * w / w.sum()).pvalue < 1e-10
+
+
+def test_bucket_draws_handles_huge_integer_sums():
+    big = {0: 3 << 70, 1: 1 << 70}
+    d = bucket_draws(40_000, big, rng_for(1, "b"))
+    assert sum(d.values()) == 40_000
+    assert stats.binomtest(d[0], 40_000, 0.75).pvalue > 0.001
+    with pytest.raises(ValueError, match="empty split"):
+        bucket_draws(5, {}, rng_for(1, "b"))
+
+
+def test_fixed_point_rejects_bad_weights():
+    with pytest.raises(ValueError):
+        fixed_point(np.array([1.0, 0.0]))
+    with pytest.raises(ValueError):
+        fixed_point(np.array([np.nan]))
+
+
+def test_label_noise_rate_and_replacement_distribution():
+    rng = np.random.default_rng(0)
+    q = np.array([50.0, 30.0, 15.0, 5.0])
+    n = 200_000
+    labels = np.zeros(n, dtype=np.int64)  # all label 0: replacements must follow q[1:]/(1-q0)
+    out = noisy_labels(labels, rng.random(n), rng.random(n), 0.3, q)
+    replaced = out != 0
+    assert stats.binomtest(int(replaced.sum()), n, 0.3).pvalue > 0.001
+    got = np.bincount(out[replaced], minlength=4)[1:]
+    p = q[1:] / q[1:].sum()
+    assert stats.chisquare(got, p * replaced.sum()).pvalue > 0.001
+    assert np.array_equal(noisy_labels(labels[:10], np.ones(10) * 0.99, np.zeros(10), 0.3, q), labels[:10])
+
+
+def test_label_noise_never_keeps_a_replaced_label():
+    rng = np.random.default_rng(1)
+    labels = rng.integers(0, 5, 50_000)
+    out = noisy_labels(labels, np.zeros(50_000), rng.random(50_000), 1.0, np.array([1.0, 2, 3, 4, 5]))
+    assert not np.any(out == labels)
