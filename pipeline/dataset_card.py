@@ -13,6 +13,7 @@ import matplotlib
 
 matplotlib.use("Agg")
 import matplotlib.pyplot as plt  # noqa: E402
+from matplotlib.ticker import FuncFormatter, NullFormatter  # noqa: E402
 import numpy as np  # noqa: E402
 
 from pipeline.sampling import HEAD, split_sizes  # noqa: E402
@@ -51,12 +52,14 @@ def scaled_to_total(counts, total: float) -> np.ndarray:
     return c * (total / s)
 
 
-def label_shift(before: dict[int, int], after: dict[int, int], top: int = 10) -> dict:
+def label_shift(before: dict[int, int], after: dict[int, int], top: int = 10,
+                tail_threshold: int | None = None) -> dict:
     """How much resampling flattened the label distribution.
 
     before: images carrying each label (labeled table); after: occurrences in the samples.
     The top label is the most frequent one before; its share before / after is the headline.
     `spread` is max/median count over the labels present before (dynamic range of the head).
+    With tail_threshold: the share of tail labels (fewer than t images before), before / after.
     """
     if not before or sum(before.values()) <= 0:
         raise ValueError("no labels before resampling")
@@ -76,7 +79,9 @@ def label_shift(before: dict[int, int], after: dict[int, int], top: int = 10) ->
             "top_k": k, "top_k_share_before": float(b_share[:k].sum()), "top_k_share_after": float(a_share[:k].sum()),
             "max_share_after": float(a_share.max()),
             "spread_before": float(b.max() / np.median(b)), "spread_after": float(a.max() / max(np.median(a), 1e-12)),
-            "never_sampled": int(np.sum(a == 0))}
+            "never_sampled": int(np.sum(a == 0)),
+            "tail_share_before": float(b_share[b < tail_threshold].sum()) if tail_threshold else None,
+            "tail_share_after": float(a_share[b < tail_threshold].sum()) if tail_threshold else None}
 
 
 def split_summary(samples: dict[str, int], unique: dict[str, int], alpha: float | None,
@@ -139,6 +144,20 @@ def _verdict(ratio: float) -> str:
 
 # --- figures ---------------------------------------------------------------------------------
 
+def _plain_log_ticks(ax) -> None:
+    """Log axes labelled 1, 10, 1,000 rather than 10^k; the 2s and 5s in between labelled too when
+    the axis spans less than two decades (else a small plot would show one or two labels)."""
+    def plain(v, _):
+        return f"{v:,.0f}" if v >= 1 else f"{v:g}"
+
+    def two_five(v, _):
+        return plain(v, _) if f"{v:e}"[0] in "25" else ""
+
+    for axis, (lo, hi) in ((ax.xaxis, ax.get_xlim()), (ax.yaxis, ax.get_ylim())):
+        axis.set_major_formatter(FuncFormatter(plain))
+        axis.set_minor_formatter(FuncFormatter(two_five) if hi / max(lo, 1e-12) < 100 else NullFormatter())
+
+
 def _rank_curve(ax, counts: np.ndarray, **kw):
     idx = log_spaced_ranks(len(counts))
     return ax.plot(idx + 1, counts[idx], **kw)
@@ -168,6 +187,8 @@ def plot_hashtag_frequencies(raw_counts, canonical_counts, tail_threshold: int, 
     lo = min(raw.min(), canon.min(), tail_threshold)
     hi = max(raw.max(), canon.max(), tail_threshold)
     a.set_ylim(lo / 1.5, hi * 1.5)
+    for ax in (a, b):
+        _plain_log_ticks(ax)
     fig.suptitle("Hashtag frequency distribution (SWAG Figure 1)")
     fig.tight_layout()
     fig.savefig(path, dpi=110)
@@ -179,7 +200,7 @@ def plot_label_resampling(before: dict[int, int], after: dict[int, int], path: P
     """Per label: images in the labeled table vs occurrences in the samples (scaled to the same
     total), by the label's rank before resampling. A flatter orange curve = a tamer Zipf head.
     With tail_threshold, a vertical line separates head labels (f >= t) from tail labels."""
-    shift = label_shift(before, after)
+    shift = label_shift(before, after, tail_threshold=tail_threshold)
     labels = sorted(before, key=lambda k: (-before[k], k))
     b = np.array([before[k] for k in labels], dtype=np.float64)
     a = scaled_to_total([after.get(k, 0) for k in labels], b.sum())
@@ -204,6 +225,9 @@ def plot_label_resampling(before: dict[int, int], after: dict[int, int], path: P
             f"(before/after = {shift['top_share_ratio']:.2f}: {_verdict(shift['top_share_ratio'])})\n"
             f"max/median: {shift['spread_before']:.0f} before, "
             f"{shift['spread_after']:.0f} after")
+    if tail_threshold is not None:
+        note += (f"\ntail labels' share: {shift['tail_share_before']:.1%} before, "
+                 f"{shift['tail_share_after']:.1%} after")
     if shift["never_sampled"]:
         note += f"\n{shift['never_sampled']:,} labels never sampled (not shown)"
     ax.text(0.02, 0.03, note, transform=ax.transAxes, fontsize=9, va="bottom",
@@ -211,6 +235,7 @@ def plot_label_resampling(before: dict[int, int], after: dict[int, int], path: P
     ax.legend(loc="upper right", fontsize=8.5)
     ax.grid(True, which="major", alpha=0.3)
     ax.set_title("Label frequency before vs after resampling")
+    _plain_log_ticks(ax)
     fig.tight_layout()
     fig.savefig(path, dpi=110)
     plt.close(fig)
@@ -324,7 +349,7 @@ def stage_counts(vocab_stats: dict, label_stats: dict, ingest_stats: dict | None
 def write_card(d: CardData, directory: Path) -> dict:
     """Write the three figures and dataset_card.md into `directory`; return {splits, shift}."""
     splits = split_summary(d.samples, d.unique, d.alpha, d.head_tail_images)
-    shift = label_shift(d.before, d.after)
+    shift = label_shift(d.before, d.after, tail_threshold=d.tail_threshold)
     plot_hashtag_frequencies(d.raw_counts, d.canonical_counts, d.tail_threshold, directory / FIGURES["hashtags"])
     plot_label_resampling(d.before, d.after, directory / FIGURES["resampling"], d.tail_threshold)
     plot_splits(splits, d.alpha, directory / FIGURES["splits"])
@@ -363,6 +388,8 @@ def card_markdown(d: CardData, splits: dict[str, dict], shift: dict) -> str:
            f"**{shift['top_share_ratio']:.2f}** ({_verdict(shift['top_share_ratio'])}). "
            f"Top {shift['top_k']} labels: {shift['top_k_share_before']:.2%} before, {shift['top_k_share_after']:.2%} "
            f"after. Max/median label count: {shift['spread_before']:.1f} before, {shift['spread_after']:.1f} after. "
+           f"Tail labels (fewer than t = {t:,} images): {shift['tail_share_before']:.2%} of label occurrences "
+           f"before, {shift['tail_share_after']:.2%} after. "
            f"Labels never sampled: {shift['never_sampled']:,} of {shift['labels']:,}.", "",
            f"![Label frequency before vs after resampling]({FIGURES['resampling']})", ""]
     if d.alpha is None:

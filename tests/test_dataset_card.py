@@ -112,7 +112,7 @@ def test_report_writes_card_with_the_numbers_put_in(toy):
     md = (out / "dataset_card.md").read_text()
 
     # raw hashtags: dog (40, the duplicate row not counted twice), dogs 10, cat 20, bird 10, fish 5,
-    # frog 2, zzz 3 (first three images of cat/bird/fish/frog = 12), blah_blah 1 -> 8 distinct
+    # frog 2, zzz 11 (first three images of cat, bird, fish; both frogs), blah_blah 1 -> 8 distinct
     assert "8 distinct normalized hashtags merge into 5 canonical labels" in md
     assert "3 labels are used by fewer than t = 15 images" in md
     assert "| 0 | dog | 40 | dog (40), dogs (10) | dog.n.01 |" in md
@@ -139,6 +139,8 @@ def test_report_writes_card_with_the_numbers_put_in(toy):
     assert f"{before:.2%} of label occurrences before resampling, {after:.2%} after" in md
     assert f"before/after = **{before / after:.2f}** (flatter)" in md
     assert result["shift"]["top_share_ratio"] == pytest.approx(before / after)
+    # tail labels bird, fish, frog: 17 of 77 images before, 40 of 100 samples after
+    assert f"Tail labels (fewer than t = 15 images): {17 / 77:.2%} of label occurrences before, 40.00% after" in md
     for name in card.FIGURES.values():
         assert f"]({name})" in md  # relative links
 
@@ -210,7 +212,9 @@ def test_label_shift_by_hand():
     assert s["top_share_ratio"] == pytest.approx(1.5)
     assert s["top_k_share_before"] == pytest.approx(0.9) and s["top_k_share_after"] == pytest.approx(0.8)
     assert s["spread_before"] == pytest.approx(2.0) and s["spread_after"] == pytest.approx(1.0)
-    assert s["never_sampled"] == 0
+    assert s["never_sampled"] == 0 and s["tail_share_before"] is None
+    s = card.label_shift({0: 6, 1: 3, 2: 1}, {0: 2, 1: 2, 2: 1}, tail_threshold=4)  # tail labels: 1, 2
+    assert s["tail_share_before"] == pytest.approx(0.4) and s["tail_share_after"] == pytest.approx(0.6)
     assert card.label_shift({0: 6, 1: 3, 2: 1}, {0: 4})["never_sampled"] == 2
     with pytest.raises(ValueError, match="absent from the labeled table"):
         card.label_shift({0: 1}, {0: 1, 9: 1})

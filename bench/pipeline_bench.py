@@ -1,0 +1,242 @@
+"""The Spark chain vocab -> label -> resample against a single-process DuckDB reference.
+
+    python -m bench.pipeline_bench [--images 10000000] [--samples M] [--workdir build/bench] [--seed 0] \
+        [--spark-conf spark.sql.shuffle.partitions=8,...]
+
+Generates a synthetic manifest once (cached under WORKDIR by its parameters), runs the three
+jobs' run() in one local[2] session, then bench/reference.py on the same manifest, prints
+seconds per stage, rows/s and Spark/reference ratios, checks that both computed the same
+vocabulary, labeled table and split sizes, and writes WORKDIR/results-<images>-s<seed>.json.
+The Spark row also shows the CPU seconds its Python workers used: Python work should grow with
+distinct hashtags, not rows.
+"""
+from __future__ import annotations
+
+import json
+import os
+import sys
+import time
+from dataclasses import asdict, dataclass, field
+from pathlib import Path
+
+from jobs.lib.config import parse_config
+
+MASTER = "local[2]"
+
+
+@dataclass(frozen=True)
+class BenchConfig:
+    images: int = field(default=10_000_000, metadata={"help": "rows of the synthetic manifest"})
+    samples: int | None = field(default=None, metadata={"help": "samples to draw (default: --images)"})
+    workdir: str = field(default="build/bench", metadata={"help": "manifest cache and outputs"})
+    seed: int = field(default=0, metadata={"help": "seed of the manifest and the draw"})
+    min_count: int = field(default=2, metadata={"help": "vocab --min-count"})
+    tail_threshold: int = field(default=5000, metadata={"help": "label --tail-threshold"})
+    alpha: float = field(default=0.7, metadata={"help": "resample --alpha"})
+    driver_memory: str = field(default="8g", metadata={"help": "spark.driver.memory"})
+    duckdb_memory: str = field(default="8GB", metadata={"help": "DuckDB memory_limit"})
+    spark_conf: tuple[str, ...] = field(default=(), metadata={"help": "extra key=value Spark settings"})
+
+    def __post_init__(self):
+        if self.images < 1:
+            raise ValueError(f"--images must be >= 1, got {self.images}")
+        if self.samples is not None and self.samples < 1:
+            raise ValueError(f"--samples must be >= 1, got {self.samples}")
+        bad = [kv for kv in self.spark_conf if "=" not in kv]
+        if bad:
+            raise ValueError(f"--spark-conf takes key=value pairs, got {bad}")
+
+    @property
+    def n_samples(self) -> int:
+        return self.samples if self.samples is not None else self.images
+
+
+def cached_manifest(cfg: BenchConfig) -> Path:
+    """WORKDIR/manifest-<images>-s<seed>.parquet, generated only when absent (its sidecar last)."""
+    path = Path(cfg.workdir) / f"manifest-{cfg.images}-s{cfg.seed}.parquet"
+    if not path.with_name(path.name + ".json").is_file():
+        from pipeline.synthetic import write_synthetic_manifest
+        from pipeline.wordnet import load_wordnet
+
+        t0 = time.perf_counter()
+        write_synthetic_manifest(path, cfg.images, load_wordnet(), seed=cfg.seed)
+        print(f"[bench] generated {path} in {time.perf_counter() - t0:.1f}s", flush=True)
+    return path
+
+
+def _cpu_seconds() -> dict[str, float]:
+    """CPU seconds so far of this process' descendants, split into the JVM and Python workers
+    (live processes plus the children they reaped), from /proc."""
+    tick = os.sysconf("SC_CLK_TCK")
+    procs = {}
+    for d in os.listdir("/proc"):
+        if not d.isdigit():
+            continue
+        try:
+            stat = Path(f"/proc/{d}/stat").read_text()
+            cmd = Path(f"/proc/{d}/cmdline").read_bytes()
+        except OSError:
+            continue
+        f = stat[stat.rindex(")") + 2:].split()
+        procs[int(d)] = (int(f[1]), sum(int(x) for x in f[11:15]) / tick, cmd)
+    children: dict[int, list[int]] = {}
+    for pid, (ppid, _, _) in procs.items():
+        children.setdefault(ppid, []).append(pid)
+    out = {"jvm": 0.0, "python_workers": 0.0}
+    stack = list(children.get(os.getpid(), []))
+    while stack:
+        pid = stack.pop()
+        _, cpu, cmd = procs[pid]
+        if b"java" in cmd.split(b"\0")[0]:
+            # the JVM's own time only: its reaped children are Python workers, counted below
+            f = Path(f"/proc/{pid}/stat").read_text()
+            f = f[f.rindex(")") + 2:].split()
+            out["jvm"] += (int(f[11]) + int(f[12])) / tick
+        else:
+            out["python_workers"] += cpu
+        stack += children.get(pid, [])
+    return out
+
+
+def run_spark(cfg: BenchConfig, manifest: Path, out: Path) -> dict:
+    os.environ.setdefault("PYSPARK_PYTHON", sys.executable)
+    os.environ.setdefault("PYSPARK_DRIVER_PYTHON", sys.executable)
+    from jobs.label import LabelConfig, run as label
+    from jobs.lib.session import get_session
+    from jobs.resample import ResampleConfig, run as resample
+    from jobs.vocab import VocabConfig, run as vocab
+
+    conf = {"spark.driver.memory": cfg.driver_memory, "spark.ui.enabled": "false",
+            "spark.ui.showConsoleProgress": "false", **dict(kv.split("=", 1) for kv in cfg.spark_conf)}
+    t0 = time.perf_counter()
+    spark = get_session("bench", MASTER, conf)
+    spark.range(1).count()  # the JVM and a first job: session start-up is its own row
+    res = {"session": {"seconds": time.perf_counter() - t0}}
+    stages = [
+        ("vocab", lambda: vocab(spark, VocabConfig(manifest=str(manifest), out=str(out / "vocab"),
+                                                   min_count=cfg.min_count))),
+        ("label", lambda: label(spark, LabelConfig(manifest=str(manifest), vocab=str(out / "vocab"),
+                                                   out=str(out / "labeled"), tail_threshold=cfg.tail_threshold))),
+        ("resample", lambda: resample(spark, ResampleConfig(labeled=str(out / "labeled"), out=str(out / "samples"),
+                                                            samples=cfg.n_samples, alpha=cfg.alpha, seed=cfg.seed))),
+    ]
+    for name, fn in stages:
+        cpu0, t0 = _cpu_seconds(), time.perf_counter()
+        stats = fn()
+        dt, cpu1 = time.perf_counter() - t0, _cpu_seconds()
+        res[name] = {"seconds": dt, "stats": stats, **{f"{k}_cpu_s": cpu1[k] - cpu0[k] for k in cpu0}}
+        print(f"[bench] spark {name}: {dt:.1f}s (JVM CPU {res[name]['jvm_cpu_s']:.1f}s, Python workers CPU "
+              f"{res[name]['python_workers_cpu_s']:.1f}s)", flush=True)
+    spark.stop()
+    return res
+
+
+def run_reference(cfg: BenchConfig, manifest: Path, out: Path) -> dict:
+    from bench import reference
+    from pipeline import wordnet
+
+    # the Spark driver loaded WordNet in this process; the reference pays its own load
+    wordnet._load_wordnet.cache_clear()
+    con = reference.connect(threads=2, memory_limit=cfg.duckdb_memory)
+    stages = [
+        ("vocab", lambda: reference.vocab(con, str(manifest), out / "vocab", cfg.min_count, wordnet.DEFAULT_LEXNAMES)),
+        ("label", lambda: reference.label(con, str(manifest), out / "vocab", out / "labeled", cfg.tail_threshold)),
+        ("resample", lambda: reference.resample(out / "labeled", out / "samples", cfg.n_samples, cfg.alpha, cfg.seed)),
+    ]
+    res = {}
+    for name, fn in stages:
+        t0 = time.perf_counter()
+        stats = fn()
+        res[name] = {"seconds": time.perf_counter() - t0, "stats": stats}
+        print(f"[bench] reference {name}: {res[name]['seconds']:.1f}s", flush=True)
+    con.close()
+    return res
+
+
+def _files(path: Path) -> str:
+    """A DuckDB read_parquet argument for a Parquet file or a Spark output directory."""
+    return "'" + (str(path / "*.parquet") if path.is_dir() else str(path)).replace("'", "''") + "'"
+
+
+def compare(spark_out: Path, ref_out: Path, n_samples: int, alpha: float) -> dict[str, bool]:
+    """Checks that both sides computed the same thing, each printed; returns name -> passed."""
+    import duckdb
+    import pyarrow.parquet as pq
+
+    from pipeline.sampling import TAIL, split_sizes
+
+    checks = {}
+    sv = sorted(pq.read_table(spark_out / "vocab" / "vocab.parquet").to_pylist(), key=lambda r: r["label"])
+    rv = sorted(pq.read_table(ref_out / "vocab" / "vocab.parquet").to_pylist(), key=lambda r: r["label"])
+    checks["vocab keys and images"] = {r["key"]: r["images"] for r in sv} == {r["key"]: r["images"] for r in rv}
+    checks["vocab rows (label, name, synsets, hashtags)"] = sv == rv
+    hm = [sorted(pq.read_table(d / "vocab" / "hashtag_map.parquet").to_pylist(), key=lambda r: r["hashtag"])
+          for d in (spark_out, ref_out)]
+    checks["hashtag_map"] = hm[0] == hm[1]
+    con = duckdb.connect()
+    con.execute("SET threads = 2")
+
+    labeled = ("SELECT count(*), sum(tail::INT), sum(hash(image_id, image, labels, tail, hashtags)), "
+               "round(sum(importance), 6) FROM read_parquet({})")
+    lab = [con.execute(labeled.format(_files(d / "labeled" / "labeled.parquet"))).fetchone() for d in (spark_out, ref_out)]
+    print(f"[bench] labeled (rows, tail, row hash sum, importance sum): spark {lab[0]} reference {lab[1]}")
+    checks["labeled rows, labels, importance and tail"] = lab[0] == lab[1]
+    want_tail = split_sizes(n_samples, alpha)[TAIL]
+    for name, d in (("spark", spark_out), ("reference", ref_out)):
+        got = con.execute("SELECT count(*), count(DISTINCT position), min(position), max(position), sum(tail::INT) "
+                          f"FROM read_parquet({_files(d / 'samples' / 'samples.parquet')})").fetchone()
+        checks[f"{name} samples: M rows, positions 0..M-1, exact tail share"] = \
+            got == (n_samples, n_samples, 0, n_samples - 1, want_tail)
+    # every Spark sample carries its image's labels and tail flag from the labeled table
+    bad = con.execute(f"""SELECT count(*) FROM read_parquet({_files(spark_out / 'samples' / 'samples.parquet')}) s
+        LEFT JOIN read_parquet({_files(spark_out / 'labeled' / 'labeled.parquet')}) l USING (image_id)
+        WHERE l.image_id IS NULL OR s.labels <> l.labels OR s.tail <> l.tail""").fetchone()[0]
+    checks["spark samples agree with labeled"] = bad == 0
+    con.close()
+    for name, ok in checks.items():
+        print(f"[bench] check {'ok  ' if ok else 'FAIL'} {name}")
+    return checks
+
+
+def print_table(cfg: BenchConfig, spark: dict, ref: dict) -> dict:
+    rows = {"vocab": cfg.images, "label": cfg.images, "resample": cfg.n_samples}
+    head = f"{'stage':<10}{'Spark s':>10}{'ref s':>10}{'ratio':>8}{'rows':>12}{'Spark rows/s':>14}" \
+           f"{'ref rows/s':>13}{'Spark Py CPU s':>16}"
+    print(head)
+    print("-" * len(head))
+    if "session" in spark:
+        print(f"{'session':<10}{spark['session']['seconds']:>10.1f}{'-':>10}{'-':>8}")
+    for name, n in rows.items():
+        s, r = spark[name]["seconds"], ref[name]["seconds"]
+        print(f"{name:<10}{s:>10.1f}{r:>10.1f}{s / r:>8.2f}{n:>12,}{n / s:>14,.0f}{n / r:>13,.0f}"
+              f"{spark[name]['python_workers_cpu_s']:>16.1f}")
+    s, r = sum(spark[k]["seconds"] for k in rows), sum(ref[k]["seconds"] for k in rows)
+    total = {"spark_s": s, "reference_s": r, "ratio": s / r,
+             "ratio_with_session": (s + spark.get("session", {}).get("seconds", 0.0)) / r}
+    print("-" * len(head))
+    print(f"{'total':<10}{s:>10.1f}{r:>10.1f}{s / r:>8.2f}   (with session start-up: {total['ratio_with_session']:.2f})")
+    return total
+
+
+def main(argv: list[str] | None = None) -> dict:
+    cfg = parse_config(BenchConfig, argv, __doc__.splitlines()[0])
+    manifest = cached_manifest(cfg)
+    base = Path(cfg.workdir) / f"run-{cfg.images}-s{cfg.seed}"
+    print(f"[bench] {cfg.images:,} images, {cfg.n_samples:,} samples, Spark {MASTER}, DuckDB 2 threads; "
+          f"manifest {manifest} ({manifest.stat().st_size / 1e6:.0f} MB)", flush=True)
+    spark = run_spark(cfg, manifest, (base / "spark").resolve())
+    ref = run_reference(cfg, manifest, base / "reference")
+    total = print_table(cfg, spark, ref)
+    checks = compare((base / "spark").resolve(), (base / "reference").resolve(), cfg.n_samples, cfg.alpha)
+    result = {"config": asdict(cfg), "machine": {"cpus": os.cpu_count()}, "spark": spark, "reference": ref,
+              "total": total, "checks": checks}
+    path = Path(cfg.workdir) / f"results-{cfg.images}-s{cfg.seed}.json"
+    path.write_text(json.dumps(result, indent=1, sort_keys=True, default=str) + "\n")
+    print(f"[bench] results -> {path}")
+    if not all(checks.values()):
+        raise SystemExit("[bench] Spark and the reference disagree: the timings compare different computations")
+    return result
+
+
+if __name__ == "__main__":
+    main()
