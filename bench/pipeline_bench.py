@@ -65,8 +65,8 @@ def cached_manifest(cfg: BenchConfig) -> Path:
 
 
 def _cpu_seconds() -> dict[str, float]:
-    """CPU seconds so far of this process' descendants, split into the JVM and Python workers
-    (live processes plus the children they reaped), from /proc."""
+    """CPU seconds so far of this process' descendants, split into the JVM's own threads and
+    its Python workers (live ones plus those reaped by the daemon or the JVM), from /proc."""
     tick = os.sysconf("SC_CLK_TCK")
     procs = {}
     for d in os.listdir("/proc"):
@@ -74,11 +74,11 @@ def _cpu_seconds() -> dict[str, float]:
             continue
         try:
             stat = Path(f"/proc/{d}/stat").read_text()
-            cmd = Path(f"/proc/{d}/cmdline").read_bytes()
+            exe = Path(f"/proc/{d}/cmdline").read_bytes().split(b"\0")[0]
         except OSError:
             continue
-        f = stat[stat.rindex(")") + 2:].split()
-        procs[int(d)] = (int(f[1]), sum(int(x) for x in f[11:15]) / tick, cmd)
+        f = stat[stat.rindex(")") + 2:].split()  # fields from the 3rd on: state, ppid, ...
+        procs[int(d)] = (int(f[1]), [int(x) / tick for x in f[11:15]], exe)  # utime stime cutime cstime
     children: dict[int, list[int]] = {}
     for pid, (ppid, _, _) in procs.items():
         children.setdefault(ppid, []).append(pid)
@@ -86,14 +86,12 @@ def _cpu_seconds() -> dict[str, float]:
     stack = list(children.get(os.getpid(), []))
     while stack:
         pid = stack.pop()
-        _, cpu, cmd = procs[pid]
-        if b"java" in cmd.split(b"\0")[0]:
-            # the JVM's own time only: its reaped children are Python workers, counted below
-            f = Path(f"/proc/{pid}/stat").read_text()
-            f = f[f.rindex(")") + 2:].split()
-            out["jvm"] += (int(f[11]) + int(f[12])) / tick
+        _, (ut, st, cut, cst), exe = procs[pid]
+        if exe.endswith(b"java"):
+            out["jvm"] += ut + st
+            out["python_workers"] += cut + cst  # the JVM's children are the Python daemon and workers
         else:
-            out["python_workers"] += cpu
+            out["python_workers"] += ut + st + cut + cst
         stack += children.get(pid, [])
     return out
 
@@ -121,6 +119,7 @@ def run_spark(cfg: BenchConfig, manifest: Path, out: Path) -> dict:
                                                             samples=cfg.n_samples, alpha=cfg.alpha, seed=cfg.seed))),
     ]
     for name, fn in stages:
+        spark.sparkContext.setLocalProperty("bench.stage", name)  # read by bench/spark_profile.py
         cpu0, t0 = _cpu_seconds(), time.perf_counter()
         stats = fn()
         dt, cpu1 = time.perf_counter() - t0, _cpu_seconds()
@@ -174,23 +173,23 @@ def compare(spark_out: Path, ref_out: Path, n_samples: int, alpha: float) -> dic
           for d in (spark_out, ref_out)]
     checks["hashtag_map"] = hm[0] == hm[1]
     con = duckdb.connect()
-    con.execute("SET threads = 2")
+    con.execute("SET threads = 2").fetchall()
 
     labeled = ("SELECT count(*), sum(tail::INT), sum(hash(image_id, image, labels, tail, hashtags)), "
                "round(sum(importance), 6) FROM read_parquet({})")
-    lab = [con.execute(labeled.format(_files(d / "labeled" / "labeled.parquet"))).fetchone() for d in (spark_out, ref_out)]
+    lab = [con.execute(labeled.format(_files(d / "labeled" / "labeled.parquet"))).fetchall()[0] for d in (spark_out, ref_out)]
     print(f"[bench] labeled (rows, tail, row hash sum, importance sum): spark {lab[0]} reference {lab[1]}")
     checks["labeled rows, labels, importance and tail"] = lab[0] == lab[1]
     want_tail = split_sizes(n_samples, alpha)[TAIL]
     for name, d in (("spark", spark_out), ("reference", ref_out)):
         got = con.execute("SELECT count(*), count(DISTINCT position), min(position), max(position), sum(tail::INT) "
-                          f"FROM read_parquet({_files(d / 'samples' / 'samples.parquet')})").fetchone()
+                          f"FROM read_parquet({_files(d / 'samples' / 'samples.parquet')})").fetchall()[0]
         checks[f"{name} samples: M rows, positions 0..M-1, exact tail share"] = \
             got == (n_samples, n_samples, 0, n_samples - 1, want_tail)
     # every Spark sample carries its image's labels and tail flag from the labeled table
     bad = con.execute(f"""SELECT count(*) FROM read_parquet({_files(spark_out / 'samples' / 'samples.parquet')}) s
         LEFT JOIN read_parquet({_files(spark_out / 'labeled' / 'labeled.parquet')}) l USING (image_id)
-        WHERE l.image_id IS NULL OR s.labels <> l.labels OR s.tail <> l.tail""").fetchone()[0]
+        WHERE l.image_id IS NULL OR s.labels <> l.labels OR s.tail <> l.tail""").fetchall()[0][0]
     checks["spark samples agree with labeled"] = bad == 0
     con.close()
     for name, ok in checks.items():

@@ -27,10 +27,15 @@ from pipeline.wordnet import get_synsets, load_wordnet
 
 def connect(threads: int, memory_limit: str) -> duckdb.DuckDBPyConnection:
     con = duckdb.connect()
-    con.execute(f"SET threads = {int(threads)}")
-    con.execute(f"SET memory_limit = '{memory_limit}'")
-    con.execute("SET preserve_insertion_order = false")  # as Spark: row order is not part of the result
+    _sql(con, f"SET threads = {int(threads)}")
+    _sql(con, f"SET memory_limit = '{memory_limit}'")
+    _sql(con, "SET preserve_insertion_order = false")  # as Spark: row order is not part of the result
     return con
+
+
+def _sql(con, sql: str) -> list[tuple]:
+    """Run `sql` to completion (DuckDB keeps a connection busy until a result is fetched)."""
+    return con.execute(sql).fetchall()
 
 
 def _quote(path: str | os.PathLike) -> str:
@@ -40,14 +45,14 @@ def _quote(path: str | os.PathLike) -> str:
 def _clean_manifest(con, manifest: str, name: str, columns: str) -> int:
     """Temp table `name` of the kept manifest rows (`columns` of them plus `_tags`, the non-empty
     raw hashtags) with jobs/lib/manifest.clean_manifest's rules; returns its row count."""
-    con.execute(f"""
+    _sql(con, f"""
         CREATE OR REPLACE TEMP TABLE {name} AS
         SELECT {columns}, _tags FROM (
-            SELECT *, list_filter(coalesce(hashtags, []::VARCHAR[]), t -> t IS NOT NULL AND length(t) > 0) AS _tags
+            SELECT *, list_filter(coalesce(hashtags, []::VARCHAR[]), lambda t: t IS NOT NULL AND length(t) > 0) AS _tags
             FROM read_parquet({_quote(manifest)}))
         WHERE image_id IS NOT NULL AND image_id <> '' AND image IS NOT NULL AND image <> '' AND len(_tags) > 0
         QUALIFY row_number() OVER (PARTITION BY image_id ORDER BY hash(image, hashtags)) = 1""")
-    return con.execute(f"SELECT count(*) FROM {name}").fetchone()[0]
+    return _sql(con, f"SELECT count(*) FROM {name}")[0][0]
 
 
 def _raw_map(con, table: str) -> pa.Table:
@@ -64,21 +69,21 @@ def vocab(con, manifest: str, out: str | os.PathLike, min_count: int, lexnames: 
     rows_kept = _clean_manifest(con, manifest, "clean", "image_id")
     raw_map = _raw_map(con, "clean")
     con.register("raw_map", raw_map)
-    con.execute("""
+    _sql(con, """
         CREATE OR REPLACE TEMP TABLE img_tags AS
         SELECT DISTINCT image_id, hashtag FROM (SELECT image_id, unnest(_tags) AS raw FROM clean)
         JOIN raw_map USING (raw) WHERE hashtag <> ''""")
-    con.execute("DROP TABLE clean")
-    counts = dict(con.execute("SELECT hashtag, count(*) FROM img_tags GROUP BY hashtag").fetchall())
+    _sql(con, "DROP TABLE clean")
+    counts = dict(_sql(con, "SELECT hashtag, count(*) FROM img_tags GROUP BY hashtag"))
     frequent = {h: n for h, n in counts.items() if n >= min_count}
     synsets = {h: get_synsets(h, wn, lexnames) for h in frequent}
     keyed = {h: "+".join(sorted(s)) for h, s in synsets.items() if s}
     con.register("keyed", pa.table({"hashtag": pa.array(list(keyed), pa.string()),
                                     "key": pa.array(list(keyed.values()), pa.string())}))
-    label_images = dict(con.execute("""
+    label_images = dict(_sql(con, """
         SELECT key, count(*) FROM (SELECT DISTINCT image_id, key FROM img_tags JOIN keyed USING (hashtag))
-        GROUP BY key""").fetchall())
-    con.execute("DROP TABLE img_tags")
+        GROUP BY key"""))
+    _sql(con, "DROP TABLE img_tags")
     groups: dict[str, list[str]] = {}
     for h, k in keyed.items():
         groups.setdefault(k, []).append(h)
@@ -111,7 +116,7 @@ def label(con, manifest: str, vocab_dir: str | os.PathLike, out: str | os.PathLi
     raw_label = con.sql("SELECT raw, label, images FROM raw_map JOIN hmap USING (hashtag) "
                         "JOIN label_images USING (label)").to_arrow_table()
     con.register("raw_label", raw_label)
-    con.execute(f"""
+    _sql(con, f"""
         CREATE OR REPLACE TEMP TABLE labeled AS
         WITH scored AS (
             SELECT image_id, list_sort(list(DISTINCT label)) AS labels, min(images) AS min_f
@@ -120,13 +125,13 @@ def label(con, manifest: str, vocab_dir: str | os.PathLike, out: str | os.PathLi
         SELECT c.image_id, c.image, s.labels, pow(s.min_f::DOUBLE, -0.5) AS importance,
                s.min_f < {int(tail_threshold)} AS tail, c.hashtags
         FROM clean c JOIN scored s USING (image_id)""")
-    con.execute("DROP TABLE clean")
+    _sql(con, "DROP TABLE clean")
     out = Path(out)
     out.mkdir(parents=True, exist_ok=True)
-    con.execute(f"COPY labeled TO {_quote(out / 'labeled.parquet')} (FORMAT parquet)")
-    n, tails = con.execute("SELECT count(*), coalesce(sum(tail::INT), 0) FROM labeled").fetchone()
-    hist = dict(con.execute("SELECT len(labels), count(*) FROM labeled GROUP BY 1 ORDER BY 1").fetchall())
-    con.execute("DROP TABLE labeled")
+    _sql(con, f"COPY labeled TO {_quote(out / 'labeled.parquet')} (FORMAT parquet)")
+    n, tails = _sql(con, "SELECT count(*), coalesce(sum(tail::INT), 0) FROM labeled")[0]
+    hist = dict(_sql(con, "SELECT len(labels), count(*) FROM labeled GROUP BY 1 ORDER BY 1"))
+    _sql(con, "DROP TABLE labeled")
     for name in ("raw_map", "hmap", "label_images", "raw_label"):
         con.unregister(name)
     return {"rows_kept": n, "no_label": rows_kept - n, "head_images": n - tails, "tail_images": tails,

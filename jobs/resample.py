@@ -10,6 +10,7 @@ does not apply. Writes OUT/samples.parquet (position-ordered) and OUT/stats.json
 """
 from __future__ import annotations
 
+import json
 import sys
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -21,7 +22,7 @@ from pyspark.sql import functions as F  # noqa: E402
 
 import schemas  # noqa: E402
 from jobs.lib.config import parse_config  # noqa: E402
-from jobs.lib.output import atomic_output, write_json  # noqa: E402
+from jobs.lib.output import atomic_output, read_text, write_json  # noqa: E402
 from jobs.lib.resampling import draw_counts, fixed_point_buckets, sampling_weights, shuffled_positions  # noqa: E402
 from jobs.lib.session import get_session  # noqa: E402
 from jobs.lib.tables import read_checked  # noqa: E402
@@ -50,6 +51,10 @@ class ResampleConfig:
 def run(spark, cfg: ResampleConfig) -> dict:
     labeled = read_checked(spark, f"{cfg.labeled}/labeled.parquet", schemas.LABELED.remove(1)).cache()
     n_images = labeled.count()
+    try:  # carried along so the shards (and the trainer) know C
+        vocab_size = json.loads(read_text(spark, f"{cfg.labeled}/stats.json"))["vocab_size"]
+    except Exception:
+        vocab_size = labeled.select(F.max(F.array_max("labels"))).first()[0] + 1
     sizes = split_sizes(cfg.samples, cfg.alpha) if cfg.strategy == "importance" else {ALL: cfg.samples}
     buckets = fixed_point_buckets(sampling_weights(labeled, cfg.strategy), bucket_count(n_images, cfg.rows_per_bucket))
     counts, _ = draw_counts(buckets, sizes, cfg.seed)
@@ -64,7 +69,7 @@ def run(spark, cfg: ResampleConfig) -> dict:
          .write.parquet(f"{tmp}/samples.parquet"))
         per = {r["split"]: (r["unique"], r["samples"]) for r in
                counts.groupBy("split").agg(F.count("*").alias("unique"), F.sum("count").alias("samples")).collect()}
-        stats = {"labeled_images": n_images, "samples": cfg.samples, "splits": {
+        stats = {"labeled_images": n_images, "samples": cfg.samples, "vocab_size": vocab_size, "splits": {
             s: {"samples": per.get(s, (0, 0))[1] or 0, "unique_images": per.get(s, (0, 0))[0],
                 "duplication_factor": (per[s][1] / per[s][0]) if per.get(s, (0, 0))[0] else None}
             for s in sizes}, "config": vars(cfg)}

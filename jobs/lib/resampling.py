@@ -11,9 +11,10 @@ import math
 
 import numpy as np
 import pyarrow as pa
-from pyspark.sql import DataFrame, Window
+from pyspark.sql import DataFrame
 from pyspark.sql import functions as F
 
+from jobs.lib.numbering import number_rows
 from pipeline.sampling import ALL, HEAD, TAIL, WEIGHT_SCALE, bucket_draws, multinomial, rng_for
 
 ROWS_PER_RANGE = 1_000_000  # rows per window partition when numbering positions
@@ -76,19 +77,8 @@ def draw_counts(buckets: DataFrame, split_sizes: dict[str, int], seed: int) -> t
 
 
 def shuffled_positions(copies: DataFrame, total: int, seed: int) -> DataFrame:
-    """Adds `position` 0..total-1: a seeded global shuffle numbered without a single-partition
-    window: rows are ranked within hash ranges, ranges are offset by their exact sizes."""
+    """Adds `position` 0..total-1: a seeded global shuffle (order by a hash of the copy)."""
     bits = max(0, math.ceil(math.log2(max(1, total / ROWS_PER_RANGE))))
-    key = F.xxhash64(F.lit(seed), F.lit("shuffle"), "image_id", "copy")
-    keyed = copies.withColumn("_key", key).withColumn(
-        "_range", F.shiftrightunsigned(F.col("_key"), 64 - bits) if bits else F.lit(0).cast("long"))
-    sizes = sorted((r["_range"], r["count"]) for r in keyed.groupBy("_range").count().collect())
-    offsets, acc = [], 0
-    for rng_id, n in sizes:
-        offsets.append((rng_id, acc))
-        acc += n
-    off = keyed.sparkSession.createDataFrame(offsets, "_range long, _offset long")
-    w = Window.partitionBy("_range").orderBy("_key", "image_id", "copy")
-    return (keyed.join(F.broadcast(off), "_range")
-            .withColumn("position", F.col("_offset") + F.row_number().over(w) - 1)
-            .drop("_key", "_range", "_offset"))
+    keyed = copies.withColumn("_key", F.xxhash64(F.lit(seed), F.lit("shuffle"), "image_id", "copy"))
+    coarse = F.shiftrightunsigned(F.col("_key"), 64 - bits) if bits else F.lit(0).cast("long")
+    return number_rows(keyed, ["_key", "image_id", "copy"], coarse, "position").drop("_key")

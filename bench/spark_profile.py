@@ -1,0 +1,94 @@
+"""Where a Spark run's time went, from its event log: one line per job, its stages below it.
+
+    python -m bench.pipeline_bench --images 200000 \
+        --spark-conf spark.eventLog.enabled=true,spark.eventLog.dir=file:///tmp/spark-events
+    python -m bench.spark_profile /tmp/spark-events/local-... [--top 40]
+
+A job line: wall seconds, the bench stage that ran it (the `bench.stage` local property), its
+call site in the project's code. A stage line: tasks, wall seconds, summed executor run and CPU
+seconds, shuffle read/write MB, spill MB, Python UDF seconds where Spark reports them.
+"""
+from __future__ import annotations
+
+import argparse
+import json
+from collections import defaultdict
+from pathlib import Path
+
+_METRICS = {  # accumulable name -> (column, scale)
+    "internal.metrics.executorRunTime": ("run_s", 1e-3),
+    "internal.metrics.executorCpuTime": ("cpu_s", 1e-9),
+    "internal.metrics.shuffle.read.localBytesRead": ("shuf_rd_mb", 1e-6),
+    "internal.metrics.shuffle.read.remoteBytesRead": ("shuf_rd_mb", 1e-6),
+    "internal.metrics.shuffle.write.bytesWritten": ("shuf_wr_mb", 1e-6),
+    "internal.metrics.memoryBytesSpilled": ("spill_mb", 1e-6),
+    "internal.metrics.diskBytesSpilled": ("spill_disk_mb", 1e-6),
+    "internal.metrics.input.recordsRead": ("in_rows", 1),
+    "internal.metrics.jvmGCTime": ("gc_s", 1e-3),
+}
+
+
+def read_log(path: Path) -> tuple[dict, dict]:
+    """(jobs, stages) keyed by id, from a Spark JSON event log."""
+    jobs, stages = {}, {}
+    with open(path) as f:
+        for line in f:
+            e = json.loads(line)
+            kind = e["Event"]
+            if kind == "SparkListenerJobStart":
+                props = e.get("Properties") or {}
+                jobs[e["Job ID"]] = {"start": e["Submission Time"], "stages": e["Stage IDs"],
+                                     "site": props.get("callSite.short", ""),
+                                     "bench": props.get("bench.stage", "")}
+            elif kind == "SparkListenerJobEnd":
+                jobs[e["Job ID"]]["end"] = e["Completion Time"]
+            elif kind == "SparkListenerStageCompleted":
+                info = e["Stage Info"]
+                m = defaultdict(float)
+                for a in info.get("Accumulables", []):
+                    name = a.get("Name", "")
+                    if name in _METRICS:
+                        col, scale = _METRICS[name]
+                        m[col] += float(a["Value"]) * scale
+                    elif "python" in name.lower() and "time" in name.lower():
+                        m["python_s"] += float(a["Value"]) * 1e-3  # SQL metric in ms
+                stages[info["Stage ID"]] = {"name": info["Stage Name"], "tasks": info["Number of Tasks"],
+                                            "wall_s": (info.get("Completion Time", 0) - info.get("Submission Time", 0)) / 1e3,
+                                            "skipped": "Submission Time" not in info, **m}
+    return jobs, stages
+
+
+def summarize(path: Path, top: int = 40) -> None:
+    jobs, stages = read_log(path)
+    per_bench = defaultdict(lambda: [0.0, 0])
+    rows = []
+    for jid, j in sorted(jobs.items()):
+        dt = (j.get("end", j["start"]) - j["start"]) / 1e3
+        per_bench[j["bench"]][0] += dt
+        per_bench[j["bench"]][1] += 1
+        rows.append((dt, jid, j))
+    print("bench stage: jobs, summed job seconds")
+    for name, (s, n) in per_bench.items():
+        print(f"  {name or '-':<10} {n:>4} jobs {s:>8.1f}s")
+    print(f"\nslowest {top} jobs (seconds, id, bench stage, call site), then their stages:")
+    for dt, jid, j in sorted(rows, key=lambda r: -r[0])[:top]:
+        print(f"{dt:8.1f}s job {jid:<4} {j['bench']:<9} {j['site']}")
+        for sid in j["stages"]:
+            s = stages.get(sid)
+            if s is None or s["skipped"]:
+                continue
+            extra = " ".join(f"{k}={v:.1f}" for k, v in s.items()
+                             if k not in ("name", "tasks", "wall_s", "skipped") and v)
+            print(f"           stage {sid:<4} {s['tasks']:>4} tasks {s['wall_s']:>7.1f}s  {s['name'][:60]:<60} {extra}")
+
+
+def main(argv: list[str] | None = None) -> None:
+    p = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    p.add_argument("event_log", type=Path)
+    p.add_argument("--top", type=int, default=40)
+    a = p.parse_args(argv)
+    summarize(a.event_log, a.top)
+
+
+if __name__ == "__main__":
+    main()

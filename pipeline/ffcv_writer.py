@@ -1,0 +1,84 @@
+"""FFCV .beton from finished WebDataset shards (same samples, same order).
+
+FFCV has no variable-length field: labels are a fixed-size int32 array padded with -1 plus a
+count; the padding size is the largest label count in the data and is recorded in shards.json.
+"""
+from __future__ import annotations
+
+import io
+import json
+import os
+import tarfile
+import uuid
+from pathlib import Path
+
+import numpy as np
+from PIL import Image
+
+from pipeline.wds import check_member
+
+LABEL_PAD_VALUE = -1
+
+
+def require_ffcv():
+    try:
+        import ffcv  # noqa: F401
+    except Exception as e:  # ImportError, or a missing shared library at import time
+        raise RuntimeError(
+            "FFCV is not available (" + str(e).splitlines()[0] + "). `make setup` installs it; it needs the "
+            "system packages pkg-config, libopencv-dev and libturbojpeg0-dev. Or build only WebDataset "
+            "shards: --format wds") from None
+
+
+class ShardSamples:
+    """Random access to the samples of tar shards through member offsets (no extraction)."""
+
+    def __init__(self, shard_paths: list[str], label_pad: int):
+        self.label_pad = label_pad
+        self.index = []  # (path, jpg offset, jpg size, json offset, json size)
+        for path in shard_paths:
+            members = {}
+            with tarfile.open(path, "r:") as tar:
+                for m in tar.getmembers():
+                    check_member(path, m.name)
+                    members[m.name] = (m.offset_data, m.size)
+            keys = sorted({n.rsplit(".", 1)[0] for n in members})
+            for k in keys:
+                self.index.append((path, *members[f"{k}.jpg"], *members[f"{k}.json"]))
+
+    def __len__(self):
+        return len(self.index)
+
+    def __getitem__(self, i):
+        path, jo, js, mo, ms = self.index[i]
+        with open(path, "rb") as f:
+            f.seek(jo)
+            jpg = f.read(js)
+            f.seek(mo)
+            meta = json.loads(f.read(ms))
+        img = np.asarray(Image.open(io.BytesIO(jpg)).convert("RGB"))
+        labels = np.full(self.label_pad, LABEL_PAD_VALUE, dtype=np.int32)
+        labels[: len(meta["labels"])] = meta["labels"]
+        return img, labels, len(meta["labels"]), int(meta["position"])
+
+
+def write_beton(shard_paths: list[str], out_path: str, max_side: int, label_pad: int, quality: int = 90,
+                num_workers: int = 2) -> dict:
+    require_ffcv()
+    from ffcv.fields import IntField, NDArrayField, RGBImageField
+    from ffcv.writer import DatasetWriter
+
+    ds = ShardSamples(shard_paths, label_pad)
+    out = Path(out_path)
+    tmp = out.with_name(f".{out.name}.{uuid.uuid4().hex[:12]}.tmp")
+    fields = {"image": RGBImageField(write_mode="jpg", max_resolution=max_side, jpeg_quality=quality),
+              "labels": NDArrayField(np.dtype("int32"), (label_pad,)),
+              "num_labels": IntField(), "position": IntField()}
+    os.environ.setdefault("TQDM_DISABLE", "1")  # FFCV's per-sample progress bar floods job logs
+    try:
+        DatasetWriter(str(tmp), fields, num_workers=num_workers).from_indexed_dataset(ds)
+        os.replace(tmp, out)
+    finally:
+        if tmp.exists():
+            tmp.unlink()
+    return {"file": out.name, "samples": len(ds), "label_pad": label_pad, "bytes": out.stat().st_size}

@@ -1,0 +1,63 @@
+"""The shard directory's index (shards.json), read only once the shards job has finished."""
+from __future__ import annotations
+
+import json
+from dataclasses import dataclass
+from pathlib import Path
+
+from pipeline.wds import ShardError
+
+
+@dataclass(frozen=True)
+class ShardInfo:
+    path: Path
+    samples: int
+    bytes: int
+
+
+@dataclass(frozen=True)
+class ShardIndex:
+    root: Path
+    num_classes: int
+    samples: int
+    shards: tuple[ShardInfo, ...]
+    ffcv: dict | None  # {"file": "samples.beton", "label_pad": L, ...} when the job wrote one
+
+
+def load_index(root) -> ShardIndex:
+    """Parse ROOT/shards.json; a directory without _SUCCESS is refused (the job did not finish)."""
+    root = Path(root)
+    if not root.is_dir():
+        raise FileNotFoundError(f"shard directory {root} does not exist")
+    if not (root / "_SUCCESS").exists():
+        raise ShardError(f"incomplete shards: {root} has no _SUCCESS marker (jobs/shards.py has not finished "
+                         "or failed); rerun it")
+    try:
+        meta = json.loads((root / "shards.json").read_text())
+        names = [str(s["name"]) for s in meta["shards"]]
+        shards = tuple(ShardInfo(root / n, int(s["samples"]), int(s["bytes"])) for n, s in zip(names, meta["shards"]))
+        num_classes, samples = int(meta["num_classes"]), int(meta["samples"])
+    except (OSError, ValueError, KeyError, TypeError) as e:
+        raise ShardError(f"{root}/shards.json is unreadable or lacks num_classes/samples/shards: {e!r}") from e
+    for n, s in zip(names, shards):
+        if s.samples < 1 or "/" in n or "\\" in n or n in ("", ".", ".."):  # names stay inside root
+            raise ShardError(f"{root}/shards.json: bad shard entry {n!r} with {s.samples} samples")
+    if sum(s.samples for s in shards) != samples:
+        raise ShardError(f"{root}/shards.json: shard samples sum to {sum(s.samples for s in shards)}, "
+                         f"not {samples}")
+    return ShardIndex(root, num_classes, samples, shards, meta.get("ffcv"))
+
+
+def batches_per_rank(samples: int, batch_size: int, world_size: int) -> int:
+    """floor(N / (world * B)): the same on every rank; an epoch of 0 batches is an error."""
+    if batch_size < 1 or world_size < 1:
+        raise ValueError(f"batch_size ({batch_size}) and world_size ({world_size}) must be >= 1")
+    n = samples // (world_size * batch_size)
+    if n == 0:
+        raise ValueError(f"{samples} samples make no full batch of {batch_size} on each of {world_size} ranks")
+    return n
+
+
+def check_rank(rank: int, world_size: int) -> None:
+    if not 0 <= rank < world_size:
+        raise ValueError(f"rank {rank} outside [0, world_size={world_size})")
