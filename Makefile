@@ -9,7 +9,7 @@ OPENCLIPART ?= /usr/share/openclipart
 SPARK_SUBMIT := PYSPARK_PYTHON=$(abspath $(PY)) PYSPARK_DRIVER_PYTHON=$(abspath $(PY)) $(VENV)/bin/spark-submit --master '$(MASTER)'
 export PYTHONHASHSEED := 0
 
-.PHONY: setup dataset vocab label resample shards demo test test-all bench clean
+.PHONY: setup dataset vocab label resample report shards demo test test-all bench clean
 
 setup:
 	@bash scripts/setup.sh
@@ -31,10 +31,20 @@ label: vocab
 resample: label
 	$(SPARK_SUBMIT) jobs/resample.py --labeled $(DEMO)/labeled --out $(DEMO)/samples --samples $(SAMPLES) --alpha $(ALPHA) --seed $(SEED)
 
-dataset: resample
+report: resample
+	$(PY) -m jobs.report --manifest $(DEMO)/manifest.parquet --vocab $(DEMO)/vocab --labeled $(DEMO)/labeled --samples $(DEMO)/samples --out $(DEMO)/card
 
-demo: dataset
+dataset: report
+
+FORMAT ?= wds,ffcv
+SHARD_SIZE ?= 1000
+MAX_SIDE ?= 320
+shards: dataset
+	$(SPARK_SUBMIT) jobs/shards.py --samples $(DEMO)/samples --out $(DEMO)/shards --format $(FORMAT) --shard-size $(SHARD_SIZE) --max-side $(MAX_SIDE)
+
+demo: shards
 	$(PY) -m pipeline.show_vocab $(DEMO)/vocab
+	@echo "dataset card: $(DEMO)/card/dataset_card.md; shards: $(DEMO)/shards"
 
 test: setup
 	$(VENV)/bin/pytest -q

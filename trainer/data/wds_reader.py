@@ -175,5 +175,7 @@ def wds_loader(root, batch_size: int, rank: int, world_size: int, num_workers: i
     """Batches of one rank's share of the WebDataset shards in ROOT; len() = batches per rank."""
     ds = WdsEpochs(load_index(root), batch_size, rank, world_size, num_workers, train, size, seed, epoch,
                    shuffle_buffer)
-    # Workers are started per epoch (not persistent) so that they see set_epoch's value.
-    return WdsLoader(ds, batch_size=None, num_workers=num_workers, pin_memory=pin_memory)
+    # Workers are started per epoch (not persistent) so that they see set_epoch's value. Our own
+    # generator: DataLoader draws a seed from it every epoch, from the global RNG otherwise.
+    return WdsLoader(ds, batch_size=None, num_workers=num_workers, pin_memory=pin_memory,
+                     generator=torch.Generator().manual_seed(seed))

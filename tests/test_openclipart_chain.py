@@ -1,0 +1,45 @@
+"""The whole data chain on the real openclipart corpus: every resampled sample is either in the
+shards (same labels, a decodable JPEG with shorter side <= max-side) or rejected with a reason."""
+import io
+import json
+from pathlib import Path
+
+import pyarrow.parquet as pq
+import pytest
+from PIL import Image
+
+from jobs.ingest_openclipart import main as ingest
+from jobs.label import LabelConfig, run as label
+from jobs.resample import ResampleConfig, run as resample
+from jobs.shards import ShardsConfig, run as shards
+from jobs.vocab import VocabConfig, run as vocab
+from pipeline.wds import iter_shard
+
+CORPUS = Path("/usr/share/openclipart")
+pytestmark = [pytest.mark.slow, pytest.mark.skipif(not (CORPUS / "png").is_dir(), reason="no openclipart")]
+
+
+def test_openclipart_round_trip(spark, tmp_path):
+    ingest(["--root", str(CORPUS), "--out", str(tmp_path / "m")])
+    m = str(tmp_path / "m" / "manifest.parquet")
+    vocab(spark, VocabConfig(manifest=m, out=str(tmp_path / "vocab")))
+    label(spark, LabelConfig(manifest=m, vocab=str(tmp_path / "vocab"), out=str(tmp_path / "lab"), tail_threshold=10))
+    resample(spark, ResampleConfig(labeled=str(tmp_path / "lab"), out=str(tmp_path / "s"), samples=3000, seed=1))
+    stats = shards(spark, ShardsConfig(samples=str(tmp_path / "s"), out=str(tmp_path / "sh"), shard_size=250,
+                                       max_side=96))
+    samples = {r["position"]: r for r in pq.read_table(tmp_path / "s" / "samples.parquet").to_pylist()}
+    rejects = {r["position"]: r["reason"] for r in pq.read_table(tmp_path / "sh" / "rejects.parquet").to_pylist()}
+    index = json.loads((tmp_path / "sh" / "shards.json").read_text())
+    seen = {}
+    for s in index["shards"]:
+        for key, parts in iter_shard(tmp_path / "sh" / s["name"]):
+            meta = json.loads(parts["json"])
+            im = Image.open(io.BytesIO(parts["jpg"]))
+            im.load()
+            assert im.mode == "RGB" and min(im.size) <= 96
+            seen[meta["position"]] = meta
+    assert set(seen) | set(rejects) == set(samples) and not set(seen) & set(rejects)
+    for p, meta in seen.items():
+        assert meta["labels"] == samples[p]["labels"] and meta["image_id"] == samples[p]["image_id"]
+    assert len(seen) == stats["samples"] and len(rejects) == sum(index["rejected_samples"].values())
+    assert set(rejects.values()) <= {"too_large"}  # openclipart's only bad images are its giants
