@@ -1,0 +1,91 @@
+"""Schedule, parameter groups, loss, checkpoints and config: hand computations."""
+import math
+
+import pytest
+import torch
+from torch import nn
+
+from trainer.checkpoint import list_checkpoints, load_latest, save_checkpoint
+from trainer.config import from_dict, load_config
+from trainer.losses import sigmoid_bce, softmax_ce
+from trainer.models import create_model
+from trainer.optim import lr_at, param_groups, peak_lr
+from trainer.pretrain import PretrainConfig
+
+
+def test_schedule_warmup_peak_and_end():
+    peak, total = 0.4, 1000
+    assert lr_at(0, total, peak) == pytest.approx(0.04)              # starts at peak / 10
+    assert lr_at(25, total, peak) == pytest.approx(0.04 + 0.36 * 0.5)  # linear over 5%
+    assert lr_at(50, total, peak) == pytest.approx(peak)             # peak at the end of warm-up
+    assert lr_at(50 + 475, total, peak) == pytest.approx(peak / 2)   # half-cosine midpoint
+    assert lr_at(total, total, peak) == pytest.approx(0.0, abs=1e-12)
+    assert lr_at(10 * total, total, peak) == pytest.approx(0.0, abs=1e-12)
+
+
+def test_linear_scaling():
+    assert peak_lr("sgd", 256) == pytest.approx(0.1)
+    assert peak_lr("sgd", 4096) == pytest.approx(1.6)
+    assert peak_lr("adamw", 8192) == pytest.approx(4e-4)
+    assert peak_lr("adamw", 2048) == pytest.approx(1e-4)
+    with pytest.raises(ValueError, match="valid: sgd, adamw"):
+        peak_lr("lamb", 256)
+
+
+def test_no_weight_decay_on_norm_and_bias():
+    m = nn.Sequential(nn.Conv2d(3, 4, 3), nn.BatchNorm2d(4), nn.Flatten(), nn.LayerNorm(4), nn.Linear(4, 2))
+    decay, rest = param_groups(m, 1e-5)
+    assert decay["weight_decay"] == 1e-5 and rest["weight_decay"] == 0.0
+    ids = lambda ps: {id(p) for p in ps}  # noqa: E731
+    assert ids(decay["params"]) == {id(m[0].weight), id(m[4].weight)}
+    assert ids(rest["params"]) == {id(m[0].bias), id(m[1].weight), id(m[1].bias), id(m[3].weight),
+                                   id(m[3].bias), id(m[4].bias)}
+
+
+def test_softmax_loss_against_hand_computation():
+    logits = torch.tensor([[2.0, 0.0, -1.0], [0.0, 0.0, 0.0]])
+    target = torch.tensor([[0.5, 0.5, 0.0], [0.0, 0.0, 1.0]])  # 1/k over k labels
+    z = math.log(math.exp(2) + 1 + math.exp(-1))
+    first = -(0.5 * (2 - z) + 0.5 * (0 - z))
+    second = math.log(3)
+    assert softmax_ce(logits, target).item() == pytest.approx((first + second) / 2, rel=1e-6)
+    bce = sigmoid_bce(logits, target).item()
+    sig = lambda x: 1 / (1 + math.exp(-x))  # noqa: E731
+    hand = -(math.log(sig(2)) + math.log(sig(0)) + math.log(1 - sig(-1)) + 2 * math.log(0.5) + math.log(0.5)) / 6
+    assert bce == pytest.approx(hand, rel=1e-6)
+
+
+def test_models_and_heads():
+    m = create_model("regnety_002", 7, "mlp")
+    assert m(torch.randn(2, 3, 32, 32)).shape == (2, 7)
+    assert isinstance(m.head[1], nn.Tanh)
+    v = create_model("vit_tiny_patch16_224", 5, "linear", img_size=32)
+    assert v(torch.randn(1, 3, 32, 32)).shape == (1, 5)
+    with pytest.raises(ValueError, match="unknown timm model"):
+        create_model("resnet_does_not_exist", 5)
+    with pytest.raises(ValueError, match="valid: linear, mlp"):
+        create_model("regnety_002", 5, "transformer")
+
+
+def test_corrupt_latest_checkpoint_falls_back(tmp_path, caplog):
+    for step in (4, 8, 12):
+        save_checkpoint(tmp_path, step, {"step": step, "w": torch.full((3,), float(step))}, keep=2)
+    assert [p.name for p in list_checkpoints(tmp_path)] == ["ckpt-000000008.pt", "ckpt-000000012.pt"]
+    latest = tmp_path / "ckpt-000000012.pt"
+    latest.write_bytes(latest.read_bytes()[:100])  # truncated
+    state = load_latest(tmp_path)
+    assert state["step"] == 8 and torch.equal(state["w"], torch.full((3,), 8.0))
+    assert "unreadable" in caplog.text
+
+
+def test_config_yaml_overrides_and_validation(tmp_path):
+    f = tmp_path / "c.yaml"
+    f.write_text("model: regnety_002\nbatch_size: 64\ntotal_samples: 640\n")
+    cfg = load_config(PretrainConfig, ["--config", str(f), "shards=s", "run_dir=r", "base_lr=0.2", "compile=true"])
+    assert (cfg.model, cfg.batch_size, cfg.base_lr, cfg.compile, cfg.steps) == ("regnety_002", 64, 0.2, True, 10)
+    with pytest.raises(ValueError, match="unknown config keys"):
+        load_config(PretrainConfig, ["--config", str(f), "shards=s", "run_dir=r", "lr=0.1"])
+    with pytest.raises(ValueError, match="base_lr must be > 0"):
+        from_dict(PretrainConfig, dict(shards="s", run_dir="r", total_samples=10, batch_size=2, base_lr=0))
+    with pytest.raises(ValueError, match="valid: softmax, bce"):
+        from_dict(PretrainConfig, dict(shards="s", run_dir="r", total_samples=10, batch_size=2, loss="mse"))
