@@ -9,7 +9,7 @@ OPENCLIPART ?= /usr/share/openclipart
 SPARK_SUBMIT := PYSPARK_PYTHON=$(abspath $(PY)) PYSPARK_DRIVER_PYTHON=$(abspath $(PY)) $(VENV)/bin/spark-submit --master '$(MASTER)'
 export PYTHONHASHSEED := 0
 
-.PHONY: setup dataset vocab label resample report shards demo test test-all bench clean
+.PHONY: setup dataset vocab label resample report shards pretrain demo test test-all bench clean
 
 setup:
 	@bash scripts/setup.sh
@@ -42,8 +42,16 @@ MAX_SIDE ?= 320
 shards: dataset
 	$(SPARK_SUBMIT) jobs/shards.py --samples $(DEMO)/samples --out $(DEMO)/shards --format $(FORMAT) --shard-size $(SHARD_SIZE) --max-side $(MAX_SIDE)
 
-demo: shards
+TORCHRUN := $(VENV)/bin/torchrun --standalone
+NPROC ?= 1
+pretrain: shards
+	rm -rf $(DEMO)/pretrain
+	$(TORCHRUN) --nproc_per_node=$(NPROC) -m trainer.pretrain --config trainer/configs/demo_cpu.yaml \
+		shards=$(DEMO)/shards vocab=$(DEMO)/vocab run_dir=$(DEMO)/pretrain
+
+demo: pretrain
 	$(PY) -m pipeline.show_vocab $(DEMO)/vocab
+	$(PY) -m trainer.show_run $(DEMO)/pretrain
 	@echo "dataset card: $(DEMO)/card/dataset_card.md; shards: $(DEMO)/shards"
 
 test: setup

@@ -11,6 +11,7 @@ seconds, shuffle read/write MB, spill MB, Python UDF seconds where Spark reports
 from __future__ import annotations
 
 import argparse
+import io
 import json
 from collections import defaultdict
 from pathlib import Path
@@ -28,11 +29,23 @@ _METRICS = {  # accumulable name -> (column, scale)
 }
 
 
+def _lines(path: Path):
+    """The JSON lines of an event log: a file (plain or .zstd, Spark 4's default) or a rolling
+    log directory (eventlog_v2_*) of such files."""
+    import pyarrow as pa
+
+    files = sorted(path.glob("events_*"), key=lambda f: int(f.name.split("_")[1])) if path.is_dir() else [path]
+    for f in files:
+        raw = pa.CompressedInputStream(pa.OSFile(str(f)), "zstd") if f.suffix == ".zstd" else pa.OSFile(str(f))
+        with raw:
+            yield from io.TextIOWrapper(io.BufferedReader(raw), encoding="utf-8")
+
+
 def read_log(path: Path) -> tuple[dict, dict]:
     """(jobs, stages) keyed by id, from a Spark JSON event log."""
     jobs, stages = {}, {}
-    with open(path) as f:
-        for line in f:
+    if True:
+        for line in _lines(path):
             e = json.loads(line)
             kind = e["Event"]
             if kind == "SparkListenerJobStart":

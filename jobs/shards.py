@@ -102,7 +102,7 @@ def run(spark, cfg: ShardsConfig) -> dict:
     if "ffcv" in cfg.format:
         label_pad = keyed.select(F.max(F.size("labels"))).first()[0] or 1
         index["ffcv"] = write_beton([str(out / r["name"]) for r in shard_rows], str(out / "samples.beton"),
-                                    cfg.max_side, label_pad, cfg.quality, num_workers=os.cpu_count() or 1)
+                                    label_pad, cfg.quality, num_workers=os.cpu_count() or 1)
     stats = {**index, "samples_in": samples.count(), "shards_written": sum(not r["skipped"] for r in shard_rows),
              "shards_skipped": sum(r["skipped"] for r in shard_rows), "config": vars(cfg)}
     stats["shards"] = len(shard_rows)

@@ -62,7 +62,7 @@ class ShardSamples:
         return img, labels, len(meta["labels"]), int(meta["position"])
 
 
-def write_beton(shard_paths: list[str], out_path: str, max_side: int, label_pad: int, quality: int = 90,
+def write_beton(shard_paths: list[str], out_path: str, label_pad: int, quality: int = 90,
                 num_workers: int = 2) -> dict:
     require_ffcv()
     from ffcv.fields import IntField, NDArrayField, RGBImageField
@@ -71,7 +71,9 @@ def write_beton(shard_paths: list[str], out_path: str, max_side: int, label_pad:
     ds = ShardSamples(shard_paths, label_pad)
     out = Path(out_path)
     tmp = out.with_name(f".{out.name}.{uuid.uuid4().hex[:12]}.tmp")
-    fields = {"image": RGBImageField(write_mode="jpg", max_resolution=max_side, jpeg_quality=quality),
+    # FFCV's max_resolution bounds the LONGER side; the shard JPEGs already have their shorter
+    # side <= max_side, so no further resize: both formats hold the same pixels.
+    fields = {"image": RGBImageField(write_mode="jpg", max_resolution=None, jpeg_quality=quality),
               "labels": NDArrayField(np.dtype("int32"), (label_pad,)),
               "num_labels": IntField(), "position": IntField()}
     os.environ.setdefault("TQDM_DISABLE", "1")  # FFCV's per-sample progress bar floods job logs
@@ -81,4 +83,5 @@ def write_beton(shard_paths: list[str], out_path: str, max_side: int, label_pad:
     finally:
         if tmp.exists():
             tmp.unlink()
-    return {"file": out.name, "samples": len(ds), "label_pad": label_pad, "bytes": out.stat().st_size}
+    return {"file": out.name, "samples": len(ds), "label_pad": label_pad, "bytes": out.stat().st_size,
+            "jpeg_quality": quality}

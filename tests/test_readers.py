@@ -1,16 +1,19 @@
 """Shard readers (trainer/data) on tiny shard sets written by the real writers.
 
-Sample i has a JPEG whose central square is colour_of(i) between gray bands, labels_of(i), and
+Sample i has a JPEG whose central square holds COLOURS[i] (see jpeg_of), labels_of(i), and
 position_of(i): decoding the colour back gives i, so image, labels and position can be checked
 to stay together through sharding, shuffling and batching.
 """
+import gc
 import io
 import json
+import sys
 import tarfile
 
 import numpy as np
 import pytest
 import torch
+import torch.multiprocessing as mp
 from PIL import Image
 
 from pipeline.wds import ShardError, file_sha256, shard_name, write_shard
@@ -34,14 +37,38 @@ def index_of(position):
 
 
 def jpeg_of(i):
+    """Gray band | white square with COLOURS[i] in its middle | gray band (portrait for odd i)."""
     side, band = 32 + 4 * (i % 3), 8
     img = np.full((side, side + 2 * band, 3), 128, np.uint8)
-    img[:, band:band + side] = COLOURS[i]
+    img[:, band:band + side] = 255
+    img[side // 4:side - side // 4, band + side // 4:band + side - side // 4] = COLOURS[i]
     if i % 2:
         img = img.transpose(1, 0, 2)  # portrait: the bands above and below
     out = io.BytesIO()
     Image.fromarray(img).save(out, "JPEG", quality=95)
     return out.getvalue()
+
+
+def as_tensor(im):
+    return torch.from_numpy(np.array(im)).permute(2, 0, 1)
+
+
+def pillow_resize_then_crop(i):
+    """Pillow's version of eval_transform: shorter side to SIZE (bilinear, antialiased), center crop."""
+    im = Image.open(io.BytesIO(jpeg_of(i)))
+    w, h = im.size
+    nw, nh = (SIZE, int(SIZE * h / w)) if w < h else (int(SIZE * w / h), SIZE)
+    left, top = round((nw - SIZE) / 2), round((nh - SIZE) / 2)
+    return as_tensor(im.resize((nw, nh), Image.BILINEAR).crop((left, top, left + SIZE, top + SIZE)))
+
+
+def pillow_crop_then_resize(i):
+    """FFCV's CenterCropRGBImageDecoder(ratio=1): central square, then area resize (~ Pillow's BOX)."""
+    im = Image.open(io.BytesIO(jpeg_of(i)))
+    w, h = im.size
+    s = min(w, h)
+    left, top = (w - s) // 2, (h - s) // 2
+    return as_tensor(im.crop((left, top, left + s, top + s)).resize((SIZE, SIZE), Image.BOX))
 
 
 def make_shards(root, shard_size, n=N, ffcv=False):
@@ -59,7 +86,7 @@ def make_shards(root, shard_size, n=N, ffcv=False):
         from pipeline.ffcv_writer import write_beton
 
         index["ffcv"] = write_beton([str(root / e["name"]) for e in entries], str(root / "samples.beton"),
-                                    max_side=320, label_pad=3, quality=95, num_workers=1)
+                                    label_pad=3, quality=95, num_workers=1)
     (root / "shards.json").write_text(json.dumps(index))
     (root / "_SUCCESS").write_text("")
     return root
@@ -85,6 +112,25 @@ def shards8(tmp_path_factory):  # 5 shards: 4 x 8 + 5, with the FFCV file
 @pytest.fixture(scope="module")
 def shards4(tmp_path_factory):  # 10 shards: 9 x 4 + 1
     return make_shards(tmp_path_factory.mktemp("readers") / "s4", 4)
+
+
+@pytest.fixture
+def ffcv_garbage():
+    """Collect the FFCV loaders a test leaves behind, now rather than at a random later moment.
+
+    They hold numba dispatchers in reference cycles whose finalizers raise an (ignored) KeyError
+    inside numba when the cyclic GC reaches them. When that happens in the middle of an import
+    (hypothesis' pytest plugin imports at session end), formatting the ignored error re-enters
+    ast.parse, and CPython 3.11's shared AST state fails the outer parse with "SystemError: AST
+    constructor recursion depth mismatch" (cpython gh-106905).
+    """
+    yield
+    gc.collect()
+
+
+def ffcv_test(fn):
+    fn = pytest.mark.usefixtures("ffcv_garbage")(fn)
+    return pytest.mark.filterwarnings("ignore::pytest.PytestUnraisableExceptionWarning")(fn)
 
 
 def soft_target_of(i):
@@ -133,9 +179,8 @@ def test_eval_reads_every_sample_in_order(shards8):
     assert len(loader) == len(batches) == N
     for b in batches:
         check_batch(b, 1)
-        # the center crop holds only the central square: no gray band leaks in
-        i = index_of(b.positions.item())
-        assert np.abs(b.images[0].float().mean((1, 2)).numpy() - COLOURS[i]).max() < 8
+        expected = pillow_resize_then_crop(index_of(b.positions.item()))
+        assert (b.images[0].int() - expected.int()).abs().max() <= 1
     assert [b.positions.item() for b in batches] == [position_of(i) for i in range(N)]
 
 
@@ -152,7 +197,7 @@ def test_eval_two_workers_drops_only_the_partial_batch(shards8):
 
 @pytest.mark.parametrize("world_size", [2, 3])
 def test_ranks_get_equal_batches_and_disjoint_shards(shards4, world_size):
-    batch_size, workers, epochs = 3, 2, 3
+    batch_size, workers, epochs = 3, 2, 4
     expected_batches = N // (world_size * batch_size)
     covered = set()
     for epoch in range(epochs):
@@ -231,6 +276,7 @@ def test_unknown_format_lists_the_valid_ones(shards8):
         make_loader("tfrecord", shards8, batch_size=2)
 
 
+@ffcv_test
 def test_ffcv_matches_wds(shards8):
     kw = dict(batch_size=4, rank=0, world_size=1, num_workers=1, train=False, size=SIZE)
     wds = list(make_loader("wds", shards8, **kw))
@@ -241,9 +287,16 @@ def test_ffcv_matches_wds(shards8):
         check_batch(f, 4)
         assert torch.equal(f[2], w.positions)
         assert torch.equal(f[1], w.targets)
-        assert (f[0].float() - w.images.float()).abs().mean() < 3
+        # Both show the central square. WDS resizes, then crops (bilinear, antialiased); FFCV crops,
+        # then resizes (area), after a second JPEG generation: on these sharp 16-pixel images the
+        # two differ by ~10 grey levels on average, mostly at edges.
+        assert (f[0].float() - w.images.float()).abs().mean() < 16
+        # the crop geometry is pinned by Pillow's version (crop_ratio=0.95 would give ~7)
+        for img, pos in zip(f[0], f[2].tolist()):
+            assert (img.float() - pillow_crop_then_resize(index_of(pos)).float()).abs().mean() < 4
 
 
+@ffcv_test
 def test_ffcv_training_pipeline(shards8):
     loader = make_loader("ffcv", shards8, batch_size=4, rank=0, world_size=1, num_workers=1, train=True,
                          size=SIZE, seed=3)
@@ -255,6 +308,7 @@ def test_ffcv_training_pipeline(shards8):
     assert len(set(positions.tolist())) == 36 and not torch.equal(positions, positions.sort().values)
 
 
+@ffcv_test
 def test_ffcv_ranks_must_agree_with_torch_distributed(shards8, tmp_path):
     kw = dict(batch_size=4, num_workers=1, train=False, size=SIZE)
     with pytest.raises(RuntimeError, match="init_process_group"):
@@ -276,3 +330,39 @@ def test_model_data_config_from_timm():
     assert (cfg.mean, cfg.std, cfg.input_size) == (IMAGENET_DEFAULT_MEAN, IMAGENET_DEFAULT_STD, 224)
     assert model_data_config("vit_base_patch16_384").mean == (0.5, 0.5, 0.5)
     assert model_data_config("vit_base_patch16_384").input_size == 384
+
+
+def test_missing_ffcv_says_how_to_install_it(shards8, monkeypatch):
+    monkeypatch.setitem(sys.modules, "ffcv", None)  # what `import ffcv` meets where it is not installed
+    with pytest.raises(ImportError, match=r"`make setup` installs it.*libturbojpeg0-dev"):
+        make_loader("ffcv", shards8, batch_size=4, rank=0, world_size=1, num_workers=1, train=False, size=SIZE)
+
+
+def _ffcv_rank(rank, world_size, root, init_file, results):
+    torch.distributed.init_process_group("gloo", init_method=f"file://{init_file}", rank=rank,
+                                         world_size=world_size)
+    try:
+        loader = make_loader("ffcv", root, batch_size=4, rank=rank, world_size=world_size, num_workers=1,
+                             train=True, size=SIZE)
+        results.put((rank, len(loader), [p for b in loader for p in b.positions.tolist()]))
+    finally:
+        torch.distributed.destroy_process_group()
+
+
+@pytest.mark.slow
+def test_ffcv_distributed_ranks_get_equal_batches(shards8, tmp_path):
+    ctx = mp.get_context("spawn")
+    results = ctx.Queue()
+    procs = [ctx.Process(target=_ffcv_rank, args=(r, 2, str(shards8), str(tmp_path / "init"), results))
+             for r in range(2)]
+    for p in procs:
+        p.start()
+    got = sorted(results.get(timeout=300) for _ in procs)
+    for p in procs:
+        p.join(60)
+        assert p.exitcode == 0
+    # DistributedSampler pads 37 to 38 = 2 x 19 by repeating one sample; the Loader drops the partial batch
+    assert [n for _, n, _ in got] == [19 // 4] * 2
+    seen = [set(positions) for _, _, positions in got]
+    assert all(len(positions) == 16 for _, _, positions in got)
+    assert len(seen[0] & seen[1]) <= 1 and seen[0] | seen[1] <= {position_of(i) for i in range(N)}
