@@ -6,7 +6,7 @@ BUILD ?= build
 DEMO := $(BUILD)/demo
 MASTER ?= local[*]
 OPENCLIPART ?= /usr/share/openclipart
-SPARK_SUBMIT := PYSPARK_PYTHON=$(abspath $(PY)) PYSPARK_DRIVER_PYTHON=$(abspath $(PY)) $(VENV)/bin/spark-submit --master '$(MASTER)'
+SPARK_SUBMIT := PYSPARK_PYTHON=$(abspath $(PY)) PYSPARK_DRIVER_PYTHON=$(abspath $(PY)) $(VENV)/bin/spark-submit --master '$(MASTER)' --conf spark.log.level=WARN --conf spark.ui.showConsoleProgress=false
 export PYTHONHASHSEED := 0
 
 .PHONY: setup dataset vocab label resample report shards pretrain demo test test-all bench clean

@@ -146,3 +146,28 @@ def test_two_node_rendezvous_on_loopback(shards, tmp_path):
     outs = [p.communicate(timeout=600)[0] for p in procs]
     assert all(p.returncode == 0 for p in procs), outs[0][-2000:] + outs[1][-2000:]
     assert [x["step"] for x in metrics(run)] == list(range(1, 11))
+
+
+@pytest.mark.slow
+def test_max_restarts_recovers_a_killed_worker(shards, tmp_path):
+    import psutil
+
+    args = [f"shards={shards}", "batch_size=16", "total_samples=384", "ckpt_every=5"]
+    ref = tmp_path / "ref"
+    assert torchrun(2, args + [f"run_dir={ref}"]).returncode == 0
+    run = tmp_path / "run"
+    cmd = [sys.executable, "-m", "torch.distributed.run", "--standalone", "--nproc_per_node=2", "--max-restarts=1",
+           "-m", "trainer.pretrain", *BASE, *args, f"run_dir={run}"]
+    p = subprocess.Popen(cmd, cwd=ROOT, env={**os.environ, "OMP_NUM_THREADS": "1", "PYTHONPATH": str(ROOT)},
+                         stdout=subprocess.DEVNULL, stderr=subprocess.PIPE, text=True)
+    deadline = time.time() + 300
+    while time.time() < deadline and not (run / "checkpoints" / "ckpt-000000010.pt").exists():
+        time.sleep(0.05)
+    workers = [c for c in psutil.Process(p.pid).children(recursive=True) if "trainer.pretrain" in " ".join(c.cmdline())]
+    assert workers, "no worker processes found"
+    workers[-1].kill()  # one rank dies; the agent restarts the group, which resumes from the checkpoint
+    _, err = p.communicate(timeout=600)
+    assert p.returncode == 0, err[-3000:]
+    assert [x["step"] for x in metrics(run)] == [x["step"] for x in metrics(ref)]
+    for a, b in zip(metrics(run), metrics(ref)):
+        assert a["loss"] == pytest.approx(b["loss"], rel=1e-5, abs=1e-6), a["step"]
