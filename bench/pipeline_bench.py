@@ -15,6 +15,7 @@ from __future__ import annotations
 import json
 import os
 import sys
+import threading
 import time
 from dataclasses import asdict, dataclass, field
 from pathlib import Path
@@ -64,36 +65,70 @@ def cached_manifest(cfg: BenchConfig) -> Path:
     return path
 
 
-def _cpu_seconds() -> dict[str, float]:
-    """CPU seconds so far of this process' descendants, split into the JVM's own threads and
-    its Python workers (live ones plus those reaped by the daemon or the JVM), from /proc."""
-    tick = os.sysconf("SC_CLK_TCK")
-    procs = {}
-    for d in os.listdir("/proc"):
-        if not d.isdigit():
-            continue
-        try:
-            stat = Path(f"/proc/{d}/stat").read_text()
-            exe = Path(f"/proc/{d}/cmdline").read_bytes().split(b"\0")[0]
-        except OSError:
-            continue
-        f = stat[stat.rindex(")") + 2:].split()  # fields from the 3rd on: state, ppid, ...
-        procs[int(d)] = (int(f[1]), [int(x) / tick for x in f[11:15]], exe)  # utime stime cutime cstime
-    children: dict[int, list[int]] = {}
-    for pid, (ppid, _, _) in procs.items():
-        children.setdefault(ppid, []).append(pid)
-    out = {"jvm": 0.0, "python_workers": 0.0}
-    stack = list(children.get(os.getpid(), []))
-    while stack:
-        pid = stack.pop()
-        _, (ut, st, cut, cst), exe = procs[pid]
-        if exe.endswith(b"java"):
-            out["jvm"] += ut + st
-            out["python_workers"] += cut + cst  # the JVM's children are the Python daemon and workers
-        else:
-            out["python_workers"] += ut + st + cut + cst
-        stack += children.get(pid, [])
-    return out
+def machine_busy_seconds() -> float:
+    """CPU seconds the whole machine has been busy (all processes, all cores), from /proc/stat."""
+    f = [int(x) for x in Path("/proc/stat").read_text().split("\n", 1)[0].split()[1:]]
+    return (sum(f[:3]) + sum(f[5:8])) / os.sysconf("SC_CLK_TCK")  # user nice system irq softirq steal
+
+
+def own_seconds() -> float:
+    t = os.times()
+    return t.user + t.system
+
+
+class CpuSampler:
+    """CPU seconds of this process' descendants: the JVM's own threads and everything else (its
+    Python daemon and workers). Sampled from /proc every `period` seconds by a thread, so workers
+    that exit between two readings lose at most one period; cutime is not used (the Python
+    daemon's children can outlive it, and their time is then credited to no descendant)."""
+
+    def __init__(self, period: float = 0.25):
+        self._seen: dict[int, tuple[str, float]] = {}  # pid -> (kind, last CPU seconds)
+        self._lock = threading.Lock()
+        self._stop = threading.Event()
+        self._thread = threading.Thread(target=self._loop, args=(period,), daemon=True)
+        self._thread.start()
+
+    def _sample(self) -> None:
+        tick = os.sysconf("SC_CLK_TCK")
+        procs = {}
+        for d in os.listdir("/proc"):
+            if not d.isdigit():
+                continue
+            try:
+                stat = Path(f"/proc/{d}/stat").read_text()
+                exe = Path(f"/proc/{d}/cmdline").read_bytes().split(b"\0")[0]
+            except OSError:
+                continue
+            f = stat[stat.rindex(")") + 2:].split()  # fields from the 3rd on: state, ppid, ...
+            procs[int(d)] = (int(f[1]), (int(f[11]) + int(f[12])) / tick, "jvm" if exe.endswith(b"java") else "python")
+        children: dict[int, list[int]] = {}
+        for pid, (ppid, _, _) in procs.items():
+            children.setdefault(ppid, []).append(pid)
+        stack = list(children.get(os.getpid(), []))
+        with self._lock:
+            while stack:
+                pid = stack.pop()
+                _, cpu, kind = procs[pid]
+                self._seen[pid] = (kind, cpu)
+                stack += children.get(pid, [])
+
+    def _loop(self, period: float) -> None:
+        while not self._stop.wait(period):
+            self._sample()
+
+    def totals(self) -> dict[str, float]:
+        """CPU seconds so far per kind, over every descendant ever seen (live or exited)."""
+        self._sample()
+        out = {"jvm": 0.0, "python": 0.0}
+        with self._lock:
+            for kind, cpu in self._seen.values():
+                out[kind] += cpu
+        return out
+
+    def close(self) -> None:
+        self._stop.set()
+        self._thread.join()
 
 
 def run_spark(cfg: BenchConfig, manifest: Path, out: Path) -> dict:
@@ -118,14 +153,17 @@ def run_spark(cfg: BenchConfig, manifest: Path, out: Path) -> dict:
         ("resample", lambda: resample(spark, ResampleConfig(labeled=str(out / "labeled"), out=str(out / "samples"),
                                                             samples=cfg.n_samples, alpha=cfg.alpha, seed=cfg.seed))),
     ]
+    cpu = CpuSampler()
     for name, fn in stages:
         spark.sparkContext.setLocalProperty("bench.stage", name)  # read by bench/spark_profile.py
-        cpu0, t0 = _cpu_seconds(), time.perf_counter()
+        cpu0, busy0, own0, t0 = cpu.totals(), machine_busy_seconds(), own_seconds(), time.perf_counter()
         stats = fn()
-        dt, cpu1 = time.perf_counter() - t0, _cpu_seconds()
+        dt, cpu1, busy1, own1 = time.perf_counter() - t0, cpu.totals(), machine_busy_seconds(), own_seconds()
         res[name] = {"seconds": dt, "stats": stats, **{f"{k}_cpu_s": cpu1[k] - cpu0[k] for k in cpu0}}
+        res[name]["others_cpu_s"] = max(0.0, busy1 - busy0 - (own1 - own0) - sum(cpu1[k] - cpu0[k] for k in cpu0))
         print(f"[bench] spark {name}: {dt:.1f}s (JVM CPU {res[name]['jvm_cpu_s']:.1f}s, Python workers CPU "
-              f"{res[name]['python_workers_cpu_s']:.1f}s)", flush=True)
+              f"{res[name]['python_cpu_s']:.1f}s, other processes CPU {res[name]['others_cpu_s']:.1f}s)", flush=True)
+    cpu.close()
     spark.stop()
     return res
 
@@ -144,10 +182,13 @@ def run_reference(cfg: BenchConfig, manifest: Path, out: Path) -> dict:
     ]
     res = {}
     for name, fn in stages:
-        t0 = time.perf_counter()
+        busy0, own0, t0 = machine_busy_seconds(), own_seconds(), time.perf_counter()
         stats = fn()
-        res[name] = {"seconds": time.perf_counter() - t0, "stats": stats}
-        print(f"[bench] reference {name}: {res[name]['seconds']:.1f}s", flush=True)
+        dt, busy1, own1 = time.perf_counter() - t0, machine_busy_seconds(), own_seconds()
+        res[name] = {"seconds": dt, "stats": stats, "cpu_s": own1 - own0,
+                     "others_cpu_s": max(0.0, busy1 - busy0 - (own1 - own0))}
+        print(f"[bench] reference {name}: {dt:.1f}s (CPU {own1 - own0:.1f}s, other processes CPU "
+              f"{res[name]['others_cpu_s']:.1f}s)", flush=True)
     con.close()
     return res
 
@@ -208,12 +249,18 @@ def print_table(cfg: BenchConfig, spark: dict, ref: dict) -> dict:
     for name, n in rows.items():
         s, r = spark[name]["seconds"], ref[name]["seconds"]
         print(f"{name:<10}{s:>10.1f}{r:>10.1f}{s / r:>8.2f}{n:>12,}{n / s:>14,.0f}{n / r:>13,.0f}"
-              f"{spark[name]['python_workers_cpu_s']:>16.1f}")
+              f"{spark[name]['python_cpu_s']:>16.1f}")
     s, r = sum(spark[k]["seconds"] for k in rows), sum(ref[k]["seconds"] for k in rows)
     total = {"spark_s": s, "reference_s": r, "ratio": s / r,
              "ratio_with_session": (s + spark.get("session", {}).get("seconds", 0.0)) / r}
     print("-" * len(head))
     print(f"{'total':<10}{s:>10.1f}{r:>10.1f}{s / r:>8.2f}   (with session start-up: {total['ratio_with_session']:.2f})")
+    # the machine is shared: CPU others used while we measured makes the figures pessimistic
+    for side, res, wall in (("Spark", spark, s), ("reference", ref, r)):
+        others = sum(res[k].get("others_cpu_s", 0.0) for k in rows)
+        total[f"{side.lower()}_others_cpu_s"] = others
+        flag = "  <- not an idle machine: rerun for figures to record" if others > 0.1 * wall * (os.cpu_count() or 1) else ""
+        print(f"other processes used {others:.1f} CPU s during the {side} stages ({wall:.1f} s wall){flag}")
     return total
 
 
