@@ -1,4 +1,4 @@
-"""SWAG optimizer recipes, parameter groups and the LR schedule as a pure function of samples."""
+"""SWAG and MAE optimizer recipes, parameter groups and the LR schedule as a pure function of samples."""
 from __future__ import annotations
 
 import math
@@ -6,8 +6,9 @@ import math
 import torch
 from torch import nn
 
-# name -> (base lr, at reference batch)
-RECIPES = {"sgd": (0.1, 256), "adamw": (4e-4, 8192)}
+# name -> (base lr, at reference batch). "mae": He et al.'s AdamW recipe (1.5e-4 per 256, betas
+# (0.9, 0.95), wd 0.05), used by trainer.mae (MAWS appendix A).
+RECIPES = {"sgd": (0.1, 256), "adamw": (4e-4, 8192), "mae": (1.5e-4, 256)}
 
 
 def peak_lr(optimizer: str, global_batch: int, base_lr: float | None = None) -> float:
@@ -49,6 +50,6 @@ def build_optimizer(name: str, model: nn.Module, lr: float, weight_decay: float)
     groups = param_groups(model, weight_decay)
     if name == "sgd":
         return torch.optim.SGD(groups, lr=lr, momentum=0.9, nesterov=True)
-    if name == "adamw":
+    if name in ("adamw", "mae"):
         return torch.optim.AdamW(groups, lr=lr, betas=(0.9, 0.95))
     raise ValueError(f"unknown optimizer {name!r}; valid: {', '.join(RECIPES)}")

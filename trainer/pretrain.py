@@ -11,28 +11,27 @@ from __future__ import annotations
 
 import json
 import logging
-import signal
 import sys
 from dataclasses import dataclass
 from pathlib import Path
 
 import torch
-import torch.distributed as dist
 import yaml
 
-from trainer.checkpoint import load_latest, save_checkpoint, unwrap
+from trainer.checkpoint import unwrap
 from trainer.config import load_config, to_dict
 from trainer.data import make_loader, model_data_config
-from trainer.distributed import DistInfo, all_reduce_mean, cleanup_distributed, setup_distributed
+from trainer.distributed import DistInfo, cleanup_distributed, setup_distributed
 from trainer.export import export_model
+from trainer.loop import fit, resume, train_loader
 from trainer.losses import LOSSES, get_loss
-from trainer.metrics import MetricsLog, Progress, plot_curves
+from trainer.metrics import plot_curves
 from trainer.models import HEADS, create_model
-from trainer.optim import RECIPES, build_optimizer, lr_at, peak_lr
-from trainer.runtime import StopFlag, autocast, read_shards, read_vocab_names
+from trainer.optim import RECIPES, build_optimizer, peak_lr
+from trainer.runtime import autocast, read_shards, read_vocab_names
 
 log = logging.getLogger("pretrain")
-DEFAULT_WEIGHT_DECAY = {"sgd": 1e-5, "adamw": 0.1}
+DEFAULT_WEIGHT_DECAY = {"sgd": 1e-5, "adamw": 0.1, "mae": 0.05}
 
 
 @dataclass(frozen=True)
@@ -47,7 +46,7 @@ class PretrainConfig:
     vocab: str | None = None          # vocab dir: label names go into the export; C must match
     loss: str = "softmax"
     optimizer: str = "sgd"
-    base_lr: float | None = None      # at the recipe's reference batch (sgd 0.1/256, adamw 4e-4/8192)
+    base_lr: float | None = None      # at the recipe's reference batch (sgd 0.1/256, adamw 4e-4/8192, mae 1.5e-4/256)
     weight_decay: float | None = None
     batch_size: int = 256             # global
     warmup_frac: float = 0.05
@@ -120,84 +119,25 @@ def train(cfg: PretrainConfig) -> dict:
     optimizer = build_optimizer(cfg.optimizer, model, peak, wd)
     precision = cfg.precision if cfg.precision != "auto" else ("bf16" if d.device.type == "cuda" else "fp32")
     scaler = torch.amp.GradScaler(enabled=precision == "fp16")
-    step = 0
-    state = load_latest(run_dir / "checkpoints")
-    if state is not None:
-        model.load_state_dict(state["model"])
-        optimizer.load_state_dict(state["optimizer"])
-        scaler.load_state_dict(state["scaler"])
-        torch.set_rng_state(state["rng_cpu"])
-        step = state["step"]
-        if d.is_main:
-            log.warning("resumed from %s at step %d", state["_path"], step)
+    step = resume(run_dir, model, optimizer, scaler, d)
     ddp = torch.nn.parallel.DistributedDataParallel(model) if d.world_size > 1 else model
     net = torch.compile(ddp) if cfg.compile else ddp
     loss_fn = get_loss(cfg.loss)
     if d.is_main:
         run_dir.mkdir(parents=True, exist_ok=True)
         (run_dir / "config.yaml").write_text(yaml.safe_dump(to_dict(cfg), sort_keys=False))
-    loader = make_loader(cfg.data_format, cfg.shards, batch_size=cfg.batch_size // d.world_size, rank=d.rank,
-                         world_size=d.world_size, num_workers=cfg.workers, train=True, size=cfg.img_size,
-                         seed=cfg.seed)
-    per_epoch = len(loader)
-    if per_epoch == 0:
-        raise ValueError(f"{cfg.shards}: fewer samples than one global batch of {cfg.batch_size}")
-    metrics = MetricsLog(run_dir, d.is_main, resume_step=step)
-    progress = Progress(cfg.steps * cfg.batch_size, step * cfg.batch_size, d.is_main)
-    stop = StopFlag()
 
-    def checkpoint():
-        if d.is_main:
-            save_checkpoint(run_dir / "checkpoints", step, {
-                "step": step, "samples": step * cfg.batch_size, "model": unwrap(model).state_dict(),
-                "optimizer": optimizer.state_dict(), "scaler": scaler.state_dict(),
-                "rng_cpu": torch.get_rng_state(), "config": to_dict(cfg), "num_classes": index["num_classes"],
-                "labels": names or []}, cfg.keep_ckpts)
-        if dist.is_initialized():
-            dist.barrier()
+    def loss_of(batch, step):
+        x = batch.images.to(d.device, non_blocking=True).float().sub_(mean).div_(std)
+        x = x.contiguous(memory_format=fmt)
+        with autocast(d.device, precision):
+            return loss_fn(net(x), batch.targets.to(d.device, non_blocking=True))
 
-    net.train()
-    last_loss = float("nan")
-    while step < cfg.steps and not stop.requested:
-        epoch, skip = divmod(step, per_epoch)
-        loader.set_epoch(epoch)
-        for i, batch in enumerate(loader):
-            if i < skip:  # resuming mid-epoch: the same batches, in the same order, are skipped
-                continue
-            lr = lr_at(step * cfg.batch_size, cfg.steps * cfg.batch_size, peak, cfg.warmup_frac)
-            for g in optimizer.param_groups:
-                g["lr"] = lr
-            x = batch.images.to(d.device, non_blocking=True).float().sub_(mean).div_(std)
-            x = x.contiguous(memory_format=fmt)
-            with autocast(d.device, precision):
-                loss = loss_fn(net(x), batch.targets.to(d.device, non_blocking=True))
-            optimizer.zero_grad(set_to_none=True)
-            scaler.scale(loss).backward()
-            if cfg.grad_clip:
-                scaler.unscale_(optimizer)
-                torch.nn.utils.clip_grad_norm_(model.parameters(), cfg.grad_clip)
-            scaler.step(optimizer)
-            scaler.update()
-            step += 1
-            if step % cfg.log_every == 0 or step == cfg.steps:
-                last_loss = all_reduce_mean(loss.detach()).item()
-                rate = progress.update(cfg.log_every * cfg.batch_size, step * cfg.batch_size, last_loss, lr)
-                metrics.log({"step": step, "samples": step * cfg.batch_size, "epoch": epoch, "loss": last_loss,
-                             "lr": lr, "img_per_s": rate})
-            if stop.check():
-                break
-            if step % cfg.ckpt_every == 0 or step == cfg.steps:
-                checkpoint()
-            if step >= cfg.steps:
-                break
-    if stop.requested:
-        checkpoint()
-        if d.is_main:
-            log.warning("stopped by SIGTERM at step %d: checkpoint written", step)
-    progress.close()
-    metrics.close()
-    result = {"step": step, "loss": last_loss, "stopped": stop.requested}
-    if d.is_main and not stop.requested:
+    loader = train_loader(cfg, d, make_loader)  # looked up here: bench/trainer_bench.py swaps it
+    result = fit(cfg, d, model, net, optimizer, scaler, peak, step, loader, loss_of,
+                 {"num_classes": index["num_classes"], "labels": names or []})
+    stopped = result["stopped"]
+    if d.is_main and not stopped:
         plot_curves(run_dir / "metrics.jsonl", run_dir / "curves.png")
         export_model(unwrap(model), run_dir / "export", {
             "model": cfg.model, "head": cfg.head, "num_classes": index["num_classes"], "labels": names or [],
