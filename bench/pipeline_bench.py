@@ -156,6 +156,8 @@ def run_spark(cfg: BenchConfig, manifest: Path, out: Path) -> dict:
     cpu = CpuSampler()
     for name, fn in stages:
         spark.sparkContext.setLocalProperty("bench.stage", name)  # read by bench/spark_profile.py
+        # as separate spark-submit runs: label must not reuse vocab's cached manifest and tags
+        spark.catalog.clearCache()
         cpu0, busy0, own0, t0 = cpu.totals(), machine_busy_seconds(), own_seconds(), time.perf_counter()
         stats = fn()
         dt, cpu1, busy1, own1 = time.perf_counter() - t0, cpu.totals(), machine_busy_seconds(), own_seconds()

@@ -1,21 +1,40 @@
-"""Every benchmark in bench/, one after another (`make bench`).
+"""Every benchmark in bench/, one after another (`make bench`), with the load average at each start.
 
-    python -m bench.run [ARGS...]   # ARGS go to each benchmark's main(), e.g. --images 200000
+    python -m bench.run                        # all, with each benchmark's defaults
+    python -m bench.run pipeline shards        # a subset, by name
+    BENCH_IMAGES=200000 python -m bench.run    # pipeline_bench --images (default 10,000,000)
+
+Each benchmark prints its own table and writes its results JSON under build/bench.
 """
 from __future__ import annotations
 
+import os
+import platform
 import sys
+import time
 
-from bench import pipeline_bench
+from bench import pipeline_bench, shards_bench, trainer_bench
 
-BENCHMARKS = {"pipeline": pipeline_bench.main}  # name -> main(argv)
+
+def _pipeline(argv):
+    return pipeline_bench.main(["--images", os.environ["BENCH_IMAGES"]] if "BENCH_IMAGES" in os.environ else [])
+
+
+# name -> main(argv); shards before trainer: trainer_bench reads the shard set shards_bench writes
+BENCHMARKS = {"pipeline": _pipeline, "shards": shards_bench.main, "trainer": trainer_bench.main}
 
 
 def main(argv: list[str] | None = None) -> int:
-    argv = sys.argv[1:] if argv is None else argv
-    for name, fn in BENCHMARKS.items():
-        print(f"== bench {name}", flush=True)
-        fn(argv)
+    names = (sys.argv[1:] if argv is None else argv) or list(BENCHMARKS)
+    unknown = [n for n in names if n not in BENCHMARKS]
+    if unknown:
+        raise SystemExit(f"unknown benchmark(s) {unknown}; valid: {', '.join(BENCHMARKS)}")
+    print(f"machine: {platform.machine()}, {os.cpu_count()} CPUs, {platform.platform()}", flush=True)
+    for name in names:
+        t0, load = time.perf_counter(), os.getloadavg()
+        print(f"== bench {name} (load average {load[0]:.2f} {load[1]:.2f} {load[2]:.2f})", flush=True)
+        BENCHMARKS[name]([])
+        print(f"== bench {name}: {time.perf_counter() - t0:.0f} s", flush=True)
     return 0
 
 

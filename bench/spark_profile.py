@@ -41,18 +41,42 @@ def _lines(path: Path):
             yield from io.TextIOWrapper(io.BufferedReader(raw), encoding="utf-8")
 
 
-def read_log(path: Path) -> tuple[dict, dict]:
-    """(jobs, stages) keyed by id, from a Spark JSON event log."""
-    jobs, stages = {}, {}
+_PLUMBING = ("WholeStageCodegen", "AdaptiveSparkPlan", "MapPartitionsRDD", "ShuffledRowRDD", "FileScanRDD")
+
+
+def _operators(info: dict) -> str:
+    """The physical operators a stage ran (its RDDs' scopes), plumbing left out."""
+    names = []
+    for r in info.get("RDD Info", []):
+        try:
+            name = json.loads(r.get("Scope") or "{}").get("name", "")
+        except ValueError:
+            name = ""
+        name = name.strip()
+        if name and not name.startswith(_PLUMBING) and name not in names:
+            names.append(name)
+    return ",".join(names)
+
+
+def read_log(path: Path) -> tuple[dict, dict, dict]:
+    """(SQL executions, jobs, stages) keyed by id, from a Spark JSON event log."""
+    execs, jobs, stages = {}, {}, {}
     if True:
         for line in _lines(path):
             e = json.loads(line)
             kind = e["Event"]
-            if kind == "SparkListenerJobStart":
+            if kind.endswith("SparkListenerSQLExecutionStart"):
+                execs[e["executionId"]] = {"start": e["time"], "desc": e.get("description", ""), "jobs": []}
+            elif kind.endswith("SparkListenerSQLExecutionEnd") and e["executionId"] in execs:
+                execs[e["executionId"]]["end"] = e["time"]
+            elif kind == "SparkListenerJobStart":
                 props = e.get("Properties") or {}
                 jobs[e["Job ID"]] = {"start": e["Submission Time"], "stages": e["Stage IDs"],
                                      "site": props.get("callSite.short", ""),
                                      "bench": props.get("bench.stage", "")}
+                xid = props.get("spark.sql.execution.root.id") or props.get("spark.sql.execution.id")
+                if xid is not None and int(xid) in execs:
+                    execs[int(xid)]["jobs"].append(e["Job ID"])
             elif kind == "SparkListenerJobEnd":
                 jobs[e["Job ID"]]["end"] = e["Completion Time"]
             elif kind == "SparkListenerStageCompleted":
@@ -65,14 +89,24 @@ def read_log(path: Path) -> tuple[dict, dict]:
                         m[col] += float(a["Value"]) * scale
                     elif "python" in name.lower() and "time" in name.lower():
                         m["python_s"] += float(a["Value"]) * 1e-3  # SQL metric in ms
-                stages[info["Stage ID"]] = {"name": info["Stage Name"], "tasks": info["Number of Tasks"],
+                stages[info["Stage ID"]] = {"name": _operators(info) or info["Stage Name"], "tasks": info["Number of Tasks"],
                                             "wall_s": (info.get("Completion Time", 0) - info.get("Submission Time", 0)) / 1e3,
                                             "skipped": "Submission Time" not in info, **m}
-    return jobs, stages
+    return execs, jobs, stages
 
 
 def summarize(path: Path, top: int = 40) -> None:
-    jobs, stages = read_log(path)
+    execs, jobs, stages = read_log(path)
+    print("SQL executions in order (one per DataFrame action): seconds, bench stage, jobs, tasks, "
+          "summed task run seconds, action")
+    for xid, x in sorted(execs.items()):
+        js = [jobs[j] for j in x["jobs"] if j in jobs]
+        sts = [stages[s] for j in js for s in j["stages"] if s in stages and not stages[s]["skipped"]]
+        bench = next((j["bench"] for j in js if j["bench"]), "")
+        print(f"  exec {xid:<4} {(x.get('end', x['start']) - x['start']) / 1e3:>7.1f}s {bench or '-':<9} "
+              f"{len(js):>3} jobs {sum(s['tasks'] for s in sts):>5} tasks {sum(s.get('run_s', 0) for s in sts):>7.1f}s  "
+              f"{x['desc'][:70]}")
+    print()
     per_bench = defaultdict(lambda: [0.0, 0])
     rows = []
     for jid, j in sorted(jobs.items()):
