@@ -109,3 +109,15 @@ SAMPLES = pa.schema([
     pa.field("labels", pa.list_(pa.int32()), nullable=False),
     pa.field("tail", pa.bool_(), nullable=False),
 ])
+
+# --- near-duplicates of evaluation images (jobs/dedup.py) -----------------------------------
+# OUT/manifest.parquet has the input manifest's schema (matched pretraining images removed).
+DUPLICATES = pa.schema([
+    pa.field("pretrain_id", pa.string(), nullable=False),  # image_id in the input manifest
+    pa.field("eval_set", pa.string(), nullable=False),     # name of the --eval source
+    pa.field("eval_id", pa.string(), nullable=False),      # image_id in that evaluation set
+    pa.field("distance", pa.int32(), nullable=False),      # Hamming distance of the 63-bit pHashes
+    pa.field("flipped", pa.bool_(), nullable=False),       # matched the mirrored evaluation image
+    pa.field("crop", pa.list_(pa.float32()), nullable=False),  # [left, top, right, bottom] cut off the eval image
+    pa.field("band", pa.int32(), nullable=False),          # a band whose probe found the pair
+])
