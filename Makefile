@@ -9,7 +9,7 @@ OPENCLIPART ?= /usr/share/openclipart
 SPARK_SUBMIT := PYSPARK_PYTHON=$(abspath $(PY)) PYSPARK_DRIVER_PYTHON=$(abspath $(PY)) $(VENV)/bin/spark-submit --master '$(MASTER)' --conf spark.log.level=WARN --conf spark.ui.showConsoleProgress=false
 export PYTHONHASHSEED := 0
 
-.PHONY: setup dataset vocab label resample report shards pretrain demo test test-all bench clean
+.PHONY: setup dataset vocab label resample report shards pretrain demo demo-maws test test-all bench clean
 
 setup:
 	@bash scripts/setup.sh
@@ -48,6 +48,35 @@ pretrain: shards
 	rm -rf $(DEMO)/pretrain
 	$(TORCHRUN) --nproc_per_node=$(NPROC) -m trainer.pretrain --config trainer/configs/demo_cpu.yaml \
 		shards=$(DEMO)/shards vocab=$(DEMO)/vocab run_dir=$(DEMO)/pretrain
+
+# MAWS on the demo: MAE pre-pretraining -> hashtag pretraining from its encoder -> linear probe,
+# next to plain hashtag pretraining of the same ViT given the same compute (measured step times).
+MAWS ?= $(DEMO)/maws
+DOWNSTREAM ?= $(DEMO)/downstream
+MAE_CONFIG ?= trainer/configs/mae_demo_cpu.yaml
+VIT_CONFIG ?= trainer/configs/demo_vit_cpu.yaml
+VIT_IMG ?= 64
+
+$(DOWNSTREAM)/task.json: | $(DEMO)/manifest.parquet
+	$(PY) -m pipeline.heldout_task --heldout $(DEMO)/heldout.parquet --out $(DOWNSTREAM)
+
+demo-maws: shards $(DOWNSTREAM)/task.json
+	rm -rf $(MAWS)
+	mkdir -p $(MAWS)
+	$(PY) -m trainer.maws_compare cost --mae-config $(MAE_CONFIG) --pretrain-config $(VIT_CONFIG) \
+		--shards $(DEMO)/shards --out $(MAWS)/step_cost.json > $(MAWS)/plain_total_samples.txt
+	$(TORCHRUN) --nproc_per_node=$(NPROC) -m trainer.mae --config $(MAE_CONFIG) shards=$(DEMO)/shards run_dir=$(MAWS)/mae
+	$(TORCHRUN) --nproc_per_node=$(NPROC) -m trainer.pretrain --config $(VIT_CONFIG) shards=$(DEMO)/shards \
+		vocab=$(DEMO)/vocab run_dir=$(MAWS)/maws init_from=$(MAWS)/mae/export
+	$(TORCHRUN) --nproc_per_node=$(NPROC) -m trainer.pretrain --config $(VIT_CONFIG) shards=$(DEMO)/shards \
+		vocab=$(DEMO)/vocab run_dir=$(MAWS)/plain total_samples=$$(cat $(MAWS)/plain_total_samples.txt)
+	$(PY) -m trainer.linear_probe model=$(MAWS)/maws/export data=$(DOWNSTREAM) out=$(MAWS)/probe_maws.json img_size=$(VIT_IMG)
+	$(PY) -m trainer.linear_probe model=$(MAWS)/plain/export data=$(DOWNSTREAM) out=$(MAWS)/probe_plain.json img_size=$(VIT_IMG)
+	$(PY) -m trainer.linear_probe model=random:vit_tiny_patch16_224 data=$(DOWNSTREAM) out=$(MAWS)/probe_random.json img_size=$(VIT_IMG)
+	$(PY) -m trainer.maws_compare report --cost $(MAWS)/step_cost.json --mae $(MAWS)/mae --maws $(MAWS)/maws \
+		--plain $(MAWS)/plain --probe-maws $(MAWS)/probe_maws.json --probe-plain $(MAWS)/probe_plain.json \
+		--probe-random $(MAWS)/probe_random.json --out $(DEMO)/maws.json
+	@echo "MAE reconstructions: $(MAWS)/mae/reconstructions.png; loss curves: $(MAWS)/*/curves.png"
 
 demo: pretrain
 	$(PY) -m pipeline.show_vocab $(DEMO)/vocab

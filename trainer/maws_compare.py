@@ -1,0 +1,185 @@
+"""MAWS vs plain hashtag pretraining at equal compute: step costs, the plain arm's length, the report.
+
+    python -m trainer.maws_compare cost --mae-config trainer/configs/mae_demo_cpu.yaml \
+        --pretrain-config trainer/configs/demo_vit_cpu.yaml --shards build/demo/shards --out F.json
+        # prints the plain arm's total_samples on stdout
+    python -m trainer.maws_compare report --cost F.json --mae RUN --maws RUN --plain RUN \
+        --probe-maws J.json --probe-plain J.json [--probe-random J.json] --out build/demo/maws.json
+
+Equal compute is equal training time on this machine: one training step (forward, backward,
+AdamW step on a synthetic uint8 batch, normalization included, no data loading) of the MAE and of
+the hashtag classifier are timed, interleaved (so both share whatever load the machine has),
+median of `--steps` after warm-up. With c = (MAE time per image) / (hashtag time per image),
+the MAWS arm is M MAE images + H hashtag images and the plain arm gets H + c*M hashtag images
+(rounded to whole batches). FLOPs of one step of each (torch's FlopCounterMode) are recorded too.
+"""
+from __future__ import annotations
+
+import argparse
+import json
+import statistics
+import sys
+import time
+from pathlib import Path
+
+import torch
+
+from trainer.config import load_config
+
+
+def _steppers(mae_cfg, pre_cfg, num_classes: int):
+    """(name, batch, step function) for the MAE and the hashtag classifier, built as the trainers build them."""
+    from trainer.data import model_data_config
+    from trainer.losses import get_loss
+    from trainer.mae_model import build_mae, mask_noise
+    from trainer.models import create_model
+    from trainer.optim import build_optimizer, peak_lr
+
+    torch.manual_seed(0)
+    mae = build_mae(mae_cfg.model, mae_cfg.img_size, mae_cfg.decoder, mae_cfg.mask_ratio, mae_cfg.norm_pix_loss)
+    clf = create_model(pre_cfg.model, num_classes, pre_cfg.head, pre_cfg.img_size)
+    out = []
+    for name, model, cfg in (("mae", mae, mae_cfg), ("hashtag", clf, pre_cfg)):
+        dc = model_data_config(cfg.model)
+        mean = torch.tensor(dc.mean).view(1, 3, 1, 1) * 255
+        std = torch.tensor(dc.std).view(1, 3, 1, 1) * 255
+        opt_name = "mae" if name == "mae" else cfg.optimizer
+        opt = build_optimizer(opt_name, model, peak_lr(opt_name, cfg.batch_size, cfg.base_lr) * 1e-3, 0.05)
+        images = torch.randint(0, 256, (cfg.batch_size, 3, cfg.img_size, cfg.img_size), dtype=torch.uint8)
+        targets = torch.full((cfg.batch_size, num_classes), 1.0 / num_classes)
+        loss_fn = get_loss(getattr(cfg, "loss", "softmax"))
+
+        def step(model=model, opt=opt, images=images, targets=targets, mean=mean, std=std, name=name,
+                 loss_fn=loss_fn):
+            x = images.float().sub_(mean).div_(std)
+            if name == "mae":
+                loss = model(x, mask_noise(0, 0, 0, x.shape[0], model.num_patches))[0]
+            else:
+                loss = loss_fn(model(x), targets)
+            opt.zero_grad(set_to_none=True)
+            loss.backward()
+            opt.step()
+
+        out.append((name, cfg.batch_size, step))
+    return out
+
+
+def step_costs(mae_cfg, pre_cfg, num_classes: int, steps: int = 5, warmup: int = 2) -> dict:
+    from torch.utils.flop_counter import FlopCounterMode
+
+    steppers = _steppers(mae_cfg, pre_cfg, num_classes)
+    times = {name: [] for name, _, _ in steppers}
+    flops = {}
+    for name, _, step in steppers:
+        with FlopCounterMode(display=False) as fc:
+            step()
+        flops[name] = fc.get_total_flops()
+    for i in range(warmup + steps):
+        for name, _, step in steppers:
+            t = time.perf_counter()
+            step()
+            if i >= warmup:
+                times[name].append(time.perf_counter() - t)
+    batch = {name: b for name, b, _ in steppers}
+    rec = {name: {"batch_size": batch[name], "step_s": statistics.median(times[name]), "step_times_s": times[name],
+                  "s_per_image": statistics.median(times[name]) / batch[name], "flops_per_step": flops[name],
+                  "flops_per_image": flops[name] / batch[name]} for name in times}
+    rec["time_ratio"] = rec["mae"]["s_per_image"] / rec["hashtag"]["s_per_image"]
+    rec["flop_ratio"] = rec["mae"]["flops_per_image"] / rec["hashtag"]["flops_per_image"]
+    rec["threads"] = torch.get_num_threads()
+    return rec
+
+
+def plain_total_samples(mae_samples: int, hashtag_samples: int, ratio: float, batch: int) -> int:
+    """H + ratio * M hashtag images, rounded to whole global batches."""
+    return max(1, round((hashtag_samples + ratio * mae_samples) / batch)) * batch
+
+
+def cost_main(a) -> None:
+    from trainer.mae import MaeConfig
+    from trainer.pretrain import PretrainConfig
+    from trainer.runtime import read_shards
+
+    need = ["shards=x", "run_dir=x"]
+    mae_cfg = load_config(MaeConfig, ["--config", a.mae_config, *need, *a.mae_overrides])
+    pre_cfg = load_config(PretrainConfig, ["--config", a.pretrain_config, *need, *a.pretrain_overrides])
+    rec = step_costs(mae_cfg, pre_cfg, read_shards(a.shards, "wds")["num_classes"], a.steps)
+    mae_n, pre_n = mae_cfg.steps * mae_cfg.batch_size, pre_cfg.steps * pre_cfg.batch_size
+    rec.update({"mae_samples": mae_n, "maws_hashtag_samples": pre_n, "model": pre_cfg.model,
+                "plain_total_samples": plain_total_samples(mae_n, pre_n, rec["time_ratio"], pre_cfg.batch_size),
+                "plain_total_samples_by_flops": plain_total_samples(mae_n, pre_n, rec["flop_ratio"],
+                                                                    pre_cfg.batch_size)})
+    out = Path(a.out)
+    out.parent.mkdir(parents=True, exist_ok=True)
+    tmp = out.with_name(f".{out.name}.tmp")
+    tmp.write_text(json.dumps(rec, indent=2))
+    tmp.replace(out)
+    print(f"step cost per image: MAE {rec['mae']['s_per_image'] * 1e3:.2f} ms, hashtag "
+          f"{rec['hashtag']['s_per_image'] * 1e3:.2f} ms (time ratio {rec['time_ratio']:.3f}, FLOP ratio "
+          f"{rec['flop_ratio']:.3f}); plain arm: {rec['plain_total_samples']} samples", file=sys.stderr)
+    print(rec["plain_total_samples"])
+
+
+def _last_loss(run: str) -> float:
+    rows = [json.loads(x) for x in (Path(run) / "metrics.jsonl").read_text().splitlines() if x.strip()]
+    return rows[-1]["loss"]
+
+
+def report_main(a) -> dict:
+    cost = json.loads(Path(a.cost).read_text())
+    probes = {k: json.loads(Path(p).read_text()) for k, p in
+              (("maws", a.probe_maws), ("plain", a.probe_plain), ("random", a.probe_random)) if p}
+    arms = {
+        "maws": {"mae_samples": cost["mae_samples"], "hashtag_samples": cost["maws_hashtag_samples"],
+                 "mae_final_loss": _last_loss(a.mae), "hashtag_final_loss": _last_loss(a.maws),
+                 "export": str(Path(a.maws) / "export")},
+        "plain": {"mae_samples": 0, "hashtag_samples": cost["plain_total_samples"],
+                  "hashtag_final_loss": _last_loss(a.plain), "export": str(Path(a.plain) / "export")},
+    }
+    for k, arm in arms.items():
+        arm["compute_s"] = (arm["mae_samples"] * cost["mae"]["s_per_image"]
+                            + arm["hashtag_samples"] * cost["hashtag"]["s_per_image"])
+    rec = {"model": cost["model"], "equal_compute": "equal measured step time (see step_cost)",
+           "step_cost": cost, "arms": arms,
+           "linear_probe": {k: {m: p[m] for m in ("top1", "top5", "mean_class_top1") if m in p}
+                            for k, p in probes.items()}}
+    out = Path(a.out)
+    tmp = out.with_name(f".{out.name}.tmp")
+    tmp.write_text(json.dumps(rec, indent=2))
+    tmp.replace(out)
+    lines = [f"MAWS vs plain hashtag pretraining, {cost['model']}, equal compute (MAE image = "
+             f"{cost['time_ratio']:.3f} hashtag images by measured step time, {cost['flop_ratio']:.3f} by FLOPs)",
+             "| arm | MAE images | hashtag images | est. compute s | linear probe top-1 | top-5 |",
+             "| --- | --- | --- | --- | --- | --- |"]
+    for k in ("maws", "plain", "random"):
+        arm, p = arms.get(k, {"mae_samples": 0, "hashtag_samples": 0, "compute_s": 0.0}), probes.get(k, {})
+        top1 = f"{100 * p['top1']:.1f}%" if "top1" in p else "-"
+        top5 = f"{100 * p['top5']:.1f}%" if "top5" in p else "-"
+        if k in arms or p:
+            lines.append(f"| {k} | {arm['mae_samples']} | {arm['hashtag_samples']} | {arm['compute_s']:.0f} | "
+                         f"{top1} | {top5} |")
+    print("\n".join(lines) + f"\nwritten: {out}")
+    return rec
+
+
+def main(argv: list[str] | None = None) -> None:
+    p = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    sub = p.add_subparsers(dest="cmd", required=True)
+    c = sub.add_parser("cost", help="time a step of each; print the plain arm's total_samples")
+    c.add_argument("--mae-config", required=True)
+    c.add_argument("--pretrain-config", required=True)
+    c.add_argument("--shards", required=True, help="for the number of classes of the hashtag head")
+    c.add_argument("--out", required=True)
+    c.add_argument("--steps", type=int, default=5)
+    c.add_argument("--mae-overrides", nargs="*", default=[], metavar="KEY=VALUE")
+    c.add_argument("--pretrain-overrides", nargs="*", default=[], metavar="KEY=VALUE")
+    r = sub.add_parser("report", help="maws.json and a printed comparison")
+    for name in ("--cost", "--mae", "--maws", "--plain", "--probe-maws", "--probe-plain", "--out"):
+        r.add_argument(name, required=True)
+    r.add_argument("--probe-random")
+    a = p.parse_args(argv)
+    cost_main(a) if a.cmd == "cost" else report_main(a)
+
+
+if __name__ == "__main__":
+    main()
