@@ -19,7 +19,7 @@ from pyspark.sql import functions as F  # noqa: E402
 
 import schemas  # noqa: E402
 from jobs.lib.config import parse_config  # noqa: E402
-from jobs.lib.labeling import add_label_noise, image_labels, importance_and_tail  # noqa: E402
+from jobs.lib.labeling import add_label_noise, image_label_rows, importance_and_tail, label_sets  # noqa: E402
 from jobs.lib.manifest import TAGS, clean_manifest, read_manifest  # noqa: E402
 from jobs.lib.output import atomic_output, write_json  # noqa: E402
 from jobs.lib.session import get_session  # noqa: E402
@@ -53,13 +53,14 @@ def run(spark, cfg: LabelConfig) -> dict:
         raise ValueError(f"{cfg.vocab}: inconsistent vocabulary ({n_labels} labels, "
                          f"{dangling} hashtag_map rows point at no label)")
     clean, row_stats = clean_manifest(read_manifest(spark, cfg.manifest))
-    labels = image_labels(clean, hashtag_map)
+    rows = image_label_rows(clean, hashtag_map)
     if cfg.label_noise > 0:
         marginal = np.zeros(n_labels)
         for r in label_images.collect():
             marginal[r["label"]] = r["images"]
-        labels = add_label_noise(labels, cfg.label_noise, cfg.seed, marginal)
-    scored = importance_and_tail(labels, label_images, cfg.tail_threshold)
+        noisy = add_label_noise(label_sets(rows), cfg.label_noise, cfg.seed, marginal)
+        rows = noisy.select(schemas.MANIFEST_ID, F.explode("labels").alias("label"))
+    scored = importance_and_tail(rows, label_images, cfg.tail_threshold)
     labeled = clean.drop(TAGS).join(scored, schemas.MANIFEST_ID).cache()
     n_labeled = labeled.count()
     if n_labeled == 0:

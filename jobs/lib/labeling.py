@@ -18,13 +18,17 @@ def hash_uniform(seed: int, *cols) -> F.Column:
     return F.xxhash64(F.lit(seed), *cols).bitwiseAND(F.lit((1 << 53) - 1)).cast("double") / F.lit(_U53)
 
 
-def image_labels(clean: DataFrame, hashtag_map: DataFrame) -> DataFrame:
-    """(image_id, labels): each image's hashtags normalized, mapped, deduplicated and sorted;
-    images without any label are absent."""
+def image_label_rows(clean: DataFrame, hashtag_map: DataFrame) -> DataFrame:
+    """(image_id, label) for each hashtag of each image that maps to a label (repeats possible when
+    two hashtags of an image share a label; importance_and_tail deduplicates)."""
     image_raw = raw_tag_strings(clean)
     raw_map = normalize_distinct(image_raw)
-    return (image_raw.join(raw_map, "raw").join(hashtag_map, "hashtag")
-            .groupBy(MANIFEST_ID).agg(F.array_sort(F.collect_set("label")).alias("labels")))
+    return image_raw.join(raw_map, "raw").join(hashtag_map, "hashtag").select(MANIFEST_ID, "label")
+
+
+def label_sets(rows: DataFrame) -> DataFrame:
+    """(image_id, labels): the rows of image_label_rows grouped, labels deduplicated and sorted."""
+    return rows.groupBy(MANIFEST_ID).agg(F.array_sort(F.collect_set("label")).alias("labels"))
 
 
 def add_label_noise(img_labels: DataFrame, p: float, seed: int, marginal: np.ndarray) -> DataFrame:
@@ -41,10 +45,10 @@ def add_label_noise(img_labels: DataFrame, p: float, seed: int, marginal: np.nda
     return noisy.groupBy(MANIFEST_ID).agg(F.array_sort(F.collect_set("label")).alias("labels"))
 
 
-def importance_and_tail(img_labels: DataFrame, label_images: DataFrame, tail_threshold: int) -> DataFrame:
-    """(image_id, labels, importance, tail) with f(h) = label_images.images."""
-    per = (img_labels.select(MANIFEST_ID, F.explode("labels").alias("label")).join(label_images, "label")
-           .groupBy(MANIFEST_ID).agg(F.min("images").alias("min_f")))
-    return (img_labels.join(per, MANIFEST_ID)
+def importance_and_tail(rows: DataFrame, label_images: DataFrame, tail_threshold: int) -> DataFrame:
+    """(image_id, labels, importance, tail) from (image_id, label) rows, with f(h) =
+    label_images.images: one shuffle by image_id (the vocabulary side is broadcast)."""
+    return (rows.join(F.broadcast(label_images), "label").groupBy(MANIFEST_ID)
+            .agg(F.array_sort(F.collect_set("label")).alias("labels"), F.min("images").alias("min_f"))
             .withColumn("importance", F.pow(F.col("min_f").cast("double"), F.lit(-0.5)))
             .withColumn("tail", F.col("min_f") < F.lit(tail_threshold)).drop("min_f"))

@@ -27,8 +27,9 @@ class VocabParams:
 
 
 def raw_tag_strings(clean: DataFrame) -> DataFrame:
-    """(image_id, raw): one row per distinct raw tag string of an image."""
-    return clean.select(MANIFEST_ID, F.explode(F.col(TAGS)).alias("raw")).distinct()
+    """(image_id, raw): one row per distinct raw tag string of an image. clean_manifest keeps one
+    row per image_id, so a per-row array_distinct replaces a shuffle of every (image, tag) pair."""
+    return clean.select(MANIFEST_ID, F.explode(F.array_distinct(F.col(TAGS))).alias("raw"))
 
 
 def normalize_distinct(raw: DataFrame) -> DataFrame:
