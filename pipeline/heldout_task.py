@@ -1,0 +1,156 @@
+"""The openclipart held-out images as a labelled downstream task (an ImageFolder tree of JPEGs).
+
+    python -m pipeline.heldout_task --heldout build/demo/heldout.parquet --out build/demo/downstream \
+        [--val-frac 0.3 --min-per-class 10 --max-side 256 --seed 0]
+
+Each held-out image is labelled by its top-level category folder (`unsorted` excluded). The split
+is seeded and per class; classes with fewer than --min-per-class images are dropped (counted).
+Copies of one picture (Debian links identical PNGs, sometimes across categories) share a group
+and always land on the same side, so no picture is in both train and val. Images are decoded by
+pipeline.images (Pillow's bomb guard on, transparency on white) into RGB JPEGs; unreadable ones
+are skipped and counted by reason. Output: OUT/train/<class>/*.jpg, OUT/val/<class>/*.jpg and
+OUT/task.json (classes, counts, dropped classes, rejects); written under a temporary name first.
+"""
+from __future__ import annotations
+
+import argparse
+import json
+import os
+import shutil
+import zlib
+from collections import Counter, defaultdict
+from pathlib import Path
+
+import numpy as np
+
+from pipeline.images import ImageRejected, ImageSpec, prepare_image, read_image_bytes
+from pipeline.openclipart import UNSORTED_CATEGORY
+
+
+def split_task(rows: list[tuple[str, str, str]], val_frac: float, min_per_class: int,
+               seed: int) -> tuple[dict[str, str], dict[str, int]]:
+    """rows: (item_id, class, group). Returns ({item_id: 'train'|'val'}, {dropped class: images}).
+
+    Classes are visited in sorted order; a class's groups not yet placed are permuted with a
+    generator seeded by (seed, class) and the first ones go to val until the class holds
+    round(val_frac * groups) val groups (at least 1, and at least 1 group left for train).
+    A group keeps the side it got first, so a group shared by two classes is never split.
+    """
+    if not 0 < val_frac < 1:
+        raise ValueError(f"val_frac must be in (0, 1), got {val_frac}")
+    if min_per_class < 2:
+        raise ValueError(f"min_per_class must be >= 2 (one train and one val image), got {min_per_class}")
+    ids = [r[0] for r in rows]
+    if len(set(ids)) != len(ids):
+        dup = next(i for i, c in Counter(ids).items() if c > 1)
+        raise ValueError(f"duplicate item id {dup!r}")
+    per_class = Counter(r[1] for r in rows)
+    dropped = {c: n for c, n in sorted(per_class.items()) if n < min_per_class}
+    groups_of: dict[str, set[str]] = defaultdict(set)
+    for _, c, g in rows:
+        if c not in dropped:
+            groups_of[c].add(g)
+    side: dict[str, str] = {}
+    for c in sorted(groups_of):
+        groups = sorted(groups_of[c])
+        if len(groups) < 2:
+            raise ValueError(f"class {c!r}: all its images are copies of one picture; cannot split it")
+        want = min(len(groups) - 1, max(1, round(val_frac * len(groups))))
+        have = sum(side.get(g) == "val" for g in groups)
+        free = [groups[i] for i in np.random.default_rng([seed, zlib.crc32(c.encode())]).permutation(len(groups))
+                if groups[i] not in side]
+        for g in free:
+            side[g] = "val" if have < want else "train"
+            have += side[g] == "val"
+    return {i: side[g] for i, c, g in rows if c not in dropped}, dropped
+
+
+def file_name(image_id: str) -> str:
+    """A flat, safe file name for an image id such as 'animals/birds/gull_01'."""
+    safe = "".join(ch if ch.isalnum() or ch in "-_." else "_" for ch in image_id.replace("/", "__"))
+    return safe.lstrip(".")[:180] + ".jpg"
+
+
+def read_heldout(path: Path) -> list[dict]:
+    import pyarrow.parquet as pq
+
+    table = pq.read_table(path)
+    missing = {"image_id", "image", "category"} - set(table.column_names)
+    if missing:
+        raise ValueError(f"{path}: missing column(s) {sorted(missing)}")
+    return [r for r in table.select(["image_id", "image", "category"]).to_pylist()
+            if r["category"] and r["category"] != UNSORTED_CATEGORY]
+
+
+def build_task(heldout: Path, out: Path, val_frac: float = 0.3, min_per_class: int = 10, seed: int = 0,
+               max_side: int = 256) -> dict:
+    rows = read_heldout(heldout)
+    # copies of one picture share a group: the file a link resolves to
+    items = [(r["image_id"], r["category"], os.path.realpath(r["image"])) for r in rows]
+    assign, dropped = split_task(items, val_frac, min_per_class, seed)
+    tmp = out.with_name(f".{out.name}.tmp")
+    shutil.rmtree(tmp, ignore_errors=True)
+    spec = ImageSpec(max_side=max_side)
+    counts: dict[str, Counter] = defaultdict(Counter)
+    rejects, examples = Counter(), []
+    try:
+        from tqdm import tqdm
+    except ImportError:  # progress is optional
+        def tqdm(x, **_):
+            return x
+    for r in tqdm([r for r in rows if r["image_id"] in assign], desc="held-out images", unit="img", mininterval=2):
+        split = assign[r["image_id"]]
+        try:
+            jpeg, _, _ = prepare_image(read_image_bytes(r["image"]), spec)
+        except ImageRejected as e:
+            rejects[e.reason] += 1
+            if len(examples) < 10:
+                examples.append({"image_id": r["image_id"], "image": r["image"], "reason": str(e)})
+            continue
+        d = tmp / split / r["category"]
+        d.mkdir(parents=True, exist_ok=True)
+        (d / file_name(r["image_id"])).write_bytes(jpeg)
+        counts[r["category"]][split] += 1
+    empty = sorted(c for c in counts if not counts[c]["train"] or not counts[c]["val"])
+    if empty or not counts:
+        shutil.rmtree(tmp, ignore_errors=True)
+        raise ValueError(f"{heldout}: after unreadable images were skipped, classes {empty} have an empty split"
+                         if counts else f"{heldout}: no class has {min_per_class} readable images")
+    stats = {"heldout": str(heldout), "seed": seed, "val_frac": val_frac, "min_per_class": min_per_class,
+             "max_side": max_side, "classes": sorted(counts),
+             "images": {c: {"train": counts[c]["train"], "val": counts[c]["val"]} for c in sorted(counts)},
+             "train": sum(c["train"] for c in counts.values()), "val": sum(c["val"] for c in counts.values()),
+             "dropped_classes": dropped, "unreadable": dict(rejects), "unreadable_examples": examples}
+    (tmp / "task.json").write_text(json.dumps(stats, indent=2))
+    if out.exists():
+        shutil.rmtree(out)
+    tmp.rename(out)
+    return stats
+
+
+def summary(stats: dict) -> str:
+    lines = [f"downstream task: {len(stats['classes'])} classes, {stats['train']} train / {stats['val']} val images"]
+    lines += [f"  {c:<20} {n['train']:>5} train {n['val']:>5} val" for c, n in stats["images"].items()]
+    if stats["dropped_classes"]:
+        lines.append(f"  dropped (< {stats['min_per_class']} images): " +
+                     ", ".join(f"{c} ({n})" for c, n in stats["dropped_classes"].items()))
+    lines.append(f"  unreadable images skipped: {sum(stats['unreadable'].values())} {stats['unreadable']}")
+    return "\n".join(lines)
+
+
+def main(argv: list[str] | None = None) -> dict:
+    p = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    p.add_argument("--heldout", type=Path, required=True)
+    p.add_argument("--out", type=Path, required=True)
+    p.add_argument("--val-frac", type=float, default=0.3)
+    p.add_argument("--min-per-class", type=int, default=10)
+    p.add_argument("--max-side", type=int, default=256)
+    p.add_argument("--seed", type=int, default=0)
+    a = p.parse_args(argv)
+    stats = build_task(a.heldout, a.out, a.val_frac, a.min_per_class, a.seed, a.max_side)
+    print(summary(stats))
+    return stats
+
+
+if __name__ == "__main__":
+    main()

@@ -1,0 +1,160 @@
+"""Downstream (transfer) datasets: an ImageFolder tree or WebDataset shards with a class field.
+
+    ROOT/train/<class>/*.jpg|png|...   ROOT/val/<class>/*         (class names: the train folders)
+    ROOT/train/*.tar                   ROOT/val/*.tar             (members KEY.jpg|png + KEY.cls)
+
+A shard's `.cls` is the class index as ASCII digits; names come from ROOT/classes.txt (one per
+line, index order) when present, else "0".."C-1". Shard bytes are read into memory (meant for
+downstream sets of up to a few hundred thousand small images); pickle members are refused.
+Images are decoded by Pillow (its decompression-bomb guard stays on), every mode to RGB with
+transparency composited on white. Evaluation transform: resize the shorter side to the
+resolution, then center crop (SWAG section 4.1); training: RandomResizedCrop + flip.
+"""
+from __future__ import annotations
+
+import hashlib
+import io
+from dataclasses import dataclass
+from pathlib import Path
+
+import numpy as np
+import torch
+from PIL import Image
+from torch.utils.data import Dataset
+
+from pipeline.wds import iter_shard
+from trainer.data.transforms import eval_transform, train_transform
+
+IMAGE_SUFFIXES = (".jpg", ".jpeg", ".png", ".webp", ".bmp", ".gif", ".tif", ".tiff", ".ppm")
+SPLITS = ("train", "val")
+
+
+@dataclass(frozen=True)
+class Split:
+    """One split: `sources[i]` is a file path or (name, bytes); `labels[i]` its class index."""
+    root: Path
+    split: str
+    classes: tuple[str, ...]
+    sources: tuple
+    labels: tuple[int, ...]
+    skipped: int                  # files with a non-image suffix, ignored
+
+    def __len__(self) -> int:
+        return len(self.labels)
+
+    def name(self, i: int) -> str:
+        s = self.sources[i]
+        return str(s) if isinstance(s, Path) else s[0]
+
+
+def is_shards(directory: Path) -> bool:
+    return any(directory.glob("*.tar"))
+
+
+def load_split(root: str | Path, split: str) -> Split:
+    """The `split` ("train" or "val") of a downstream dataset; errors name the offending path."""
+    if split not in SPLITS:
+        raise ValueError(f"unknown split {split!r}; valid: {', '.join(SPLITS)}")
+    root = Path(root)
+    d = root / split
+    if not d.is_dir():
+        raise ValueError(f"{root}: no {split}/ directory (expected {split}/<class>/* or {split}/*.tar)")
+    return _load_shards(root, split) if is_shards(d) else _load_folder(root, split)
+
+
+def _load_folder(root: Path, split: str) -> Split:
+    classes = tuple(sorted(p.name for p in (root / "train").iterdir() if p.is_dir()))
+    if not classes:
+        raise ValueError(f"{root}/train: no class folders")
+    present = sorted(p.name for p in (root / split).iterdir() if p.is_dir())
+    unknown = sorted(set(present) - set(classes))
+    if unknown:
+        raise ValueError(f"{root}/{split}: class folders {unknown} are not in train/")
+    sources, labels, skipped = [], [], 0
+    for label, c in enumerate(classes):
+        folder = root / split / c
+        if not folder.is_dir():
+            continue
+        for f in sorted(folder.iterdir()):
+            if f.is_file() and f.suffix.lower() in IMAGE_SUFFIXES:
+                sources.append(f)
+                labels.append(label)
+            else:
+                skipped += 1
+    if not sources:
+        raise ValueError(f"{root}/{split}: no images")
+    return Split(root, split, classes, tuple(sources), tuple(labels), skipped)
+
+
+def _load_shards(root: Path, split: str) -> Split:
+    sources, labels, skipped = [], [], 0
+    for shard in sorted((root / split).glob("*.tar")):
+        for key, parts in iter_shard(shard):
+            where = f"{shard}:{key}"
+            if "cls" not in parts:
+                raise ValueError(f"{where}: no .cls member")
+            try:
+                label = int(parts["cls"].decode("ascii").strip())
+            except (UnicodeDecodeError, ValueError):
+                raise ValueError(f"{where}: .cls is not an integer: {parts['cls'][:20]!r}") from None
+            image = next((parts[e] for e in ("jpg", "jpeg", "png", "webp") if e in parts), None)
+            if image is None:
+                skipped += 1
+                continue
+            sources.append((where, image))
+            labels.append(label)
+    if not sources:
+        raise ValueError(f"{root}/{split}: no images in its shards")
+    names_file = root / "classes.txt"
+    if names_file.is_file():
+        classes = tuple(x.strip() for x in names_file.read_text().splitlines() if x.strip())
+    else:  # as many classes as train's largest index says
+        train_max = max(load_split(root, "train").labels) if split != "train" else max(labels)
+        classes = tuple(str(i) for i in range(train_max + 1))
+    bad = [(sources[i][0], lb) for i, lb in enumerate(labels) if not 0 <= lb < len(classes)]
+    if bad:
+        raise ValueError(f"{bad[0][0]}: class {bad[0][1]} outside [0, {len(classes)})")
+    return Split(root, split, classes, tuple(sources), tuple(labels), skipped)
+
+
+def decode_rgb(data: bytes, where: str) -> torch.Tensor:
+    """uint8 [3, H, W]; transparency composited on white."""
+    try:
+        with Image.open(io.BytesIO(data)) as im:
+            im.load()
+            if im.mode in ("RGBA", "LA", "PA") or (im.mode == "P" and "transparency" in im.info):
+                rgba = im.convert("RGBA")
+                white = Image.new("RGBA", rgba.size, (255, 255, 255, 255))
+                rgb = Image.alpha_composite(white, rgba).convert("RGB")
+            else:
+                rgb = im.convert("RGB")
+    except (OSError, SyntaxError, ValueError, Image.DecompressionBombError) as e:
+        raise ValueError(f"{where}: cannot decode image: {e}") from e
+    return torch.from_numpy(np.array(rgb)).permute(2, 0, 1)
+
+
+class ImageSet(Dataset):
+    """(uint8 [3, size, size], label) per image of a Split; train=True augments."""
+
+    def __init__(self, split: Split, size: int, train: bool = False):
+        self.split, self.transform = split, (train_transform(size) if train else eval_transform(size))
+
+    def __len__(self) -> int:
+        return len(self.split)
+
+    def __getitem__(self, i: int):
+        s = self.split.sources[i]
+        data = s.read_bytes() if isinstance(s, Path) else s[1]
+        return self.transform(decode_rgb(data, self.split.name(i))), self.split.labels[i]
+
+
+def fingerprint(split: Split) -> str:
+    """Changes when any file of the split (name, size, mtime) or its labels change."""
+    h = hashlib.sha256(f"{split.split}|{','.join(split.classes)}".encode())
+    for src, label in zip(split.sources, split.labels):
+        if isinstance(src, Path):
+            st = src.stat()
+            h.update(f"{src.resolve()}|{st.st_size}|{st.st_mtime_ns}|{label}\n".encode())
+        else:
+            h.update(f"{src[0]}|{hashlib.sha256(src[1]).hexdigest()}|{label}\n".encode())
+    return h.hexdigest()
