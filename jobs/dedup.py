@@ -1,0 +1,131 @@
+"""Remove near-duplicates of evaluation images from a pretraining manifest (WSL section 3).
+
+    spark-submit jobs/dedup.py --manifest build/demo/manifest.parquet \
+        --eval build/demo/heldout.parquet [--eval DIR_OR_MANIFEST ...] --out build/demo/dedup \
+        [--method phash] [--threshold 6] [--bands B] [--max-crop 0.1 --crop-steps 3] [--no-flips]
+
+Writes OUT/manifest.parquet (the input manifest without matched images, same columns),
+OUT/duplicates.parquet, OUT/stats.json, OUT/report.md and OUT/contact_sheet.png, atomically.
+An evaluation source is a manifest (Parquet / JSON Lines with image_id and image) or a folder of
+images; unreadable images on either side are counted by reason, never fatal.
+"""
+from __future__ import annotations
+
+import sys
+from dataclasses import dataclass, field
+from pathlib import Path
+
+if __package__ in (None, ""):  # run as a script by spark-submit: make the project importable
+    sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
+
+from pyspark.sql import functions as F  # noqa: E402
+
+from jobs.lib.config import parse_config  # noqa: E402
+from jobs.lib.dedup import candidate_pairs, eval_set_names, hash_images, read_eval_source  # noqa: E402
+from jobs.lib.dedup_output import dedup_stats, write_outputs  # noqa: E402
+from jobs.lib.manifest import read_manifest  # noqa: E402
+from jobs.lib.session import get_session  # noqa: E402
+from pipeline.lsh import Banding, default_bands  # noqa: E402
+from pipeline.phash import BITS, crop_grid  # noqa: E402
+from schemas import MANIFEST_ID, MANIFEST_IMAGE  # noqa: E402
+
+METHODS = {"phash": "63-bit DCT perceptual hash, Hamming distance, banded candidates"}
+
+
+@dataclass(frozen=True)
+class DedupConfig:
+    manifest: str = field(metadata={"help": "pretraining manifest, Parquet or JSON Lines"})
+    eval: tuple[str, ...] = field(metadata={"help": "evaluation manifests or image folders (repeat or comma-separate)"})
+    out: str = field(metadata={"help": "output directory (replaced atomically)"})
+    method: str = field(default="phash", metadata={"help": f"one of {sorted(METHODS)}"})
+    threshold: int = field(default=6, metadata={"help": "largest Hamming distance (of 63 bits) that matches"})
+    bands: int | None = field(default=None, metadata={"help": "LSH bands (default threshold+1: exact lookups)"})
+    max_crop: float = field(default=0.1, metadata={"help": "evaluation images are also hashed cropped by up to this"})
+    crop_steps: int = field(default=3, metadata={"help": "crop grid steps per side pair (0: no crop variants)"})
+    flips: bool = field(default=True, metadata={"help": "also match mirrored evaluation images"})
+    image_root: str | None = field(default=None, metadata={"help": "resolve relative image paths against this"})
+    sheet_pairs: int = field(default=24, metadata={"help": "pairs on the contact sheet"})
+    master: str | None = field(default=None, metadata={"help": "Spark master (default: spark-submit's)"})
+
+    def __post_init__(self):
+        if self.method not in METHODS:
+            raise ValueError(f"unknown --method {self.method!r}; valid: {sorted(METHODS)}")
+        if not self.eval:
+            raise ValueError("--eval: give at least one evaluation manifest or image folder")
+        if not 0 <= self.threshold < BITS // 2:
+            raise ValueError(f"--threshold must be in [0, {BITS // 2}), got {self.threshold}")
+        if self.bands is not None and not 1 <= self.bands <= BITS:
+            raise ValueError(f"--bands must be in [1, {BITS}], got {self.bands}")
+        if self.bands is not None and self.threshold // self.bands > 3:
+            raise ValueError(f"--bands {self.bands} needs probe radius {self.threshold // self.bands} > 3: use more bands")
+        crop_grid(self.max_crop, self.crop_steps)  # raises on a bad grid
+        if self.sheet_pairs < 0:
+            raise ValueError("--sheet-pairs must be >= 0")
+
+
+def run(spark, cfg: DedupConfig) -> dict:
+    banding = Banding(cfg.threshold, cfg.bands or default_bands(cfg.threshold))
+    crops = crop_grid(cfg.max_crop, cfg.crop_steps)
+    manifest = read_manifest(spark, cfg.manifest)
+    names = eval_set_names(cfg.eval)
+    sources = [read_eval_source(spark, p, n) for p, n in zip(cfg.eval, names)]
+    evals = sources[0]
+    for s in sources[1:]:
+        evals = evals.unionByName(s)
+    evals = evals.dropDuplicates(["eval_set", MANIFEST_ID]).cache()
+
+    # decoding is the cost: spread it over every core even when the table of paths is tiny
+    parts = max(4 * spark.sparkContext.defaultParallelism, manifest.rdd.getNumPartitions())
+    pre_images = manifest.select(MANIFEST_ID, MANIFEST_IMAGE).dropDuplicates([MANIFEST_ID]).repartition(parts)
+    pre = hash_images(pre_images, [MANIFEST_ID], crops[:1], False, cfg.image_root).cache()
+    ev = hash_images(evals.repartition(4 * spark.sparkContext.defaultParallelism), ["eval_set", MANIFEST_ID], crops, cfg.flips, cfg.image_root).cache()
+    pre_ok, ev_ok = pre.filter(F.col("hash").isNotNull()), ev.filter(F.col("hash").isNotNull())
+    cand = candidate_pairs(pre_ok, ev_ok, banding).cache()
+    crop_col = F.element_at(F.array(*[F.array(*[F.lit(float(c)).cast("float") for c in box]) for box in crops]),
+                            F.col("variant") + 1)
+    matches = (cand.filter(F.col("distance") <= cfg.threshold).withColumn("crop", crop_col)
+               .select("pretrain_id", "eval_set", "eval_id", "distance", "flipped", "crop",
+                       F.col("band").cast("int")).cache())
+    removed = matches.select(F.col("pretrain_id").alias(MANIFEST_ID)).distinct()
+    kept = manifest.join(removed, MANIFEST_ID, "left_anti").select(*manifest.columns)
+
+    stats = dedup_stats(pre, ev, evals, cand, matches, removed, names)
+    stats.update({"manifest": cfg.manifest, "eval_sources": dict(zip(names, cfg.eval)),
+                  "eval_variants_per_image": len(crops) * (2 if cfg.flips else 1),
+                  "banding": {"bands": banding.bands, "radius": banding.radius, "spans": banding.spans(),
+                              "probes_per_eval_hash": banding.probes_per_hash()},
+                  "config": {k: (list(v) if isinstance(v, tuple) else v) for k, v in vars(cfg).items()}})
+    write_outputs(spark, cfg.out, kept, matches, manifest, evals, stats, cfg.sheet_pairs, cfg.image_root)
+    return stats
+
+
+def merge_repeated(argv: list[str], flag: str) -> list[str]:
+    """`--eval A --eval B` -> `--eval A,B` (argparse would keep only the last)."""
+    values, rest, i = [], [], 0
+    while i < len(argv):
+        a = argv[i]
+        if a == flag and i + 1 < len(argv):
+            values.append(argv[i + 1])
+            i += 2
+            continue
+        if a.startswith(flag + "="):
+            values.append(a[len(flag) + 1:])
+        else:
+            rest.append(a)
+        i += 1
+    return rest + ([flag, ",".join(values)] if values else [])
+
+
+def main(argv: list[str] | None = None) -> dict:
+    argv = merge_repeated(sys.argv[1:] if argv is None else list(argv), "--eval")
+    cfg = parse_config(DedupConfig, argv, __doc__.splitlines()[0])
+    stats = run(get_session("dedup", cfg.master), cfg)
+    m = stats["matches"]
+    print(f"dedup: {m['pretrain_images_removed']} of {stats['pretrain']['images']} pretraining images match "
+          f"{sum(s['matched_images'] for s in stats['eval'].values())} evaluation images "
+          f"({m['pairs']} pairs, {m['flipped_pairs']} through flips; {stats['candidate_pairs']} candidate pairs) -> {cfg.out}")
+    return stats
+
+
+if __name__ == "__main__":
+    main()

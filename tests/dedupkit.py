@@ -1,0 +1,131 @@
+"""The constructed contamination case of issue 8: planted near-duplicates and look-alikes.
+
+From N held-out openclipart images (the evaluation set) it writes a pretraining manifest with,
+per evaluation image, a resized copy, a JPEG q70 re-encode, a crop (up to 10% of the width and
+of the height cut, split at random between the two sides) and a horizontal mirror image; plus one
+look-alike non-duplicate per evaluation image: a different held-out image from the same folder
+(another star, another flag, another bird: same author conventions, same style), else from the
+same category. Look-alikes whose decoded pixels equal an evaluation image's (re-uploads) are
+skipped, so every look-alike is a different picture.
+"""
+from __future__ import annotations
+
+import hashlib
+import io
+from collections import defaultdict
+from pathlib import Path, PurePosixPath
+
+import numpy as np
+import pyarrow as pa
+import pyarrow.parquet as pq
+from PIL import Image
+
+from pipeline.images import ImageRejected, ImageSpec, prepare_image, read_image_bytes
+
+TRANSFORMS = ("resize", "jpeg", "crop", "flip")
+BASE = ImageSpec(max_side=400, quality=95)  # the "original" the copies are made from
+
+
+def _render(path: str) -> Image.Image | None:
+    try:
+        jpeg, _, _ = prepare_image(read_image_bytes(path), BASE)
+    except ImageRejected:
+        return None
+    im = Image.open(io.BytesIO(jpeg))
+    im.load()
+    return im
+
+
+def _pixels_digest(im: Image.Image) -> str:
+    return hashlib.sha256(im.convert("RGB").resize((64, 64)).tobytes()).hexdigest()
+
+
+def _save(im: Image.Image, path: Path, fmt: str = "PNG", **kw) -> str:
+    im.save(path, fmt, **kw)
+    return str(path)
+
+
+def plant(im: Image.Image, how: str, rng: np.random.Generator, path: Path) -> tuple[str, dict]:
+    w, h = im.size
+    if how == "resize":
+        s = float(rng.uniform(0.3, 0.7))
+        return _save(im.resize((max(8, round(w * s)), max(8, round(h * s))), Image.Resampling.BICUBIC), path), {"scale": s}
+    if how == "jpeg":
+        return _save(im, path.with_suffix(".jpg"), "JPEG", quality=70), {"quality": 70}
+    if how == "crop":
+        fx, fy = rng.uniform(0.02, 0.10, 2)
+        lx, ly = rng.uniform(0, fx), rng.uniform(0, fy)
+        box = (round(lx * w), round(ly * h), w - round((fx - lx) * w), h - round((fy - ly) * h))
+        return _save(im.crop(box), path), {"cut_x": float(fx), "cut_y": float(fy)}
+    if how == "flip":
+        return _save(im.transpose(Image.Transpose.FLIP_LEFT_RIGHT), path), {}
+    raise ValueError(f"unknown transform {how!r}; valid: {TRANSFORMS}")
+
+
+def build_case(heldout: str, n: int, out: Path, seed: int = 0) -> dict:
+    """Writes out/eval.parquet, out/pretrain.parquet and the planted files; returns the truth:
+    {"eval_ids", "planted": {pretrain_id: (eval_id, transform)}, "lookalikes": {pretrain_id: eval_id}}."""
+    rows = pq.read_table(heldout, columns=["image_id", "image"]).to_pylist()
+    rng = np.random.default_rng(seed)
+    order = rng.permutation(len(rows))
+    out.mkdir(parents=True, exist_ok=True)
+    chosen, renders = [], {}
+    for i in order:  # the first n readable held-out images
+        im = _render(rows[i]["image"])
+        if im is not None:
+            chosen.append(rows[i])
+            renders[rows[i]["image_id"]] = im
+        if len(chosen) == n:
+            break
+    chosen_ids = {r["image_id"] for r in chosen}
+    digests = {_pixels_digest(im) for im in renders.values()}
+    by_folder, by_cat = defaultdict(list), defaultdict(list)
+    for r in rows:
+        if r["image_id"] not in chosen_ids:
+            by_folder[str(PurePosixPath(r["image_id"]).parent)].append(r)
+            by_cat[r["image_id"].split("/")[0]].append(r)
+    pre, planted, lookalikes, used = [], {}, {}, set()
+    for k, r in enumerate(chosen):
+        eid = r["image_id"]
+        im = renders[eid]
+        for how in TRANSFORMS:
+            pid = f"planted/{how}/{k:04d}"
+            path, _ = plant(im, how, rng, out / f"{how}_{k:04d}.png")
+            pre.append({"image_id": pid, "image": path, "hashtags": ["planted"]})
+            planted[pid] = (eid, how)
+        pool = by_folder[str(PurePosixPath(eid).parent)] or by_cat[eid.split("/")[0]]
+        for j in rng.permutation(len(pool)):
+            cand = pool[j]
+            if cand["image_id"] in used:
+                continue
+            other = _render(cand["image"])
+            if other is None or _pixels_digest(other) in digests:
+                continue
+            used.add(cand["image_id"])
+            pid = f"lookalike/{k:04d}"
+            pre.append({"image_id": pid, "image": _save(other, out / f"lookalike_{k:04d}.png"),
+                        "hashtags": ["lookalike"]})
+            lookalikes[pid] = eid
+            break
+    schema = pa.schema([("image_id", pa.string()), ("image", pa.string()), ("hashtags", pa.list_(pa.string()))])
+    pq.write_table(pa.Table.from_pylist(pre, schema), out / "pretrain.parquet")
+    pq.write_table(pa.Table.from_pylist([{"image_id": r["image_id"], "image": r["image"]} for r in chosen]),
+                   out / "eval.parquet")
+    return {"eval_ids": sorted(chosen_ids), "planted": planted, "lookalikes": lookalikes}
+
+
+def score(duplicates: list[dict], truth: dict) -> dict:
+    """Recall per transform (a planted copy counts when it is matched to its own source) and the
+    false positives: matched pairs that are not a planted copy with its source, split into
+    look-alikes and other pairs (e.g. a planted copy of one image matched to another image)."""
+    found = {(d["pretrain_id"], d["eval_id"]) for d in duplicates}
+    recall = {}
+    for how in TRANSFORMS:
+        pairs = [(pid, eid) for pid, (eid, h) in truth["planted"].items() if h == how]
+        recall[how] = sum(p in found for p in pairs) / len(pairs)
+    true_pairs = {(pid, eid) for pid, (eid, _) in truth["planted"].items()}
+    false = found - true_pairs
+    la = {p for p in false if p[0] in truth["lookalikes"]}
+    return {"recall": recall, "false_positive_pairs": len(false), "lookalike_pairs_matched": len(la),
+            "lookalikes_matched": len({p for p, _ in la}), "lookalikes": len(truth["lookalikes"]),
+            "false_pairs": sorted(false)}

@@ -1,0 +1,111 @@
+"""jobs/dedup.py on synthetic drawings: planted copies found, nothing else, bad images counted."""
+import io
+import json
+
+import pyarrow as pa
+import pyarrow.parquet as pq
+import pytest
+from PIL import Image
+
+import schemas
+from jobs import dedup
+from jobs.lib.config import parse_config
+from tests.test_dedup_units import drawing
+
+
+def _write(im: Image.Image, path, fmt="PNG", **kw) -> str:
+    im.save(path, fmt, **kw)
+    return str(path)
+
+
+@pytest.fixture(scope="module")
+def case(tmp_path_factory):
+    root = tmp_path_factory.mktemp("dedup")
+    folder = root / "eval_dir" / "sub"
+    folder.mkdir(parents=True)
+    originals = {f"sub/e{i}.png": drawing(100 + i, size=(240, 180)) for i in range(6)}
+    for name, im in originals.items():
+        _write(im, root / "eval_dir" / name)
+    (folder / "broken.png").write_bytes(b"\x89PNG\r\n\x1a\n not really")
+    extra = root / "extra.jsonl"
+    _write(drawing(200), root / "x0.png")
+    extra.write_text(json.dumps({"image_id": "x0", "image": str(root / "x0.png")}) + "\n"
+                     + json.dumps({"image_id": "x1", "image": str(root / "gone.png")}) + "\n")
+
+    pre, expected = [], set()
+    for i in range(4):
+        im = originals[f"sub/e{i}.png"]
+        w, h = im.size
+        copies = {"resize": im.resize((w // 2, h // 2)), "crop": im.crop((10, 0, w - 6, h - 12)),
+                  "flip": im.transpose(Image.Transpose.FLIP_LEFT_RIGHT)}
+        for how, c in copies.items():
+            pre.append((f"p/{how}{i}", _write(c, root / f"{how}{i}.png")))
+            expected.add((f"p/{how}{i}", "eval_dir", f"sub/e{i}.png"))
+        pre.append((f"p/jpeg{i}", _write(im, root / f"jpeg{i}.jpg", "JPEG", quality=70)))
+        expected.add((f"p/jpeg{i}", "eval_dir", f"sub/e{i}.png"))
+    im = drawing(200).resize((120, 90))
+    pre.append(("p/x0small", _write(im, root / "x0small.png")))
+    expected.add(("p/x0small", "extra", "x0"))
+    for i in range(12):
+        pre.append((f"p/other{i}", _write(drawing(300 + i), root / f"other{i}.png")))
+    pre.append(("p/missing", str(root / "nowhere.png")))
+    (root / "page.jpg").write_text("<html>404</html>")
+    pre.append(("p/html", str(root / "page.jpg")))
+    table = pa.table({"image_id": [p[0] for p in pre], "image": [p[1] for p in pre],
+                      "hashtags": [["tag"]] * len(pre), "extra_col": list(range(len(pre)))})
+    pq.write_table(table, root / "manifest.parquet")
+    return root, table, expected
+
+
+def test_dedup_finds_planted_copies_and_counts_bad_images(spark, case):
+    root, table, expected = case
+    argv = ["--manifest", str(root / "manifest.parquet"), "--eval", str(root / "eval_dir"),
+            "--eval", str(root / "extra.jsonl"), "--out", str(root / "out")]
+    cfg = parse_config(dedup.DedupConfig, dedup.merge_repeated(argv, "--eval"), "test")
+    assert cfg.eval == (str(root / "eval_dir"), str(root / "extra.jsonl"))
+    stats = dedup.run(spark, cfg)
+    out = root / "out"
+
+    dups = pq.read_table(out / "duplicates.parquet")
+    schemas.check_schema(dups.schema, schemas.DUPLICATES, "duplicates.parquet")
+    rows = dups.to_pylist()
+    assert {(r["pretrain_id"], r["eval_set"], r["eval_id"]) for r in rows} == expected
+    assert all(r["distance"] <= cfg.threshold for r in rows)
+    by_id = {r["pretrain_id"]: r for r in rows}
+    assert all(by_id[f"p/flip{i}"]["flipped"] for i in range(4))
+    assert not any(by_id[f"p/{h}{i}"]["flipped"] for h in ("resize", "jpeg") for i in range(4))
+
+    kept = pq.read_table(out / "manifest.parquet")
+    assert kept.schema.names == table.schema.names
+    removed = {p for p, _, _ in expected}
+    assert sorted(kept.column("image_id").to_pylist()) == sorted(set(table.column("image_id").to_pylist()) - removed)
+    assert stats["rows_out"] == table.num_rows - len(removed)
+
+    assert stats["pretrain"]["unreadable"] == {"missing_file": 1, "undecodable": 1}
+    assert stats["eval"]["eval_dir"]["images"] == 7
+    assert stats["eval"]["eval_dir"]["unreadable"] == {"undecodable": 1}
+    assert stats["eval"]["extra"]["unreadable"] == {"missing_file": 1}
+    assert stats["matches"]["pretrain_images_removed"] == len(removed)
+    assert stats["matches"]["flipped_pairs"] == 4
+    n_ok = table.num_rows - 2
+    assert stats["all_pairs"] == n_ok * (6 + 1)
+    assert len(expected) <= stats["candidate_pairs"] <= stats["all_pairs"]
+
+    assert json.loads((out / "stats.json").read_text())["candidate_pairs"] == stats["candidate_pairs"]
+    report = (out / "report.md").read_text()
+    assert f"pretraining images removed: {len(removed)}" in report and "contact_sheet.png" in report
+    sheet = Image.open(io.BytesIO((out / "contact_sheet.png").read_bytes()))
+    assert sheet.size[0] > 600 and sheet.size[1] > 100
+
+
+def test_bad_configs_are_refused(case):
+    root, _, _ = case
+    base = ["--manifest", str(root / "manifest.parquet"), "--eval", str(root / "eval_dir"), "--out", str(root / "o")]
+    for extra in (["--method", "embedding"], ["--threshold", "40"], ["--bands", "1", "--threshold", "8"],
+                  ["--max-crop", "0.6"]):
+        with pytest.raises(SystemExit):
+            parse_config(dedup.DedupConfig, base + extra, "test")
+
+
+def test_merge_repeated():
+    assert dedup.merge_repeated(["--eval", "a", "--out", "o", "--eval=b"], "--eval") == ["--out", "o", "--eval", "a,b"]
