@@ -183,7 +183,7 @@ def build_mae(model: str, img_size: int, decoder: DecoderSpec, mask_ratio: float
     if not timm.is_model(model):
         raise ValueError(f"unknown timm model {model!r} (e.g. vit_base_patch16_224, vit_tiny_patch16_224)")
     try:
-        encoder = timm.create_model(model, pretrained=False, num_classes=0, img_size=img_size)
+        encoder = timm.create_model(model, pretrained=False, num_classes=0, img_size=img_size, dynamic_img_size=False)
     except TypeError as e:  # a non-ViT timm model has no img_size argument
         raise ValueError(f"MAE needs a timm VisionTransformer (vit_*, deit_*); {model!r}: {e}") from e
     return MaskedAutoencoder(encoder, decoder, mask_ratio, norm_pix_loss)

@@ -8,8 +8,8 @@
 
 Equal compute is equal training time on this machine: one training step (forward, backward,
 AdamW step on a synthetic uint8 batch, normalization included, no data loading) of the MAE and of
-the hashtag classifier are timed, interleaved (so both share whatever load the machine has),
-median of `--steps` after warm-up. With c = (MAE time per image) / (hashtag time per image),
+the hashtag classifier are timed, interleaved, `--steps` times each after warm-up; the fastest
+is taken (as timeit does: slower repeats measure other processes' load, not the step). With c = (MAE time per image) / (hashtag time per image),
 the MAWS arm is M MAE images + H hashtag images and the plain arm gets H + c*M hashtag images
 (rounded to whole batches). FLOPs of one step of each (torch's FlopCounterMode) are recorded too.
 """
@@ -81,8 +81,8 @@ def step_costs(mae_cfg, pre_cfg, num_classes: int, steps: int = 5, warmup: int =
             if i >= warmup:
                 times[name].append(time.perf_counter() - t)
     batch = {name: b for name, b, _ in steppers}
-    rec = {name: {"batch_size": batch[name], "step_s": statistics.median(times[name]), "step_times_s": times[name],
-                  "s_per_image": statistics.median(times[name]) / batch[name], "flops_per_step": flops[name],
+    rec = {name: {"batch_size": batch[name], "step_s": min(times[name]), "median_step_s": statistics.median(times[name]),
+                  "step_times_s": times[name], "s_per_image": min(times[name]) / batch[name], "flops_per_step": flops[name],
                   "flops_per_image": flops[name] / batch[name]} for name in times}
     rec["time_ratio"] = rec["mae"]["s_per_image"] / rec["hashtag"]["s_per_image"]
     rec["flop_ratio"] = rec["mae"]["flops_per_image"] / rec["hashtag"]["flops_per_image"]
