@@ -13,7 +13,7 @@ import platform
 import sys
 import time
 
-from bench import pipeline_bench, shards_bench, trainer_bench
+from bench import dedup_bench, pipeline_bench, shards_bench, trainer_bench
 
 
 def _pipeline(argv):
@@ -21,7 +21,8 @@ def _pipeline(argv):
 
 
 # name -> main(argv); shards before trainer: trainer_bench reads the shard set shards_bench writes
-BENCHMARKS = {"pipeline": _pipeline, "shards": shards_bench.main, "trainer": trainer_bench.main}
+BENCHMARKS = {"pipeline": _pipeline, "shards": shards_bench.main, "trainer": trainer_bench.main,
+              "dedup": dedup_bench.main}
 
 
 def main(argv: list[str] | None = None) -> int:

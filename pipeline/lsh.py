@@ -89,10 +89,11 @@ def candidate_pairs(index: np.ndarray, queries: np.ndarray, banding: Banding) ->
             q = np.repeat(np.arange(len(queries)), n)
             within = np.arange(n.sum()) - np.repeat(np.cumsum(n) - n, n)  # 0..n_q-1 per query
             i = order[np.repeat(lo, n) + within]
-            found.append(np.stack([i, q], axis=1))
+            found.append(i.astype(np.int64) * len(queries) + q)  # one int per pair: cheap unique
     if not found:
         return np.zeros((0, 2), dtype=np.int64)
-    return np.unique(np.concatenate(found), axis=0)
+    codes = np.unique(np.concatenate(found))
+    return np.stack([codes // len(queries), codes % len(queries)], axis=1)
 
 
 def near_pairs(index: np.ndarray, queries: np.ndarray, banding: Banding) -> tuple[np.ndarray, np.ndarray, int]:
