@@ -9,7 +9,7 @@ OPENCLIPART ?= /usr/share/openclipart
 SPARK_SUBMIT := PYSPARK_PYTHON=$(abspath $(PY)) PYSPARK_DRIVER_PYTHON=$(abspath $(PY)) $(VENV)/bin/spark-submit --master '$(MASTER)' --conf spark.log.level=WARN --conf spark.ui.showConsoleProgress=false
 export PYTHONHASHSEED := 0
 
-.PHONY: setup dataset vocab label resample report shards pretrain demo demo-maws test test-all bench clean
+.PHONY: setup dataset dedup vocab label resample report shards pretrain demo demo-maws test test-all bench clean
 
 setup:
 	@bash scripts/setup.sh
@@ -17,8 +17,14 @@ setup:
 $(DEMO)/manifest.parquet: | setup
 	$(PY) -m jobs.ingest_openclipart --root $(OPENCLIPART) --out $(DEMO)
 
-vocab: setup $(DEMO)/manifest.parquet
-	$(SPARK_SUBMIT) jobs/vocab.py --manifest $(DEMO)/manifest.parquet --out $(DEMO)/vocab
+# Near-duplicates of the evaluation set(s) leave the manifest before the vocab/label chain reads it.
+EVAL ?= $(DEMO)/heldout.parquet
+PRETRAIN_MANIFEST := $(DEMO)/dedup/manifest.parquet
+dedup: setup $(DEMO)/manifest.parquet
+	$(SPARK_SUBMIT) jobs/dedup.py --manifest $(DEMO)/manifest.parquet $(foreach e,$(EVAL),--eval $(e)) --out $(DEMO)/dedup
+
+vocab: dedup
+	$(SPARK_SUBMIT) jobs/vocab.py --manifest $(PRETRAIN_MANIFEST) --out $(DEMO)/vocab
 
 TAIL_THRESHOLD ?= 10  # openclipart: natural head share 0.86 > alpha, so resampling flattens the head
 SAMPLES ?= 20000
@@ -26,13 +32,13 @@ ALPHA ?= 0.7
 SEED ?= 0
 
 label: vocab
-	$(SPARK_SUBMIT) jobs/label.py --manifest $(DEMO)/manifest.parquet --vocab $(DEMO)/vocab --out $(DEMO)/labeled --tail-threshold $(TAIL_THRESHOLD)
+	$(SPARK_SUBMIT) jobs/label.py --manifest $(PRETRAIN_MANIFEST) --vocab $(DEMO)/vocab --out $(DEMO)/labeled --tail-threshold $(TAIL_THRESHOLD)
 
 resample: label
 	$(SPARK_SUBMIT) jobs/resample.py --labeled $(DEMO)/labeled --out $(DEMO)/samples --samples $(SAMPLES) --alpha $(ALPHA) --seed $(SEED)
 
 report: resample
-	$(PY) -m jobs.report --manifest $(DEMO)/manifest.parquet --vocab $(DEMO)/vocab --labeled $(DEMO)/labeled --samples $(DEMO)/samples --out $(DEMO)/card
+	$(PY) -m jobs.report --manifest $(PRETRAIN_MANIFEST) --vocab $(DEMO)/vocab --labeled $(DEMO)/labeled --samples $(DEMO)/samples --out $(DEMO)/card
 
 dataset: report
 
