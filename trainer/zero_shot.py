@@ -1,0 +1,121 @@
+"""Zero-shot transfer (SWAG appendix): no training; the hashtag classifier's probabilities are
+mapped onto the downstream classes through WordNet (pipeline/zero_shot_map.py).
+
+    python -m trainer.zero_shot model=build/demo/pretrain/export data=build/demo/downstream \
+        out=build/demo/transfer/zero_shot.json img_size=64 \
+        class_synsets=pipeline/data/openclipart_class_synsets.yaml [aggregation=average|split_max]
+    # ImageNet-style sets: folders named by wnid need nothing; integer classes take wnids=imagenet
+
+Hashtag synsets come from the vocabulary the model was trained on (`vocab=`, default the export's
+config), whose label names must equal the export's. The class -> hashtag mapping is written next
+to the result (`<out>.mapping.tsv`) for a person to audit.
+"""
+from __future__ import annotations
+
+import logging
+import sys
+from dataclasses import dataclass
+from pathlib import Path
+
+import torch
+
+from pipeline.zero_shot_map import (AGGREGATIONS, aggregate, class_synsets, map_classes, mapping_table,
+                                    read_overrides, read_wnids)
+from trainer.config import load_config
+from trainer.logreg import mean_class_accuracy, top_k
+from trainer.protocol import ProtocolConfig, features, pct, write_result
+
+TIMM_WNID_LISTS = {"imagenet": "imagenet_synsets.txt", "imagenet22k": "imagenet22k_synsets.txt"}
+
+
+@dataclass(frozen=True)
+class ZeroShotConfig(ProtocolConfig):
+    vocab: str | None = None            # vocab dir of the pretraining labels; default: the export's
+    aggregation: str = "average"        # average (SWAG RegNetY) | split_max (SWAG ViT)
+    class_synsets: str | None = None    # YAML overrides: class name -> [synset, ...]
+    wnids: str | None = None            # class i -> line i of a wnid list file, or imagenet / imagenet22k (timm's)
+
+    def __post_init__(self):
+        super().__post_init__()
+        if self.aggregation not in AGGREGATIONS:
+            raise ValueError(f"unknown aggregation {self.aggregation!r}; valid: {', '.join(AGGREGATIONS)}")
+
+
+def wnid_list(spec: str) -> list[str]:
+    if spec in TIMM_WNID_LISTS:
+        import timm.data
+
+        return read_wnids(Path(timm.data.__file__).parent / "_info" / TIMM_WNID_LISTS[spec])
+    return read_wnids(spec)
+
+
+def hashtag_table(cfg: ZeroShotConfig, meta: dict) -> tuple[list[str], list[list[str]]]:
+    import pyarrow.parquet as pq
+
+    vocab = cfg.vocab or meta.get("config", {}).get("vocab")
+    if not vocab:
+        raise ValueError(f"{cfg.model}: the export names no vocabulary; pass vocab=<vocab dir>")
+    rows = sorted(pq.read_table(Path(vocab) / "vocab.parquet", columns=["label", "name", "synsets"]).to_pylist(),
+                  key=lambda r: r["label"])
+    names = [r["name"] for r in rows]
+    if names != list(meta.get("labels") or []):
+        raise ValueError(f"vocabulary {vocab} ({len(names)} labels) is not the one {cfg.model} was trained on "
+                         f"({len(meta.get('labels') or [])} labels in model.json)")
+    return names, [list(r["synsets"]) for r in rows]
+
+
+def run(cfg: ZeroShotConfig) -> dict:
+    from pipeline.wordnet import load_wordnet
+
+    if not Path(cfg.model, "model.json").is_file():
+        raise ValueError(f"model={cfg.model}: zero-shot needs an exported hashtag model (its head), not random init")
+    model, f = features(cfg)
+    names, tag_synsets = hashtag_table(cfg, model.meta)
+    classes = list(f["classes"])
+    wn = load_wordnet()
+    if cfg.wnids:
+        ids = wnid_list(cfg.wnids)
+        if len(ids) < len(classes):
+            raise ValueError(f"wnids={cfg.wnids} lists {len(ids)} ids for {len(classes)} classes")
+        syn = class_synsets(ids[:len(classes)], wn)
+    else:
+        syn = class_synsets(classes, wn, read_overrides(cfg.class_synsets) if cfg.class_synsets else None)
+    mapping = map_classes(classes, syn, tag_synsets, wn)
+    out = Path(cfg.out)
+    tsv = out.with_name(out.stem + ".mapping.tsv")
+    out.parent.mkdir(parents=True, exist_ok=True)
+    tmp = tsv.with_name("." + tsv.name + ".tmp")
+    tmp.write_text(mapping_table(mapping, names, tag_synsets))
+    tmp.replace(tsv)
+    xva, yva = f["val"]
+    with torch.no_grad():
+        logits = model.head.eval()(xva.float())
+    loss = model.meta.get("config", {}).get("loss", "softmax")
+    probs = (torch.sigmoid(logits) if loss == "bce" else torch.softmax(logits, 1)).double().numpy()
+    scores = torch.from_numpy(aggregate(probs, mapping, cfg.aggregation))
+    unmapped = [m.name for m in mapping if not m.hashtags]
+    result = {"protocol": "zero_shot", "model": cfg.model, "model_key": model.key, "data": cfg.data,
+              "img_size": cfg.img_size, "aggregation": cfg.aggregation, "classes": classes,
+              "val_images": len(yva), "top1": top_k(scores, yva, 1), "top5": top_k(scores, yva, 5),
+              "mean_class_top1": mean_class_accuracy(scores, yva), "unmapped_classes": unmapped,
+              "mapping_file": str(tsv),
+              "mapping": {m.name: {"synsets": list(m.synsets), "source": m.source, "similarity": m.similarity,
+                                   "hashtags": [names[i] for i in m.hashtags]} for m in mapping}}
+    md = (f"## Zero-shot: {cfg.model} ({cfg.aggregation})\n\ntop-1 {pct(result['top1'])}, top-5 "
+          f"{pct(result['top5'])}, mean per-class {pct(result['mean_class_top1'])} on {len(yva)} val images of "
+          f"{len(classes)} classes; mapping in {tsv}\n\n| class | synsets | similarity | hashtags |\n"
+          "| --- | --- | --- | --- |\n" +
+          "\n".join(f"| {m.name} | {', '.join(m.synsets)} | {m.similarity:.3f} | "
+                    f"{', '.join(names[i] for i in m.hashtags)} |" for m in mapping))
+    write_result(cfg, result, md)
+    print(md)
+    return result
+
+
+def main(argv: list[str] | None = None) -> dict:
+    logging.basicConfig(level=logging.INFO, format="%(asctime)s %(name)s %(message)s")
+    return run(load_config(ZeroShotConfig, sys.argv[1:] if argv is None else argv))
+
+
+if __name__ == "__main__":
+    main()
