@@ -60,7 +60,9 @@ def class_synsets(names: list[str], wn, overrides: dict[str, list[str]] | None =
     for name in names:
         try:
             if name in overrides:
-                out.append((tuple(_synset(s, wn) for s in overrides[name]), "override"))
+                entries = overrides[name]
+                entries = [entries] if isinstance(entries, str) else entries
+                out.append((tuple(_synset(s, wn) for s in entries), "override"))
             elif _WNID.match(name):
                 out.append(((_synset(name, wn),), "wnid"))
             elif _SYNSET_NAME.match(name):
