@@ -1,6 +1,8 @@
 """What the MAE learned, as a picture: per image, the original, what the encoder saw (masked
 patches grey), the decoder's prediction of every patch, and the prediction with the visible
-patches pasted back (He et al., figure 2)."""
+patches pasted back (He et al., figure 2). With the normalized-pixel loss the decoder predicts
+each patch up to its mean and scale, so, as in the MAE paper's figures, a prediction is drawn
+with the true patch's mean and standard deviation: the picture shows structure, not colour."""
 from __future__ import annotations
 
 from pathlib import Path
@@ -45,7 +47,7 @@ def save_grid(mae: MaskedAutoencoder, images: torch.Tensor, mean, std, noise: to
 
     r = reconstruct(mae, images, mean, std, noise)
     k = images.shape[0]
-    fig, axes = plt.subplots(k, len(COLUMNS), figsize=(2.2 * len(COLUMNS), 2.2 * k), squeeze=False)
+    fig, axes = plt.subplots(k, len(COLUMNS), figsize=(2.2 * len(COLUMNS), 2.2 * k + 0.6), squeeze=False)
     for i in range(k):
         for j, col in enumerate(r["columns"]):
             ax = axes[i][j]
@@ -54,8 +56,9 @@ def save_grid(mae: MaskedAutoencoder, images: torch.Tensor, mean, std, noise: to
             ax.set_yticks([])
             if i == 0:
                 ax.set_title(COLUMNS[j], fontsize=9)
-    fig.suptitle(f"{title}  loss on these images {r['loss']:.3f}".strip(), fontsize=10)
-    fig.tight_layout(rect=(0, 0, 1, 1 - 0.35 / k))
+    note = "\npredicted patches shown at their true mean and std (normalized-pixel loss)" if mae.norm_pix_loss else ""
+    fig.suptitle(f"{title}  loss on these images {r['loss']:.3f}".strip() + note, fontsize=10)
+    fig.tight_layout(rect=(0, 0, 1, 1 - 0.6 / (2.2 * k + 0.6)))  # 0.6 in for the title
     out_png.parent.mkdir(parents=True, exist_ok=True)
     tmp = out_png.with_name(f".{out_png.stem}.tmp.png")
     fig.savefig(tmp, dpi=100)
