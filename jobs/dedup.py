@@ -26,7 +26,7 @@ from jobs.lib.dedup_output import dedup_stats, write_outputs  # noqa: E402
 from jobs.lib.manifest import read_manifest  # noqa: E402
 from jobs.lib.session import get_session  # noqa: E402
 from pipeline.lsh import Banding, default_bands  # noqa: E402
-from pipeline.phash import BITS, crop_grid  # noqa: E402
+from pipeline.phash import BITS, MIN_SET_BITS, crop_grid  # noqa: E402
 from schemas import MANIFEST_ID, MANIFEST_IMAGE  # noqa: E402
 
 METHODS = {"phash": "63-bit DCT perceptual hash, Hamming distance, banded candidates"}
@@ -43,6 +43,8 @@ class DedupConfig:
     max_crop: float = field(default=0.1, metadata={"help": "evaluation images are also hashed cropped by up to this"})
     crop_steps: int = field(default=3, metadata={"help": "crop grid steps per side pair (0: no crop variants)"})
     flips: bool = field(default=True, metadata={"help": "also match mirrored evaluation images"})
+    min_set_bits: int = field(default=MIN_SET_BITS, metadata={
+        "help": "images whose hash has fewer 1 bits are counted as low_information, never matched"})
     image_root: str | None = field(default=None, metadata={"help": "resolve relative image paths against this"})
     sheet_pairs: int = field(default=24, metadata={"help": "pairs on the contact sheet"})
     master: str | None = field(default=None, metadata={"help": "Spark master (default: spark-submit's)"})
@@ -77,8 +79,9 @@ def run(spark, cfg: DedupConfig) -> dict:
     # decoding is the cost: spread it over every core even when the table of paths is tiny
     parts = max(4 * spark.sparkContext.defaultParallelism, manifest.rdd.getNumPartitions())
     pre_images = manifest.select(MANIFEST_ID, MANIFEST_IMAGE).dropDuplicates([MANIFEST_ID]).repartition(parts)
-    pre = hash_images(pre_images, [MANIFEST_ID], crops[:1], False, cfg.image_root).cache()
-    ev = hash_images(evals.repartition(4 * spark.sparkContext.defaultParallelism), ["eval_set", MANIFEST_ID], crops, cfg.flips, cfg.image_root).cache()
+    pre = hash_images(pre_images, [MANIFEST_ID], crops[:1], False, cfg.image_root, cfg.min_set_bits).cache()
+    ev = hash_images(evals.repartition(4 * spark.sparkContext.defaultParallelism), ["eval_set", MANIFEST_ID],
+                     crops, cfg.flips, cfg.image_root, cfg.min_set_bits).cache()
     pre_ok, ev_ok = pre.filter(F.col("hash").isNotNull()), ev.filter(F.col("hash").isNotNull())
     cand = candidate_pairs(pre_ok, ev_ok, banding).cache()
     crop_col = F.element_at(F.array(*[F.array(*[F.lit(float(c)).cast("float") for c in box]) for box in crops]),

@@ -75,7 +75,8 @@ def report_markdown(stats: dict, closest: list[dict], farthest: list[dict]) -> s
     lines = [
         "# Near-duplicates of evaluation images in the pretraining manifest", "",
         f"Manifest `{stats['manifest']}`: {stats['pretrain']['images']} images, "
-        f"{stats['pretrain']['unreadable_total']} unreadable (kept, not judged).",
+        f"{stats['pretrain']['unreadable_total']} unreadable or low-information (kept, not judged: "
+        f"{stats['pretrain']['unreadable']}).",
         f"Method: {stats['config']['method']}, Hamming distance <= {stats['config']['threshold']} of 63 bits; "
         f"evaluation images hashed at {stats['eval_variants_per_image']} crop/flip variants; "
         f"{stats['banding']['bands']} bands, probe radius {stats['banding']['radius']}.", "",

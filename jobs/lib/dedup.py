@@ -15,7 +15,7 @@ from pyspark.sql import functions as F
 from jobs.lib.manifest import ManifestError, manifest_format
 from pipeline.images import ImageRejected, read_image_bytes
 from pipeline.lsh import Banding
-from pipeline.phash import Box, decode_rgb, variant_hashes
+from pipeline.phash import MIN_SET_BITS, Box, decode_rgb, low_information, variant_hashes
 from schemas import MANIFEST_ID, MANIFEST_IMAGE
 
 IMAGE_SUFFIXES = (".jpg", ".jpeg", ".png", ".webp", ".gif", ".bmp", ".tif", ".tiff", ".ppm")
@@ -82,10 +82,10 @@ def read_eval_source(spark: SparkSession, path: str, name: str) -> DataFrame:
 
 
 def hash_images(df: DataFrame, keys: list[str], crops: list[Box], flips: bool,
-                image_root: str | None) -> DataFrame:
+                image_root: str | None, min_set_bits: int = MIN_SET_BITS) -> DataFrame:
     """keys + (variant, flipped, hash, reason, detail): one row per distinct variant hash of each
     readable image (variant = crop index, 0 the whole image), one row with its reject reason and
-    a null hash for each unreadable one."""
+    a null hash for each unreadable one or one whose whole-image hash is `low_information`."""
     nk = len(keys)
 
     def fn(batches):
@@ -100,6 +100,9 @@ def hash_images(df: DataFrame, keys: list[str], crops: list[Box], flips: bool,
                         if h not in seen:  # symmetric images: the mirror often hashes the same
                             seen.add(h)
                             found.append((v, flipped, h, None, None))
+                    if low_information(found[0][2], min_set_bits):
+                        n = bin(found[0][2]).count("1")
+                        found = [(None, None, None, "low_information", f"{n} of 63 hash bits set")]
                 except ImageRejected as e:
                     found = [(None, None, None, e.reason, e.detail[:300])]
                 for f in found:

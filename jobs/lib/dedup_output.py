@@ -9,41 +9,42 @@ from pipeline.dedup_report import contact_sheet, pick_pairs, report_markdown, th
 from schemas import MANIFEST_ID, MANIFEST_IMAGE
 
 
-def reject_counts(hashed: DataFrame) -> dict:
-    return {r["reason"]: r["count"] for r in
-            hashed.filter(F.col("reason").isNotNull()).groupBy("reason").count().collect()}
+def _by_set(df: DataFrame, *aggs) -> dict:
+    return {r[0]: list(r[1:]) for r in df.groupBy("eval_set").agg(*aggs).collect()}
 
 
 def dedup_stats(pre: DataFrame, ev: DataFrame, evals: DataFrame, cand: DataFrame, matches: DataFrame,
                 removed: DataFrame, names: list[str]) -> dict:
-    """Counts per side (images, unreadable by reason, matches), candidate and matched pairs."""
-    eval_stats = {}
-    for name in names:
-        e = ev.filter(F.col("eval_set") == name)
-        m = matches.filter(F.col("eval_set") == name)
-        rejects = reject_counts(e)
-        eval_stats[name] = {"images": evals.filter(F.col("eval_set") == name).count(),
-                            "unreadable": rejects, "unreadable_total": sum(rejects.values()),
-                            "variant_hashes": e.filter(F.col("hash").isNotNull()).count(),
-                            "matched_images": m.select("eval_id").distinct().count(),
-                            "matched_pretrain_images": m.select("pretrain_id").distinct().count()}
-    pre_rejects = reject_counts(pre)
+    """Counts per side (images, unreadable by reason, matches), candidate and matched pairs; a
+    handful of grouped queries, not one per number."""
+    images = _by_set(evals, F.count("*"))
+    variants = _by_set(ev.filter(F.col("hash").isNotNull()), F.count("*"))
+    matched = _by_set(matches, F.countDistinct("eval_id"), F.countDistinct("pretrain_id"))
+    rejects = {n: {} for n in names}
+    for r in ev.filter(F.col("reason").isNotNull()).groupBy("eval_set", "reason").count().collect():
+        rejects[r["eval_set"]][r["reason"]] = r["count"]
+    eval_stats = {n: {"images": images.get(n, [0])[0], "unreadable": rejects[n],
+                      "unreadable_total": sum(rejects[n].values()), "variant_hashes": variants.get(n, [0])[0],
+                      "matched_images": matched.get(n, [0, 0])[0], "matched_pretrain_images": matched.get(n, [0, 0])[1]}
+                  for n in names}
+    pre_rejects = {r["reason"]: r["count"] for r in
+                   pre.filter(F.col("reason").isNotNull()).groupBy("reason").count().collect()}
     n_pre = pre.select(MANIFEST_ID).distinct().count()
     n_pre_ok = n_pre - sum(pre_rejects.values())
     n_eval_ok = sum(s["images"] - s["unreadable_total"] for s in eval_stats.values())
     n_cand = cand.count()
-    hist = {int(r["distance"]): r["count"] for r in matches.groupBy("distance").count().collect()}
-    uncropped = F.array(*[F.lit(0.0).cast("float")] * 4)
+    cropped = F.col("crop") != F.array(*[F.lit(0.0).cast("float")] * 4)
+    per_d = matches.groupBy("distance").agg(F.count("*").alias("n"), F.sum(F.col("flipped").cast("int")).alias("f"),
+                                            F.sum(cropped.cast("int")).alias("c")).collect()
     return {
         "pretrain": {"images": n_pre, "hashed": n_pre_ok, "unreadable": pre_rejects,
                      "unreadable_total": sum(pre_rejects.values())},
         "eval": eval_stats,
         "candidate_pairs": n_cand, "all_pairs": n_pre_ok * n_eval_ok,
         "candidate_share": n_cand / max(1, n_pre_ok * n_eval_ok),
-        "matches": {"pairs": sum(hist.values()), "pretrain_images_removed": removed.count(),
-                    "flipped_pairs": matches.filter("flipped").count(),
-                    "cropped_pairs": matches.filter(F.col("crop") != uncropped).count(),
-                    "distance_histogram": dict(sorted(hist.items()))},
+        "matches": {"pairs": sum(r["n"] for r in per_d), "pretrain_images_removed": removed.count(),
+                    "flipped_pairs": sum(r["f"] for r in per_d), "cropped_pairs": sum(r["c"] for r in per_d),
+                    "distance_histogram": {int(r["distance"]): r["n"] for r in sorted(per_d, key=lambda r: r[0])}},
     }
 
 
