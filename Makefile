@@ -9,7 +9,7 @@ OPENCLIPART ?= /usr/share/openclipart
 SPARK_SUBMIT := PYSPARK_PYTHON=$(abspath $(PY)) PYSPARK_DRIVER_PYTHON=$(abspath $(PY)) $(VENV)/bin/spark-submit --master '$(MASTER)' --conf spark.log.level=WARN --conf spark.ui.showConsoleProgress=false
 export PYTHONHASHSEED := 0
 
-.PHONY: setup dataset dedup vocab label resample report shards pretrain demo demo-maws test test-all bench clean
+.PHONY: setup dataset dedup vocab label resample report shards pretrain transfer demo demo-maws test test-all bench clean
 
 setup:
 	@bash scripts/setup.sh
@@ -38,7 +38,8 @@ resample: label
 	$(SPARK_SUBMIT) jobs/resample.py --labeled $(DEMO)/labeled --out $(DEMO)/samples --samples $(SAMPLES) --alpha $(ALPHA) --seed $(SEED)
 
 report: resample
-	$(PY) -m jobs.report --manifest $(PRETRAIN_MANIFEST) --vocab $(DEMO)/vocab --labeled $(DEMO)/labeled --samples $(DEMO)/samples --out $(DEMO)/card
+	$(PY) -m jobs.report --manifest $(PRETRAIN_MANIFEST) --vocab $(DEMO)/vocab --labeled $(DEMO)/labeled --samples $(DEMO)/samples --out $(DEMO)/card \
+		--ingest-stats $(DEMO)/ingest_stats.json --dedup-stats $(DEMO)/dedup/stats.json
 
 dataset: report
 
@@ -84,10 +85,37 @@ demo-maws: shards $(DOWNSTREAM)/task.json
 		--probe-random $(MAWS)/probe_random.json --out $(DEMO)/maws.json
 	@echo "MAE reconstructions: $(MAWS)/mae/reconstructions.png; loss curves: $(MAWS)/*/curves.png"
 
-demo: pretrain
+# Transfer (SWAG section 4): linear probe and few-shot for a random and the hashtag-pretrained trunk of
+# the same architecture, zero-shot through WordNet, a short finetune of each; table -> transfer.json.
+TRANSFER ?= $(DEMO)/transfer
+# TRANSFER_ARCH: trainer/configs/demo_cpu.yaml's model; FINETUNE_LR is at batch 512 (0.1 at the demo's 32)
+TRANSFER_ARCH ?= regnety_002
+TRANSFER_IMG ?= 64
+FEW_SHOT_SEEDS ?= 3
+FINETUNE_STEPS ?= 30
+FINETUNE_BATCH ?= 32
+FINETUNE_LR ?= 1.6
+PROBE = $(PY) -m trainer.$(1) data=$(DOWNSTREAM) img_size=$(TRANSFER_IMG) cache_dir=$(TRANSFER)/features
+FINETUNE = $(TORCHRUN) --nproc_per_node=$(NPROC) -m trainer.finetune data=$(DOWNSTREAM) img_size=$(TRANSFER_IMG) \
+	steps=$(FINETUNE_STEPS) batch_size=$(FINETUNE_BATCH) base_lr=$(FINETUNE_LR) workers=1 log_every=5
+
+transfer: pretrain $(DOWNSTREAM)/task.json
+	rm -rf $(TRANSFER)
+	$(call PROBE,linear_probe) model=random:$(TRANSFER_ARCH) out=$(TRANSFER)/linear_random_init.json
+	$(call PROBE,linear_probe) model=$(DEMO)/pretrain/export out=$(TRANSFER)/linear_pretrained.json
+	$(call PROBE,few_shot) model=random:$(TRANSFER_ARCH) out=$(TRANSFER)/few_shot_random_init.json seeds=$(FEW_SHOT_SEEDS)
+	$(call PROBE,few_shot) model=$(DEMO)/pretrain/export out=$(TRANSFER)/few_shot_pretrained.json seeds=$(FEW_SHOT_SEEDS)
+	$(call PROBE,zero_shot) model=$(DEMO)/pretrain/export out=$(TRANSFER)/zero_shot.json \
+		class_synsets=pipeline/data/openclipart_class_synsets.yaml
+	$(FINETUNE) model=random:$(TRANSFER_ARCH) out=$(TRANSFER)/finetune_random_init.json
+	$(FINETUNE) model=$(DEMO)/pretrain/export out=$(TRANSFER)/finetune_pretrained.json
+	$(PY) -m trainer.show_transfer --collect $(TRANSFER) --out $(DEMO)/transfer.json > /dev/null
+
+demo: transfer
 	$(PY) -m pipeline.show_vocab $(DEMO)/vocab
 	$(PY) -m trainer.show_run $(DEMO)/pretrain
-	@echo "dataset card: $(DEMO)/card/dataset_card.md; shards: $(DEMO)/shards"
+	$(PY) -m trainer.show_transfer $(DEMO)/transfer.json
+	@echo "dataset card: $(DEMO)/card/dataset_card.md; shards: $(DEMO)/shards; transfer: $(TRANSFER)/*.md"
 
 test: setup
 	$(VENV)/bin/pytest -q

@@ -38,6 +38,9 @@ class ReportConfig:
     tail_threshold: int | None = field(default=None, metadata={"help": "default: the labeled stage's own"})
     top: int = field(default=20, metadata={"help": "canonical hashtags listed in the card"})
     threads: int | None = field(default=None, metadata={"help": "DuckDB threads (default: all cores)"})
+    ingest_stats: str | None = field(default=None, metadata={
+        "help": "ingest stats.json (default: ingest_stats.json beside the manifest, if any)"})
+    dedup_stats: str | None = field(default=None, metadata={"help": "stats.json of jobs/dedup.py, if it ran"})
 
     def __post_init__(self):
         if self.alpha is not None and not 0.0 <= self.alpha <= 1.0:
@@ -48,6 +51,9 @@ class ReportConfig:
             raise ValueError("--top and --threads must be >= 1")
         if not Path(self.manifest).exists():
             raise ValueError(f"--manifest {self.manifest}: no such file or directory")
+        for name in ("ingest_stats", "dedup_stats"):
+            if getattr(self, name) is not None and not Path(getattr(self, name)).is_file():
+                raise ValueError(f"--{name.replace('_', '-')} {getattr(self, name)}: no such file")
         for name, files in _INPUTS.items():
             d = Path(getattr(self, name))
             missing = [str(d / f) for f in files if not (d / f).exists()]
@@ -111,7 +117,7 @@ def aggregate(con, cfg: ReportConfig) -> dict:
 
 def run(cfg: ReportConfig) -> dict:
     stats = {n: json.loads((Path(getattr(cfg, n)) / "stats.json").read_text()) for n in _INPUTS}
-    ingest = Path(cfg.manifest).parent / "ingest_stats.json"
+    ingest = Path(cfg.ingest_stats) if cfg.ingest_stats else Path(cfg.manifest).parent / "ingest_stats.json"
     alpha, t, notes = card.resolve_parameters(cfg.alpha, cfg.tail_threshold, stats["samples"], stats["labeled"])
     con = duckdb.connect(config={"threads": cfg.threads} if cfg.threads else {})
     a = aggregate(con, cfg)
@@ -120,9 +126,11 @@ def run(cfg: ReportConfig) -> dict:
     inputs = [(n, str(Path(getattr(cfg, n)).resolve()), a["rows"][n]) for n in a["rows"]]
     ingest_stats = json.loads(ingest.read_text()) if ingest.is_file() else None
     inputs += [("ingest stats", str(ingest.resolve()), "")] if ingest_stats is not None else []
+    dedup_stats = json.loads(Path(cfg.dedup_stats).read_text()) if cfg.dedup_stats else None
+    inputs += [("dedup stats", str(Path(cfg.dedup_stats).resolve()), "")] if dedup_stats is not None else []
     data = card.CardData(
         title=f"Dataset card: {Path(cfg.manifest).name}", command=f"python -m jobs.report {flags}", inputs=inputs,
-        stages=card.stage_counts(stats["vocab"], stats["labeled"], ingest_stats), raw_counts=a["raw"],
+        stages=card.stage_counts(stats["vocab"], stats["labeled"], ingest_stats, dedup_stats), raw_counts=a["raw"],
         canonical_counts=a["canonical"], top_labels=a["top"], tail_threshold=t, alpha=alpha,
         head_tail_images={k: a["head_tail"].get(k, 0) for k in ("head", "tail")}, samples=a["samples"],
         unique=a["unique"], before=a["before"], after=a["after"], notes=notes)

@@ -334,10 +334,12 @@ class CardData:
     notes: tuple[str, ...] = ()
 
 
-def stage_counts(vocab_stats: dict, label_stats: dict, ingest_stats: dict | None) -> dict[str, dict[str, int]]:
+def stage_counts(vocab_stats: dict, label_stats: dict, ingest_stats: dict | None,
+                 dedup_stats: dict | None = None) -> dict[str, dict[str, int]]:
     """Counts and drops by stage from the stats.json files (read, every drop reason, kept)."""
     v, lab = vocab_stats, label_stats
     stages = {"ingest": flatten_counts(ingest_stats or {}),
+              "dedup": flatten_counts(dedup_stats or {}),
               "vocab rows": {"read": v.get("rows_read"), **v.get("rows_dropped", {}), "kept": v.get("rows_kept")},
               "vocab hashtags": {"distinct": v.get("distinct_hashtags"), **v.get("hashtags_dropped", {}),
                                  "kept": v.get("hashtags_kept")},
