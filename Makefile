@@ -88,13 +88,13 @@ demo-maws: shards $(DOWNSTREAM)/task.json
 # Transfer (SWAG section 4): linear probe and few-shot for a random and the hashtag-pretrained trunk of
 # the same architecture, zero-shot through WordNet, a short finetune of each; table -> transfer.json.
 TRANSFER ?= $(DEMO)/transfer
-# TRANSFER_ARCH: trainer/configs/demo_cpu.yaml's model; FINETUNE_LR is at batch 512 (0.1 at the demo's 32)
+# TRANSFER_ARCH: trainer/configs/demo_cpu.yaml's model; FINETUNE_LR is at batch 512 (0.025 at the demo's 32)
 TRANSFER_ARCH ?= regnety_002
 TRANSFER_IMG ?= 64
 FEW_SHOT_SEEDS ?= 3
 FINETUNE_STEPS ?= 30
 FINETUNE_BATCH ?= 32
-FINETUNE_LR ?= 1.6
+FINETUNE_LR ?= 0.4
 PROBE = $(PY) -m trainer.$(1) data=$(DOWNSTREAM) img_size=$(TRANSFER_IMG) cache_dir=$(TRANSFER)/features
 FINETUNE = $(TORCHRUN) --nproc_per_node=$(NPROC) -m trainer.finetune data=$(DOWNSTREAM) img_size=$(TRANSFER_IMG) \
 	steps=$(FINETUNE_STEPS) batch_size=$(FINETUNE_BATCH) base_lr=$(FINETUNE_LR) workers=1 log_every=5

@@ -53,7 +53,8 @@ def read_wnids(path: str | Path) -> list[str]:
     return lines
 
 
-def class_synsets(names: list[str], wn, overrides: dict[str, list[str]] | None = None) -> list[tuple[tuple[str, ...], str]]:
+def class_synsets(names: list[str], wn,
+                  overrides: dict[str, list[str]] | None = None) -> list[tuple[tuple[str, ...], str]]:
     """(synset names, source) per class name; unresolvable names raise one error listing them all."""
     overrides = overrides or {}
     out, bad = [], []

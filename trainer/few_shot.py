@@ -70,7 +70,7 @@ def run(cfg: FewShotConfig) -> dict:
                          "classes_capped": capped, "train_images": len(idx)}
         print(f"k={k}: top-1 {pct(per_k[str(k)]['mean_top1'])} +- {pct(per_k[str(k)]['std_top1'])} "
               f"over {cfg.seeds} seeds ({capped} of {n_classes} classes have fewer than {k} train images)")
-    result = {"protocol": "few_shot", "model": cfg.model, "model_key": model.key, "data": cfg.data,
+    result = {"protocol": "few_shot", "model": cfg.model, "arch": model.name, "model_key": model.key, "data": cfg.data,
               "img_size": cfg.img_size, "classes": list(f["classes"]), "val_images": len(yva), "k": per_k}
     md = (f"## Few-shot linear probe: {cfg.model}\n\n| k | top-1 mean | std | min | max | classes with < k |\n"
           "| --- | --- | --- | --- | --- | --- |\n" +

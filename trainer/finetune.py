@@ -168,7 +168,8 @@ def train(cfg: FinetuneConfig) -> dict:
         val = ImageSet(val_split, cfg.img_size)
         ema_acc = evaluate(ema.module, val, mean, std, cfg.eval_batch_size, d.device)
         raw_acc = evaluate(unwrap(model), val, mean, std, cfg.eval_batch_size, d.device)
-        result = {"protocol": "finetune", "model": cfg.model, "model_key": loaded.key, "data": cfg.data,
+        result = {"protocol": "finetune", "model": cfg.model, "arch": loaded.name, "model_key": loaded.key,
+                  "data": cfg.data,
                   "img_size": cfg.img_size, "classes": list(classes), "train_images": len(train_split),
                   "val_images": len(val_split), "steps": steps, "batch_size": cfg.batch_size, "peak_lr": peak,
                   "world_size": d.world_size, "sync_bn": sync_bn, "top1": ema_acc["top1"], "top5": ema_acc["top5"],

@@ -34,10 +34,11 @@ def run(cfg: LinearProbeConfig) -> dict:
     (xtr, ytr), (xva, yva) = f["train"], f["val"]
     clf, search = select_and_fit(xtr, ytr, len(f["classes"]), cfg.lams, cfg.holdout_frac, cfg.seed)
     scores = clf.scores(xva)
-    result = {"protocol": "linear_probe", "model": cfg.model, "model_key": model.key, "data": cfg.data,
-              "img_size": cfg.img_size, "classes": list(f["classes"]), "train_images": len(ytr),
+    result = {"protocol": "linear_probe", "model": cfg.model, "arch": model.name, "model_key": model.key,
+              "data": cfg.data, "img_size": cfg.img_size, "classes": list(f["classes"]), "train_images": len(ytr),
               "val_images": len(yva), "feature_dim": xtr.shape[1], "top1": top_k(scores, yva, 1),
-              "top5": top_k(scores, yva, 5), "mean_class_top1": mean_class_accuracy(scores, yva), **search}
+              "top5": top_k(scores, yva, 5), "mean_class_top1": mean_class_accuracy(scores, yva),
+              "majority_class_top1": yva.bincount().max().item() / len(yva), **search}
     md = (f"## Linear probe: {cfg.model}\n\n| data | classes | train | val | lam | top-1 | top-5 | mean per-class |\n"
           f"| --- | --- | --- | --- | --- | --- | --- | --- |\n| {cfg.data} | {len(f['classes'])} | {len(ytr)} | "
           f"{len(yva)} | {search['lam']:g} | {pct(result['top1'])} | {pct(result['top5'])} | "

@@ -94,8 +94,8 @@ def run(cfg: ZeroShotConfig) -> dict:
     probs = (torch.sigmoid(logits) if loss == "bce" else torch.softmax(logits, 1)).double().numpy()
     scores = torch.from_numpy(aggregate(probs, mapping, cfg.aggregation))
     unmapped = [m.name for m in mapping if not m.hashtags]
-    result = {"protocol": "zero_shot", "model": cfg.model, "model_key": model.key, "data": cfg.data,
-              "img_size": cfg.img_size, "aggregation": cfg.aggregation, "classes": classes,
+    result = {"protocol": "zero_shot", "model": cfg.model, "arch": model.name, "model_key": model.key,
+              "data": cfg.data, "img_size": cfg.img_size, "aggregation": cfg.aggregation, "classes": classes,
               "val_images": len(yva), "top1": top_k(scores, yva, 1), "top5": top_k(scores, yva, 5),
               "mean_class_top1": mean_class_accuracy(scores, yva), "unmapped_classes": unmapped,
               "mapping_file": str(tsv),
