@@ -149,15 +149,14 @@ def report_main(a) -> dict:
     tmp.replace(out)
     lines = [f"MAWS vs plain hashtag pretraining, {cost['model']}, equal compute (MAE image = "
              f"{cost['time_ratio']:.3f} hashtag images by measured step time, {cost['flop_ratio']:.3f} by FLOPs)",
-             "| arm | MAE images | hashtag images | est. compute s | linear probe top-1 | top-5 |",
-             "| --- | --- | --- | --- | --- | --- |"]
+             "| arm | MAE images | hashtag images | est. compute s | linear probe top-1 | top-5 | mean per-class |",
+             "| --- | --- | --- | --- | --- | --- | --- |"]
     for k in ("maws", "plain", "random"):
         arm, p = arms.get(k, {"mae_samples": 0, "hashtag_samples": 0, "compute_s": 0.0}), probes.get(k, {})
-        top1 = f"{100 * p['top1']:.1f}%" if "top1" in p else "-"
-        top5 = f"{100 * p['top5']:.1f}%" if "top5" in p else "-"
+        top1, top5, mean_class = (f"{100 * p[m]:.1f}%" if m in p else "-" for m in ("top1", "top5", "mean_class_top1"))
         if k in arms or p:
             lines.append(f"| {k} | {arm['mae_samples']} | {arm['hashtag_samples']} | {arm['compute_s']:.0f} | "
-                         f"{top1} | {top5} |")
+                         f"{top1} | {top5} | {mean_class} |")
     print("\n".join(lines) + f"\nwritten: {out}")
     return rec
 
