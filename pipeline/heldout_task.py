@@ -22,6 +22,7 @@ from collections import Counter, defaultdict
 from pathlib import Path
 
 import numpy as np
+from tqdm import tqdm
 
 from pipeline.images import ImageRejected, ImageSpec, prepare_image, read_image_bytes
 from pipeline.openclipart import UNSORTED_CATEGORY
@@ -93,11 +94,6 @@ def build_task(heldout: Path, out: Path, val_frac: float = 0.3, min_per_class: i
     spec = ImageSpec(max_side=max_side)
     counts: dict[str, Counter] = defaultdict(Counter)
     rejects, examples = Counter(), []
-    try:
-        from tqdm import tqdm
-    except ImportError:  # progress is optional
-        def tqdm(x, **_):
-            return x
     for r in tqdm([r for r in rows if r["image_id"] in assign], desc="held-out images", unit="img", mininterval=2):
         split = assign[r["image_id"]]
         try:
