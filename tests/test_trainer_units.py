@@ -89,3 +89,15 @@ def test_config_yaml_overrides_and_validation(tmp_path):
         from_dict(PretrainConfig, dict(shards="s", run_dir="r", total_samples=10, batch_size=2, base_lr=0))
     with pytest.raises(ValueError, match="valid: softmax, bce"):
         from_dict(PretrainConfig, dict(shards="s", run_dir="r", total_samples=10, batch_size=2, loss="mse"))
+
+
+def test_config_values_take_the_declared_type(tmp_path):
+    f = tmp_path / "c.yaml"
+    f.write_text("model: regnety_002\nbatch_size: 64\ntotal_samples: 640\n")
+    base = ["--config", str(f), "shards=s", "run_dir=r"]
+    cfg = load_config(PretrainConfig, base + ["base_lr=1e-3", "weight_decay=0"])  # YAML 1.1: 1e-3 is a string
+    assert cfg.base_lr == 0.001 and isinstance(cfg.weight_decay, float)
+    for bad, key in (("base_lr=fast", "base_lr"), ("batch_size=6.5", "batch_size"), ("batch_size=true", "batch_size"),
+                     ("compile=maybe", "compile")):
+        with pytest.raises(ValueError, match=f"config key '{key}'"):
+            load_config(PretrainConfig, base + [bad])

@@ -6,6 +6,7 @@ inside every checkpoint.
 from __future__ import annotations
 
 import dataclasses
+import types
 import typing
 from pathlib import Path
 from typing import TypeVar
@@ -40,15 +41,33 @@ def from_dict(cls: type[C], values: dict) -> C:
     if unknown:
         raise ValueError(f"unknown config keys {unknown}; valid: {sorted(names)}")
     hints = typing.get_type_hints(cls)
-    kw = {}
-    for k, v in values.items():
-        t = hints[k]
-        if typing.get_origin(t) is tuple and isinstance(v, list):
-            v = tuple(v)
-        elif t is float and isinstance(v, int) and not isinstance(v, bool):
-            v = float(v)
-        kw[k] = v
-    return cls(**kw)
+    return cls(**{k: _coerce(k, hints[k], v) for k, v in values.items()})
+
+
+def _coerce(key: str, t, v):
+    """v as the field's declared scalar type: YAML reads `1e-3` as a string and `2` as an int
+    where a float is declared; anything that is not the declared type is a clear error."""
+    args = typing.get_args(t)
+    if typing.get_origin(t) in (typing.Union, types.UnionType):
+        if v is None and type(None) in args:
+            return None
+        t = next(a for a in args if a is not type(None))
+    if typing.get_origin(t) is tuple:
+        return tuple(v) if isinstance(v, list) else v
+    if t is float:
+        if isinstance(v, (int, float)) and not isinstance(v, bool):
+            return float(v)
+        if isinstance(v, str):
+            try:
+                return float(v)
+            except ValueError:
+                pass
+        raise ValueError(f"config key {key!r}: expected a number, got {v!r}")
+    if t is int and (isinstance(v, bool) or not isinstance(v, int)):
+        raise ValueError(f"config key {key!r}: expected an integer, got {v!r}")
+    if t is bool and not isinstance(v, bool):
+        raise ValueError(f"config key {key!r}: expected true or false, got {v!r}")
+    return v
 
 
 def to_dict(cfg) -> dict:
