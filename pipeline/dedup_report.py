@@ -57,7 +57,7 @@ def contact_sheet(pairs: list[dict], load: Callable[[object], Image.Image | None
                 continue
             sheet.paste(im, (x + (CELL - im.width) // 2, y0 + (CELL - im.height) // 2))
         how = (" flip" if p["flipped"] else "") + (" crop" if any(p["crop"]) else "")
-        draw.text((x0, y0 + CELL + 2), f"#{k + 1} d={p['distance']}{how}", fill=(0, 0, 0))
+        draw.text((x0, y0 + CELL + 2), f"#{k + 1} d={fmt_distance(p['distance'])}{how}", fill=(0, 0, 0))
         draw.text((x0, y0 + CELL + 14), _short(p["eval_id"], 17) + " | " + _short(p["pretrain_id"], 17),
                   fill=(60, 60, 60))
     out = io.BytesIO()
@@ -70,6 +70,11 @@ def _short(s: str, n: int) -> str:
     return s if len(s) <= n else s[:n - 1] + "~"
 
 
+def fmt_distance(d: float) -> str:
+    """Hamming bits print as integers, cosine distances with three significant digits."""
+    return f"{d:.3g}"
+
+
 def report_markdown(stats: dict, closest: list[dict], farthest: list[dict]) -> str:
     m = stats["matches"]
     lines = [
@@ -77,9 +82,9 @@ def report_markdown(stats: dict, closest: list[dict], farthest: list[dict]) -> s
         f"Manifest `{stats['manifest']}`: {stats['pretrain']['images']} images, "
         f"{stats['pretrain']['unreadable_total']} unreadable or low-information (kept, not judged: "
         f"{stats['pretrain']['unreadable']}).",
-        f"Method: {stats['config']['method']}, Hamming distance <= {stats['config']['threshold']} of 63 bits; "
-        f"evaluation images hashed at {stats['eval_variants_per_image']} crop/flip variants; "
-        f"{stats['banding']['bands']} bands, probe radius {stats['banding']['radius']}.", "",
+        f"Method: {stats['method']['name']}, match when {stats['method']['rule']}; "
+        f"evaluation images at {stats['eval_variants_per_image']} crop/flip variants; "
+        f"candidates from {stats['method']['index']}.", "",
         "| evaluation set | images | unreadable | matched eval images | matched pretraining images |",
         "| --- | ---: | ---: | ---: | ---: |",
     ]
@@ -88,7 +93,7 @@ def report_markdown(stats: dict, closest: list[dict], farthest: list[dict]) -> s
                      f"| {s['matched_pretrain_images']} |")
     lines += [
         "",
-        f"- candidate pairs (sharing a probed band value): {stats['candidate_pairs']} "
+        f"- candidate pairs (sharing an index key): {stats['candidate_pairs']} "
         f"of {stats['all_pairs']} possible ({stats['candidate_share']:.4%})",
         f"- matched pairs: {m['pairs']}; pretraining images removed: {m['pretrain_images_removed']}",
         f"- matched only through the mirrored evaluation image (flips): {m['flipped_pairs']}",
@@ -103,7 +108,7 @@ def report_markdown(stats: dict, closest: list[dict], farthest: list[dict]) -> s
         lines += [f"## {title}", "", "| # | distance | eval | pretraining | flip | crop |", "| ---: | ---: | --- | --- | --- | --- |"]
         for k, p in enumerate(pairs, first):
             crop = ",".join(f"{c:.3f}" for c in p["crop"]) if any(p["crop"]) else ""
-            lines.append(f"| {k} | {p['distance']} | `{p['eval_set']}:{p['eval_id']}` | `{p['pretrain_id']}` "
+            lines.append(f"| {k} | {fmt_distance(p['distance'])} | `{p['eval_set']}:{p['eval_id']}` | `{p['pretrain_id']}` "
                          f"| {'yes' if p['flipped'] else ''} | {crop} |")
         lines.append("")
     if closest:

@@ -19,10 +19,10 @@ OPENCLIPART = Path("/usr/share/openclipart")
 pytestmark = pytest.mark.skipif(not (OPENCLIPART / "png").is_dir(), reason="openclipart-png is not installed")
 
 
-def run_case(spark, tmp_path, n: int) -> dict:
+def run_case(spark, tmp_path, n: int, **method) -> dict:
     truth = build_case(heldout_rows(str(OPENCLIPART)), n, tmp_path / "case", seed=0)
     cfg = dedup.DedupConfig(manifest=str(tmp_path / "case" / "pretrain.parquet"),
-                            eval=(str(tmp_path / "case" / "eval.parquet"),), out=str(tmp_path / "out"))
+                            eval=(str(tmp_path / "case" / "eval.parquet"),), out=str(tmp_path / "out"), **method)
     stats = dedup.run(spark, cfg)
     unjudged = set()  # low-information evaluation images: counted by the job, never matched
     for r in pq.read_table(tmp_path / "case" / "eval.parquet").to_pylist():
@@ -33,7 +33,7 @@ def run_case(spark, tmp_path, n: int) -> dict:
     result.update(eval_images=n, candidate_pairs=stats["candidate_pairs"], all_pairs=stats["all_pairs"],
                   threshold=cfg.threshold)
     print(f"\nconstructed case, {n} held-out images ({len(unjudged)} low-information, not judged), "
-          f"threshold {cfg.threshold}:")
+          f"{stats['method']['name']}, {stats['method']['rule']}:")
     for how, r in result["recall"].items():
         print(f"  recall {how:>6}: {r:.3f}" + ("  (flips: reported on their own line)" if how == "flip" else ""))
     print(f"  false positive pairs: {result['false_positive_pairs']} ({result['false_positive_pairs_stars']} "

@@ -57,14 +57,22 @@ def case(tmp_path_factory):
     return root, table, expected
 
 
-def test_dedup_finds_planted_copies_and_counts_bad_images(spark, case):
+# a randomly initialised ResNet-18 (nothing is downloaded): weak, but its embeddings of re-encoded,
+# resized, slightly cropped copies stay within 0.02 of the original on these drawings
+METHOD_FLAGS = {"phash": [], "embedding": ["--method", "embedding", "--model", "random:resnet18", "--img-size", "64",
+                                           "--threshold", "0.02"]}
+
+
+@pytest.mark.parametrize("method", sorted(METHOD_FLAGS))
+def test_dedup_finds_planted_copies_and_counts_bad_images(spark, case, method):
     root, table, expected = case
+    out = root / f"out_{method}"
     argv = ["--manifest", str(root / "manifest.parquet"), "--eval", str(root / "eval_dir"),
-            "--eval", str(root / "extra.jsonl"), "--out", str(root / "out")]
+            "--eval", str(root / "extra.jsonl"), "--out", str(out), *METHOD_FLAGS[method]]
     cfg = parse_config(dedup.DedupConfig, dedup.merge_repeated(argv, "--eval"), "test")
     assert cfg.eval == (str(root / "eval_dir"), str(root / "extra.jsonl"))
     stats = dedup.run(spark, cfg)
-    out = root / "out"
+    assert stats["method"]["name"] == method
 
     dups = pq.read_table(out / "duplicates.parquet")
     schemas.check_schema(dups.schema, schemas.DUPLICATES, "duplicates.parquet")
@@ -101,8 +109,11 @@ def test_dedup_finds_planted_copies_and_counts_bad_images(spark, case):
 def test_bad_configs_are_refused(case):
     root, _, _ = case
     base = ["--manifest", str(root / "manifest.parquet"), "--eval", str(root / "eval_dir"), "--out", str(root / "o")]
+    emb = ["--method", "embedding", "--model", "random:regnety_002"]
     for extra in (["--method", "embedding"], ["--threshold", "40"], ["--bands", "1", "--threshold", "8"],
-                  ["--max-crop", "0.6"]):
+                  ["--max-crop", "0.6"], ["--threshold", "2.5"], ["--model", "random:regnety_002"],
+                  emb + ["--threshold", "1.5"], emb + ["--bands", "7"], emb + ["--table-bits", "0"],
+                  ["--method", "sift"]):
         with pytest.raises(SystemExit):
             parse_config(dedup.DedupConfig, base + extra, "test")
 

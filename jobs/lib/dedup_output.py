@@ -14,17 +14,19 @@ def _by_set(df: DataFrame, *aggs) -> dict:
 
 
 def dedup_stats(pre: DataFrame, ev: DataFrame, evals: DataFrame, cand: DataFrame, matches: DataFrame,
-                removed: DataFrame, names: list[str]) -> dict:
+                removed: DataFrame, names: list[str], histogram_decimals: int = 0) -> dict:
     """Counts per side (images, unreadable by reason, matches), candidate and matched pairs; a
-    handful of grouped queries, not one per number."""
+    handful of grouped queries, not one per number. `pre`/`ev` hold one row per variant of a
+    readable image (reason null) or one per rejected image; the distance histogram's bins are
+    distances rounded to `histogram_decimals` (0: Hamming bits; 2: cosine distance)."""
     images = _by_set(evals, F.count("*"))
-    variants = _by_set(ev.filter(F.col("hash").isNotNull()), F.count("*"))
+    variants = _by_set(ev.filter(F.col("reason").isNull()), F.count("*"))
     matched = _by_set(matches, F.countDistinct("eval_id"), F.countDistinct("pretrain_id"))
     rejects = {n: {} for n in names}
     for r in ev.filter(F.col("reason").isNotNull()).groupBy("eval_set", "reason").count().collect():
         rejects[r["eval_set"]][r["reason"]] = r["count"]
     eval_stats = {n: {"images": images.get(n, [0])[0], "unreadable": rejects[n],
-                      "unreadable_total": sum(rejects[n].values()), "variant_hashes": variants.get(n, [0])[0],
+                      "unreadable_total": sum(rejects[n].values()), "variants": variants.get(n, [0])[0],
                       "matched_images": matched.get(n, [0, 0])[0], "matched_pretrain_images": matched.get(n, [0, 0])[1]}
                   for n in names}
     pre_rejects = {r["reason"]: r["count"] for r in
@@ -34,7 +36,7 @@ def dedup_stats(pre: DataFrame, ev: DataFrame, evals: DataFrame, cand: DataFrame
     n_eval_ok = sum(s["images"] - s["unreadable_total"] for s in eval_stats.values())
     n_cand = cand.count()
     cropped = F.col("crop") != F.array(*[F.lit(0.0).cast("float")] * 4)
-    per_d = matches.groupBy("distance").agg(F.count("*").alias("n"), F.sum(F.col("flipped").cast("int")).alias("f"),
+    per_d = matches.groupBy(F.round("distance", histogram_decimals).alias("distance")).agg(F.count("*").alias("n"), F.sum(F.col("flipped").cast("int")).alias("f"),
                                             F.sum(cropped.cast("int")).alias("c")).collect()
     return {
         "pretrain": {"images": n_pre, "hashed": n_pre_ok, "unreadable": pre_rejects,
@@ -44,8 +46,12 @@ def dedup_stats(pre: DataFrame, ev: DataFrame, evals: DataFrame, cand: DataFrame
         "candidate_share": n_cand / max(1, n_pre_ok * n_eval_ok),
         "matches": {"pairs": sum(r["n"] for r in per_d), "pretrain_images_removed": removed.count(),
                     "flipped_pairs": sum(r["f"] for r in per_d), "cropped_pairs": sum(r["c"] for r in per_d),
-                    "distance_histogram": {int(r["distance"]): r["n"] for r in sorted(per_d, key=lambda r: r[0])}},
+                    "distance_histogram": {_bin(r["distance"], histogram_decimals): r["n"] for r in sorted(per_d, key=lambda r: r[0])}},
     }
+
+
+def _bin(d: float, decimals: int) -> int | str:
+    return int(round(d)) if decimals == 0 else f"{d:.{decimals}f}"
 
 
 def _sheet_rows(matches: DataFrame, manifest: DataFrame, evals: DataFrame, limit: int) -> tuple[list, list]:
