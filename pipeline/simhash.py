@@ -56,3 +56,20 @@ def centred_unit(x: np.ndarray, mean: np.ndarray) -> np.ndarray:
 def cosine_distance(a: np.ndarray, b: np.ndarray) -> np.ndarray:
     """1 - cosine of matching rows of two arrays of unit vectors."""
     return 1.0 - np.sum(np.asarray(a, np.float64) * np.asarray(b, np.float64), axis=-1)
+
+
+def candidate_pairs(index_keys: np.ndarray, query_keys: np.ndarray) -> np.ndarray:
+    """int64 [M, 2] distinct (index row, query row) pairs sharing a key in some table, from
+    int64 keys [N, tables] and [Q, tables]: one sort per table, no all-pairs comparison."""
+    found = []
+    for t in range(index_keys.shape[1]):
+        order = np.argsort(index_keys[:, t], kind="stable")
+        sorted_keys = index_keys[order, t]
+        lo = np.searchsorted(sorted_keys, query_keys[:, t], "left")
+        hi = np.searchsorted(sorted_keys, query_keys[:, t], "right")
+        counts = hi - lo
+        q = np.repeat(np.arange(len(query_keys)), counts)
+        starts = np.repeat(lo - np.cumsum(counts) + counts, counts)
+        found.append(np.stack([order[starts + np.arange(counts.sum())], q], axis=1))
+    pairs = np.concatenate(found) if found else np.zeros((0, 2), np.int64)
+    return np.unique(pairs, axis=0)

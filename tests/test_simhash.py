@@ -71,3 +71,13 @@ def test_bad_sizes_are_refused():
     for kw in ({"tables": 0}, {"bits": 0}, {"bits": 63}):
         with pytest.raises(ValueError):
             SimHashTables(**kw)
+
+
+def test_candidate_pairs_are_exactly_the_pairs_sharing_a_key():
+    from pipeline.simhash import candidate_pairs
+
+    rng = np.random.default_rng(5)
+    index, queries = rng.integers(0, 6, (40, 3)), rng.integers(0, 6, (9, 3))
+    want = {(i, q) for i in range(40) for q in range(9) if np.any(index[i] == queries[q])}
+    got = candidate_pairs(index, queries)
+    assert {tuple(map(int, p)) for p in got} == want and len(got) == len(want)
