@@ -23,11 +23,12 @@ from pyspark.sql import functions as F  # noqa: E402
 
 from jobs.lib.config import parse_config  # noqa: E402
 from jobs.lib import dedup_embed  # noqa: E402
-from jobs.lib.dedup import candidate_pairs, eval_set_names, hash_images, read_eval_source  # noqa: E402
+from jobs.lib.dedup import candidate_pairs, eval_set_names, hash_images, pair_correlations, read_eval_source  # noqa: E402
 from jobs.lib.dedup_output import dedup_stats, write_outputs  # noqa: E402
 from jobs.lib.manifest import read_manifest  # noqa: E402
 from jobs.lib.session import get_session  # noqa: E402
 from pipeline.lsh import Banding, default_bands  # noqa: E402
+from pipeline.pair_check import MIN_CORRELATION  # noqa: E402
 from pipeline.phash import BITS, MIN_SET_BITS, crop_grid  # noqa: E402
 from pipeline.simhash import SimHashTables  # noqa: E402
 from schemas import MANIFEST_ID, MANIFEST_IMAGE  # noqa: E402
@@ -58,6 +59,9 @@ class DedupConfig:
     crop_steps: int | None = field(default=None, metadata={
         "help": "crop grid steps per side pair (0: no crop variants; default 3 for phash, 1 for embedding)"})
     flips: bool = field(default=True, metadata={"help": "also match mirrored evaluation images"})
+    min_correlation: float = field(default=MIN_CORRELATION, metadata={
+        "help": "a pair within the threshold must also have aligned 16x16 luma thumbnails correlated this much "
+                "(pipeline/pair_check.py; -1: off)"})
     min_set_bits: int = field(default=MIN_SET_BITS, metadata={
         "help": "images whose hash has fewer 1 bits are counted as low_information, never matched"})
     image_root: str | None = field(default=None, metadata={"help": "resolve relative image paths against this"})
@@ -80,6 +84,8 @@ class DedupConfig:
         crop_grid(self.max_crop, self.crop_steps)  # raises on a bad grid
         if self.sheet_pairs < 0:
             raise ValueError("--sheet-pairs must be >= 0")
+        if not -1.0 <= self.min_correlation <= 1.0:
+            raise ValueError(f"--min-correlation must be in [-1, 1], got {self.min_correlation}")
 
     def _check_phash(self):
         if self.threshold != int(self.threshold) or not 0 <= self.threshold < BITS // 2:
@@ -134,13 +140,20 @@ def run(spark, cfg: DedupConfig) -> dict:
     pre, ev, cand, method = (_phash if cfg.method == "phash" else _embedding)(cfg, crops, pre_images, ev_images)
     crop_col = F.element_at(F.array(*[F.array(*[F.lit(float(c)).cast("float") for c in box]) for box in crops]),
                             F.col("variant") + 1)
-    matches = (cand.filter(F.col("distance") <= cfg.threshold).withColumn("crop", crop_col)
-               .select("pretrain_id", "eval_set", "eval_id", F.col("distance").cast("float"), "flipped", "crop",
-                       F.col("band").cast("int")).cache())
+    within = (cand.filter(F.col("distance") <= cfg.threshold).withColumn("crop", crop_col)
+              .select("pretrain_id", "eval_set", "eval_id", F.col("distance").cast("float"), "flipped", "crop",
+                      F.col("band").cast("int")))
+    check_crops = crop_grid(cfg.max_crop, max(cfg.crop_steps, DEFAULT_CROP_STEPS["phash"])) if cfg.crop_steps else crops
+    checked = pair_correlations(within, pre_images, evals, check_crops, cfg.image_root).cache()
+    off = cfg.min_correlation <= -1.0
+    matches = (checked if off else checked.filter(F.col("correlation") >= cfg.min_correlation)).cache()
     removed = matches.select(F.col("pretrain_id").alias(MANIFEST_ID)).distinct()
     kept = manifest.join(removed, MANIFEST_ID, "left_anti").select(*manifest.columns)
 
     stats = dedup_stats(pre, ev, evals, cand, matches, removed, names, 0 if cfg.method == "phash" else 2)
+    n_within, n_unreadable = checked.agg(F.count("*"), F.sum(F.col("correlation").isNull().cast("int"))).first()
+    stats["pair_check"] = {"min_correlation": cfg.min_correlation, "pairs_within_threshold": n_within,
+                           "rejected": n_within - stats["matches"]["pairs"], "unreadable_on_recheck": n_unreadable or 0}
     stats.update({"manifest": cfg.manifest, "eval_sources": dict(zip(names, cfg.eval)),
                   "eval_variants_per_image": len(crops) * (2 if cfg.flips else 1), "method": method,
                   "config": {k: (list(v) if isinstance(v, tuple) else v) for k, v in vars(cfg).items()}})

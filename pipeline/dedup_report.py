@@ -57,7 +57,7 @@ def contact_sheet(pairs: list[dict], load: Callable[[object], Image.Image | None
                 continue
             sheet.paste(im, (x + (CELL - im.width) // 2, y0 + (CELL - im.height) // 2))
         how = (" flip" if p["flipped"] else "") + (" crop" if any(p["crop"]) else "")
-        draw.text((x0, y0 + CELL + 2), f"#{k + 1} d={fmt_distance(p['distance'])}{how}", fill=(0, 0, 0))
+        draw.text((x0, y0 + CELL + 2), f"#{k + 1} d={fmt_distance(p['distance'])} r={_fmt_r(p.get('correlation'))}{how}", fill=(0, 0, 0))
         draw.text((x0, y0 + CELL + 14), _short(p["eval_id"], 17) + " | " + _short(p["pretrain_id"], 17),
                   fill=(60, 60, 60))
     out = io.BytesIO()
@@ -70,13 +70,17 @@ def _short(s: str, n: int) -> str:
     return s if len(s) <= n else s[:n - 1] + "~"
 
 
+def _fmt_r(r) -> str:
+    return "" if r is None else f"{r:.2f}"
+
+
 def fmt_distance(d: float) -> str:
     """Hamming bits print as integers, cosine distances with three significant digits."""
     return f"{d:.3g}"
 
 
 def report_markdown(stats: dict, closest: list[dict], farthest: list[dict]) -> str:
-    m = stats["matches"]
+    m, pc = stats["matches"], stats["pair_check"]
     lines = [
         "# Near-duplicates of evaluation images in the pretraining manifest", "",
         f"Manifest `{stats['manifest']}`: {stats['pretrain']['images']} images, "
@@ -95,6 +99,9 @@ def report_markdown(stats: dict, closest: list[dict], farthest: list[dict]) -> s
         "",
         f"- candidate pairs (sharing an index key): {stats['candidate_pairs']} "
         f"of {stats['all_pairs']} possible ({stats['candidate_share']:.4%})",
+        f"- pair check (aligned 16x16 luma thumbnails correlate >= {pc['min_correlation']}): "
+        f"{pc['pairs_within_threshold']} pairs within the threshold, {pc['rejected']} rejected"
+        f"{', ' + str(pc['unreadable_on_recheck']) + ' unreadable on recheck' if pc['unreadable_on_recheck'] else ''}",
         f"- matched pairs: {m['pairs']}; pretraining images removed: {m['pretrain_images_removed']}",
         f"- matched only through the mirrored evaluation image (flips): {m['flipped_pairs']}",
         f"- matched only through a crop of the evaluation image: {m['cropped_pairs']}",
@@ -105,10 +112,11 @@ def report_markdown(stats: dict, closest: list[dict], farthest: list[dict]) -> s
                                 ("Farthest matched pairs (closest to the threshold)", farthest, len(closest) + 1)):
         if not pairs:
             continue
-        lines += [f"## {title}", "", "| # | distance | eval | pretraining | flip | crop |", "| ---: | ---: | --- | --- | --- | --- |"]
+        lines += [f"## {title}", "", "| # | distance | r | eval | pretraining | flip | crop |", "| ---: | ---: | ---: | --- | --- | --- | --- |"]
         for k, p in enumerate(pairs, first):
             crop = ",".join(f"{c:.3f}" for c in p["crop"]) if any(p["crop"]) else ""
-            lines.append(f"| {k} | {fmt_distance(p['distance'])} | `{p['eval_set']}:{p['eval_id']}` | `{p['pretrain_id']}` "
+            lines.append(f"| {k} | {fmt_distance(p['distance'])} | {_fmt_r(p.get('correlation'))} "
+                         f"| `{p['eval_set']}:{p['eval_id']}` | `{p['pretrain_id']}` "
                          f"| {'yes' if p['flipped'] else ''} | {crop} |")
         lines.append("")
     if closest:

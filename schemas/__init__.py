@@ -119,5 +119,6 @@ DUPLICATES = pa.schema([
     pa.field("distance", pa.float32(), nullable=False),    # phash: Hamming bits of 63; embedding: 1 - cosine
     pa.field("flipped", pa.bool_(), nullable=False),       # matched the mirrored evaluation image
     pa.field("crop", pa.list_(pa.float32()), nullable=False),  # [left, top, right, bottom] cut off the eval image
-    pa.field("band", pa.int32(), nullable=False),          # a band whose probe found the pair
+    pa.field("band", pa.int32(), nullable=False),          # a band (phash) or table (embedding) that found the pair
+    pa.field("correlation", pa.float32()),                 # aligned 16x16 luma thumbnails (pipeline/pair_check.py)
 ])

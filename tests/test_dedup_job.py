@@ -58,9 +58,9 @@ def case(tmp_path_factory):
 
 
 # a randomly initialised ResNet-18 (nothing is downloaded): weak, but its embeddings of re-encoded,
-# resized, slightly cropped copies stay within 0.02 of the original on these drawings
+# resized copies, and cropped ones at the pHash crop grid, stay within 0.02 of the original here
 METHOD_FLAGS = {"phash": [], "embedding": ["--method", "embedding", "--model", "random:resnet18", "--img-size", "64",
-                                           "--threshold", "0.02"]}
+                                           "--threshold", "0.02", "--crop-steps", "3"]}
 
 
 @pytest.mark.parametrize("method", sorted(METHOD_FLAGS))
@@ -79,6 +79,9 @@ def test_dedup_finds_planted_copies_and_counts_bad_images(spark, case, method):
     rows = dups.to_pylist()
     assert {(r["pretrain_id"], r["eval_set"], r["eval_id"]) for r in rows} == expected
     assert all(r["distance"] <= cfg.threshold for r in rows)
+    assert all(r["correlation"] >= cfg.min_correlation for r in rows)
+    pc = stats["pair_check"]
+    assert pc["pairs_within_threshold"] - pc["rejected"] == len(rows) and pc["unreadable_on_recheck"] == 0
     by_id = {r["pretrain_id"]: r for r in rows}
     assert all(by_id[f"p/flip{i}"]["flipped"] for i in range(4))
     assert not any(by_id[f"p/{h}{i}"]["flipped"] for h in ("resize", "jpeg") for i in range(4))
@@ -113,7 +116,7 @@ def test_bad_configs_are_refused(case):
     for extra in (["--method", "embedding"], ["--threshold", "40"], ["--bands", "1", "--threshold", "8"],
                   ["--max-crop", "0.6"], ["--threshold", "2.5"], ["--model", "random:regnety_002"],
                   emb + ["--threshold", "1.5"], emb + ["--bands", "7"], emb + ["--table-bits", "0"],
-                  ["--method", "sift"]):
+                  ["--method", "sift"], ["--min-correlation", "1.5"]):
         with pytest.raises(SystemExit):
             parse_config(dedup.DedupConfig, base + extra, "test")
 

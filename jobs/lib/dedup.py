@@ -156,3 +156,33 @@ def candidate_pairs(pre_ok: DataFrame, eval_ok: DataFrame, banding: Banding) -> 
     return (joined.groupBy("pretrain_id", "eval_set", "eval_id").agg(best)
             .select("pretrain_id", "eval_set", "eval_id", F.col("best.distance").cast("int").alias("distance"),
                     "best.flipped", "best.variant", "best.band"))
+
+
+def pair_correlations(pairs: DataFrame, pre_images: DataFrame, evals: DataFrame, crops: list[Box],
+                      image_root: str | None) -> DataFrame:
+    """`pairs` (pretrain_id, eval_set, eval_id, ..., flipped) + `correlation`: the best over `crops`
+    of the aligned luma thumbnails (pipeline/pair_check.py); null when an image cannot be read again."""
+    pre = pre_images.select(F.col(MANIFEST_ID).alias("pretrain_id"), F.col(MANIFEST_IMAGE).alias("_pre_image"))
+    ev = evals.select("eval_set", F.col(MANIFEST_ID).alias("eval_id"), F.col(MANIFEST_IMAGE).alias("_eval_image"))
+    joined = pairs.join(pre, "pretrain_id").join(ev, ["eval_set", "eval_id"])
+    fields = [(n, t) for n, t in joined.dtypes if n not in ("_pre_image", "_eval_image")]
+
+    def fn(batches):
+        from pipeline.pair_check import pair_correlation
+
+        for b in batches:
+            d = b.to_pydict()
+            corr = []
+            for pre_img, ev_img, flipped in zip(d["_pre_image"], d["_eval_image"], d["flipped"]):
+                try:
+                    corr.append(pair_correlation(decode_rgb(read_image_bytes(ev_img, image_root)),
+                                                 decode_rgb(read_image_bytes(pre_img, image_root)),
+                                                 crops, bool(flipped)))
+                except ImageRejected:
+                    corr.append(None)
+            out = {n: b.column(n) for n, _ in fields}
+            out["correlation"] = pa.array(corr, pa.float32())
+            yield pa.RecordBatch.from_pydict(out)
+
+    ddl = ", ".join(f"`{n}` {t}" for n, t in fields) + ", correlation float"
+    return joined.mapInArrow(fn, ddl)
