@@ -3,7 +3,7 @@
     spark-submit jobs/dedup.py --manifest build/demo/manifest.parquet \
         --eval build/demo/heldout.parquet [--eval DIR_OR_MANIFEST ...] --out build/demo/dedup \
         [--method phash] [--threshold 6] [--bands B] [--max-crop 0.1 --crop-steps 3] [--no-flips]
-    ... --method embedding --model build/demo/pretrain/export [--threshold 0.1] [--tables 24 --table-bits 14]
+    ... --method embedding --model build/demo/pretrain/export [--threshold 0.1] [--tables 64 --table-bits 16]
 
 Writes OUT/manifest.parquet (the input manifest without matched images, same columns),
 OUT/duplicates.parquet, OUT/stats.json, OUT/report.md and OUT/contact_sheet.png, atomically.

@@ -5,16 +5,16 @@ A hash or embedding match says two images are close in a 63-bit or D-dimensional
 buttons, a small object on a white page) also land within the threshold. The pair check looks at
 the pixels: the evaluation image, cut by each crop of a grid and mirrored if the mirror image
 matched, and the pretraining image are resized to SIDE x SIDE luma; the best Pearson correlation
-must reach a minimum. Planted resized / re-encoded / cropped / mirrored
-copies correlate above 0.8 (tests/test_pair_check.py); on openclipart, about half of the pairs
-at pHash distance 5-6 do not (README, Measured).
+must reach a minimum. Planted resized / re-encoded / cropped / mirrored copies reach
+MIN_CORRELATION (tests/test_pair_check.py); on openclipart, about half of the pairs at pHash
+distance 5-6 do not (README, Measured).
 """
 from __future__ import annotations
 
 import numpy as np
 from PIL import Image
 
-from pipeline.phash import Box, gray_float
+from pipeline.phash import Box, gray_float, gray_thumbnail
 
 SIDE = 16
 MIN_CORRELATION = 0.85
@@ -24,11 +24,7 @@ def aligned_thumbnail(rgb: Image.Image, crop: Box = (0.0, 0.0, 0.0, 0.0), flippe
                       side: int = SIDE) -> np.ndarray:
     """side x side float64 luma of `rgb` with `crop` fractions cut (left, top, right, bottom, in
     the unmirrored image), then mirrored left-right when `flipped`: the variant as hashed."""
-    g = rgb if rgb.mode == "F" else gray_float(rgb)
-    w, h = g.size
-    l, t, r, b = crop
-    a = np.asarray(g.resize((side, side), Image.Resampling.LANCZOS, box=(l * w, t * h, w - r * w, h - b * h)),
-                   dtype=np.float64)
+    a = gray_thumbnail(rgb, crop, side)
     return a[:, ::-1] if flipped else a
 
 

@@ -63,14 +63,14 @@ def gray_float(rgb: Image.Image) -> Image.Image:
     return Image.fromarray(np.asarray(rgb.convert("L"), dtype=np.float32), "F")
 
 
-def gray_thumbnail(rgb: Image.Image, crop: Box = (0.0, 0.0, 0.0, 0.0)) -> np.ndarray:
-    """SIDE x SIDE float64 luma in [0, 255] of the image with `crop` fractions cut off each side
+def gray_thumbnail(rgb: Image.Image, crop: Box = (0.0, 0.0, 0.0, 0.0), side: int = SIDE) -> np.ndarray:
+    """side x side float64 luma in [0, 255] of the image with `crop` fractions cut off each side
     (aspect ratio not kept, as pHash does). `rgb` may already be a `gray_float` image."""
     g = rgb if rgb.mode == "F" else gray_float(rgb)
     w, h = g.size
     l, t, r, b = crop
     box = (l * w, t * h, w - r * w, h - b * h)
-    return np.asarray(g.resize((SIDE, SIDE), Image.Resampling.LANCZOS, box=box), dtype=np.float64)
+    return np.asarray(g.resize((side, side), Image.Resampling.LANCZOS, box=box), dtype=np.float64)
 
 
 def dct2(gray: np.ndarray) -> np.ndarray:
@@ -125,9 +125,10 @@ def variant_hashes(rgb: Image.Image, crops: list[Box], flips: bool) -> list[tupl
     return out
 
 
-def decode_rgb(data: bytes) -> Image.Image:
-    """A small RGB image (shorter side <= 128) of encoded bytes; raises ImageRejected."""
-    jpeg, _, _ = prepare_image(data, _DECODE)
+def decode_rgb(data: bytes, max_side: int = _DECODE.max_side) -> Image.Image:
+    """A small RGB image (shorter side <= max_side) of encoded bytes; raises ImageRejected."""
+    spec = _DECODE if max_side == _DECODE.max_side else ImageSpec(max_side=max_side, quality=_DECODE.quality)
+    jpeg, _, _ = prepare_image(data, spec)
     im = Image.open(io.BytesIO(jpeg))
     im.load()
     return im

@@ -13,8 +13,8 @@ import pyarrow as pa
 from pyspark.sql import DataFrame
 from pyspark.sql import functions as F
 
-from pipeline.images import ImageRejected, ImageSpec, prepare_image, read_image_bytes
-from pipeline.phash import MIN_SET_BITS, Box, low_information, phash_pair
+from pipeline.images import ImageRejected, read_image_bytes
+from pipeline.phash import MIN_SET_BITS, Box, decode_rgb, low_information, phash_pair
 from pipeline.simhash import SimHashTables, centred_unit
 from schemas import MANIFEST_ID, MANIFEST_IMAGE
 
@@ -34,17 +34,6 @@ def _trunk(spec: str, img_size: int):
         std = torch.tensor(m.std).view(1, 3, 1, 1) * 255
         _TRUNKS[(spec, img_size)] = (m.trunk.eval(), mean, std)
     return _TRUNKS[(spec, img_size)]
-
-
-def _decode(data: bytes, img_size: int):
-    import io
-
-    from PIL import Image
-
-    jpeg, _, _ = prepare_image(data, ImageSpec(max_side=max(128, 2 * img_size), quality=95))
-    im = Image.open(io.BytesIO(jpeg))
-    im.load()
-    return im.convert("RGB")
 
 
 def _variants(rgb, crops: list[Box], flips: bool, img_size: int):
@@ -81,7 +70,7 @@ def embed_images(df: DataFrame, keys: list[str], crops: list[Box], flips: bool, 
             rows, pixels = [], []  # rows: (key values, variant, flipped, index into pixels | reason, detail)
             for row in zip(*cols):
                 try:
-                    rgb = _decode(read_image_bytes(row[nk], image_root), img_size)
+                    rgb = decode_rgb(read_image_bytes(row[nk], image_root), max(128, 2 * img_size))
                     h = phash_pair(rgb)[0]
                     if low_information(h, min_set_bits):
                         n = bin(h).count("1")
