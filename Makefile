@@ -65,22 +65,22 @@ VIT_CONFIG ?= trainer/configs/demo_vit_cpu.yaml
 VIT_IMG ?= 64
 
 $(DOWNSTREAM)/task.json: | $(DEMO)/manifest.parquet
-	$(PY) -m pipeline.heldout_task --heldout $(DEMO)/heldout.parquet --out $(DOWNSTREAM)
+	$(PY) -m transfer.heldout_task --heldout $(DEMO)/heldout.parquet --out $(DOWNSTREAM)
 
 demo-maws: shards $(DOWNSTREAM)/task.json
 	rm -rf $(MAWS)
 	mkdir -p $(MAWS)
-	$(PY) -m trainer.maws_compare cost --mae-config $(MAE_CONFIG) --pretrain-config $(VIT_CONFIG) \
+	$(PY) -m transfer.maws_compare cost --mae-config $(MAE_CONFIG) --pretrain-config $(VIT_CONFIG) \
 		--shards $(DEMO)/shards --out $(MAWS)/step_cost.json > $(MAWS)/plain_total_samples.txt
 	$(TORCHRUN) --nproc_per_node=$(NPROC) -m trainer.mae --config $(MAE_CONFIG) shards=$(DEMO)/shards run_dir=$(MAWS)/mae
 	$(TORCHRUN) --nproc_per_node=$(NPROC) -m trainer.pretrain --config $(VIT_CONFIG) shards=$(DEMO)/shards \
 		vocab=$(DEMO)/vocab run_dir=$(MAWS)/maws init_from=$(MAWS)/mae/export
 	$(TORCHRUN) --nproc_per_node=$(NPROC) -m trainer.pretrain --config $(VIT_CONFIG) shards=$(DEMO)/shards \
 		vocab=$(DEMO)/vocab run_dir=$(MAWS)/plain total_samples=$$(cat $(MAWS)/plain_total_samples.txt)
-	$(PY) -m trainer.linear_probe model=$(MAWS)/maws/export data=$(DOWNSTREAM) out=$(MAWS)/probe_maws.json img_size=$(VIT_IMG)
-	$(PY) -m trainer.linear_probe model=$(MAWS)/plain/export data=$(DOWNSTREAM) out=$(MAWS)/probe_plain.json img_size=$(VIT_IMG)
-	$(PY) -m trainer.linear_probe model=random:vit_tiny_patch16_224 data=$(DOWNSTREAM) out=$(MAWS)/probe_random.json img_size=$(VIT_IMG)
-	$(PY) -m trainer.maws_compare report --cost $(MAWS)/step_cost.json --mae $(MAWS)/mae --maws $(MAWS)/maws \
+	$(PY) -m transfer.linear_probe model=$(MAWS)/maws/export data=$(DOWNSTREAM) out=$(MAWS)/probe_maws.json img_size=$(VIT_IMG)
+	$(PY) -m transfer.linear_probe model=$(MAWS)/plain/export data=$(DOWNSTREAM) out=$(MAWS)/probe_plain.json img_size=$(VIT_IMG)
+	$(PY) -m transfer.linear_probe model=random:vit_tiny_patch16_224 data=$(DOWNSTREAM) out=$(MAWS)/probe_random.json img_size=$(VIT_IMG)
+	$(PY) -m transfer.maws_compare report --cost $(MAWS)/step_cost.json --mae $(MAWS)/mae --maws $(MAWS)/maws \
 		--plain $(MAWS)/plain --probe-maws $(MAWS)/probe_maws.json --probe-plain $(MAWS)/probe_plain.json \
 		--probe-random $(MAWS)/probe_random.json --out $(DEMO)/maws.json
 	@echo "MAE reconstructions: $(MAWS)/mae/reconstructions.png; loss curves: $(MAWS)/*/curves.png"
@@ -96,7 +96,7 @@ FINETUNE_STEPS ?= 30
 FINETUNE_BATCH ?= 32
 FINETUNE_LR ?= 0.4
 PROBE = $(PY) -m trainer.$(1) data=$(DOWNSTREAM) img_size=$(TRANSFER_IMG) cache_dir=$(TRANSFER)/features
-FINETUNE = $(TORCHRUN) --nproc_per_node=$(NPROC) -m trainer.finetune data=$(DOWNSTREAM) img_size=$(TRANSFER_IMG) \
+FINETUNE = $(TORCHRUN) --nproc_per_node=$(NPROC) -m transfer.finetune data=$(DOWNSTREAM) img_size=$(TRANSFER_IMG) \
 	steps=$(FINETUNE_STEPS) batch_size=$(FINETUNE_BATCH) base_lr=$(FINETUNE_LR) workers=1 log_every=5
 
 transfer: pretrain $(DOWNSTREAM)/task.json
@@ -109,12 +109,12 @@ transfer: pretrain $(DOWNSTREAM)/task.json
 		class_synsets=pipeline/data/openclipart_class_synsets.yaml
 	$(FINETUNE) model=random:$(TRANSFER_ARCH) out=$(TRANSFER)/finetune_random_init.json
 	$(FINETUNE) model=$(DEMO)/pretrain/export out=$(TRANSFER)/finetune_pretrained.json
-	$(PY) -m trainer.show_transfer --collect $(TRANSFER) --out $(DEMO)/transfer.json > /dev/null
+	$(PY) -m transfer.show --collect $(TRANSFER) --out $(DEMO)/transfer.json > /dev/null
 
 demo: transfer
 	$(PY) -m pipeline.show_vocab $(DEMO)/vocab
 	$(PY) -m trainer.show_run $(DEMO)/pretrain
-	$(PY) -m trainer.show_transfer $(DEMO)/transfer.json
+	$(PY) -m transfer.show $(DEMO)/transfer.json
 	@echo "dataset card: $(DEMO)/card/dataset_card.md; shards: $(DEMO)/shards; transfer: $(TRANSFER)/*.md"
 
 test: setup

@@ -2,7 +2,7 @@
 import pytest
 
 from trainer.mae import MaeConfig
-from trainer.maws_compare import plain_total_samples, step_costs
+from transfer.maws_compare import plain_total_samples, step_costs
 from trainer.pretrain import PretrainConfig
 
 

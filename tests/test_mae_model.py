@@ -8,9 +8,9 @@ import timm
 import torch
 from safetensors.torch import load_file, save_file
 
-from trainer.init_from import load_encoder
-from trainer.mae_export import export_mae, load_mae
-from trainer.mae_model import (DecoderSpec, build_mae, mask_noise, norm_pix_target, patchify, random_masking,
+from trainer.mae.init_from import load_encoder
+from trainer.mae.export import export_mae, load_mae
+from trainer.mae.model import (DecoderSpec, build_mae, mask_noise, norm_pix_target, patchify, random_masking,
                                unpatchify)
 from trainer.models import create_model
 

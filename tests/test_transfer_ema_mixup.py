@@ -4,8 +4,8 @@ import pytest
 import torch
 from torch import nn
 
-from trainer.ema import ModelEma
-from trainer.mixup import mix, one_hot, sample_lambda
+from transfer.ema import ModelEma
+from transfer.mixup import mix, one_hot, sample_lambda
 
 
 def test_ema_with_warmup_by_hand():

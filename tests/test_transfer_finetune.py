@@ -21,7 +21,7 @@ def data(tmp_path_factory):
 
 def test_single_process_learns_and_exports(data, tmp_path):
     from trainer.export import load_exported
-    from trainer.finetune import main, steps_for_size
+    from transfer.finetune import main, steps_for_size
 
     out = tmp_path / "ft.json"
     r = main([*BASE, f"data={data}", f"out={out}", "steps=16", "batch_size=12", "base_lr=4", "ema_decay=0.9"])
@@ -39,7 +39,7 @@ def test_single_process_learns_and_exports(data, tmp_path):
 
 
 def test_too_small_for_one_batch_is_an_error(data, tmp_path):
-    from trainer.finetune import main
+    from transfer.finetune import main
 
     with pytest.raises(ValueError, match="fewer than one global batch"):
         main([*BASE, f"data={data}", f"out={tmp_path / 'x.json'}", "steps=1", "batch_size=64"])
@@ -48,7 +48,7 @@ def test_too_small_for_one_batch_is_an_error(data, tmp_path):
 def test_two_gloo_processes_under_torchrun(data, tmp_path):
     out = tmp_path / "ft2.json"
     cmd = [sys.executable, "-m", "torch.distributed.run", "--standalone", "--nproc_per_node=2", "-m",
-           "trainer.finetune", *BASE, f"data={data}", f"out={out}", "steps=4", "batch_size=8"]
+           "transfer.finetune", *BASE, f"data={data}", f"out={out}", "steps=4", "batch_size=8"]
     env = {**os.environ, "OMP_NUM_THREADS": "1", "PYTHONPATH": str(ROOT)}
     r = subprocess.run(cmd, cwd=ROOT, env=env, capture_output=True, text=True, timeout=300)
     assert r.returncode == 0, r.stderr[-4000:]

@@ -6,7 +6,7 @@ import pyarrow.parquet as pq
 import pytest
 from PIL import Image
 
-from pipeline.heldout_task import build_task, split_task
+from transfer.heldout_task import build_task, split_task
 
 
 def rows(seed=0):

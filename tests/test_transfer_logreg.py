@@ -4,8 +4,8 @@ import pytest
 import torch
 from sklearn.linear_model import LogisticRegression
 
-from trainer.few_shot import draw
-from trainer.logreg import fit, holdout_split, mean_class_accuracy, select_and_fit, top_k
+from transfer.few_shot import draw
+from transfer.logreg import fit, holdout_split, mean_class_accuracy, select_and_fit, top_k
 
 
 def problem(n=150, d=6, c=4, seed=0):

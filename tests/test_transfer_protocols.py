@@ -58,7 +58,7 @@ def setup(tmp_path_factory, wn):
 
 
 def test_linear_probe_random_and_exported_trunk_and_cache(setup):
-    from trainer.linear_probe import main
+    from transfer.linear_probe import main
 
     base, data = setup
     out = base / "lin" / "random.json"
@@ -78,8 +78,9 @@ def test_linear_probe_random_and_exported_trunk_and_cache(setup):
 
 
 def test_shards_with_cls_give_the_same_features_as_the_folder(setup, tmp_path):
-    from trainer.downstream import load_split
-    from trainer.features import extract, load_model
+    from transfer.downstream import load_split
+    from trainer.export import load_model
+    from transfer.features import extract
 
     _, data = setup
     classes = ["cat", "dog", "truck"]
@@ -107,7 +108,7 @@ def test_shards_with_cls_give_the_same_features_as_the_folder(setup, tmp_path):
 
 
 def test_few_shot_caps_and_reports(setup):
-    from trainer.few_shot import main
+    from transfer.few_shot import main
 
     base, data = setup
     r = main(["model=random:regnety_002", f"data={data}", f"out={base / 'fs' / 'random.json'}", "ks=[1,5,10]",
@@ -121,9 +122,9 @@ def test_few_shot_caps_and_reports(setup):
 
 
 def test_zero_shot_matches_a_direct_forward_pass(setup, wn):
-    from trainer.downstream import ImageSet, load_split
+    from transfer.downstream import ImageSet, load_split
     from trainer.export import load_exported
-    from trainer.zero_shot import main
+    from transfer.zero_shot import main
 
     base, data = setup
     out = base / "zs" / "zero_shot.json"
@@ -148,8 +149,8 @@ def test_zero_shot_matches_a_direct_forward_pass(setup, wn):
 
 
 def test_bad_inputs_are_named(setup, tmp_path):
-    from trainer.downstream import load_split
-    from trainer.linear_probe import main
+    from transfer.downstream import load_split
+    from transfer.linear_probe import main
 
     _, data = setup
     with pytest.raises(ValueError, match="no val/ directory"):

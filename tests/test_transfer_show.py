@@ -3,7 +3,7 @@ import json
 
 import pytest
 
-from trainer.show_transfer import collect, main
+from transfer.show import collect, main
 
 
 def write(d, name, obj):

@@ -65,7 +65,7 @@ def test_shipped_openclipart_overrides_resolve(wn):
 
 
 def test_timm_imagenet_wnids_resolve(wn):
-    from trainer.zero_shot import wnid_list
+    from transfer.zero_shot import wnid_list
 
     ids = wnid_list("imagenet")
     assert len(ids) == 1000 and ids[0] == "n01440764"

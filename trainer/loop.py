@@ -18,7 +18,7 @@ from trainer.checkpoint import load_latest, save_checkpoint, unwrap
 from trainer.config import to_dict
 from trainer.data import Batch, make_loader
 from trainer.distributed import DistInfo, all_reduce_mean
-from trainer.metrics import MetricsLog, Progress
+from trainer.run_log import MetricsLog, Progress
 from trainer.optim import lr_at
 from trainer.runtime import StopFlag
 

@@ -25,7 +25,7 @@ from trainer.distributed import DistInfo, cleanup_distributed, setup_distributed
 from trainer.export import export_model
 from trainer.loop import fit, resume, train_loader
 from trainer.losses import LOSSES, get_loss
-from trainer.metrics import plot_curves
+from trainer.run_log import plot_curves
 from trainer.models import HEADS, create_model
 from trainer.optim import RECIPES, build_optimizer, peak_lr
 from trainer.runtime import autocast, read_shards, read_vocab_names
@@ -97,7 +97,7 @@ def setup(cfg: PretrainConfig, d: DistInfo):
     torch.manual_seed(cfg.seed)  # identical initial weights on every rank
     model = create_model(cfg.model, index["num_classes"], cfg.head, cfg.img_size)
     if cfg.init_from:
-        from trainer.init_from import load_encoder
+        from trainer.mae.init_from import load_encoder
 
         load_encoder(model.trunk, cfg.init_from)
     return index, names, model

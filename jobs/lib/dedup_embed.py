@@ -25,7 +25,7 @@ _TRUNKS: dict = {}  # (spec, img_size) -> (trunk, mean, std), once per Python wo
 def _trunk(spec: str, img_size: int):
     import torch
 
-    from trainer.features import load_model
+    from trainer.export import load_model
 
     if (spec, img_size) not in _TRUNKS:
         torch.set_num_threads(1)  # one Spark task per core already

@@ -9,7 +9,7 @@ from pathlib import Path
 from pipeline.wordnet import PROJECT_ROOT, default_wordnet_dir
 
 WORDNET_ARCHIVE = "wordnet_corpus"
-_PACKAGES = ("pipeline", "jobs", "schemas")
+_PACKAGES = ("pipeline", "jobs", "schemas", "trainer")  # trainer: the export loader of dedup --method embedding
 _SHIPPED: dict[int, set] = {}  # SparkContext id -> the WordNet directory shipped to it
 
 

@@ -25,7 +25,7 @@ from typing import Iterator
 
 from pipeline.wds import ShardError
 from trainer.data.batch import Batch
-from trainer.data.manifest import batches_per_rank, check_rank, load_index
+from trainer.data.shard_index import batches_per_rank, check_rank, load_index
 from trainer.data.targets import soft_targets
 
 

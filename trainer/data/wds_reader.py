@@ -29,7 +29,7 @@ from torch.utils.data import DataLoader, IterableDataset, get_worker_info
 
 from pipeline.wds import ShardError, iter_shard
 from trainer.data.batch import Batch
-from trainer.data.manifest import ShardIndex, batches_per_rank, check_rank, load_index
+from trainer.data.shard_index import ShardIndex, batches_per_rank, check_rank, load_index
 from trainer.data.targets import pad_labels, soft_targets
 from trainer.data.transforms import eval_transform, train_transform
 

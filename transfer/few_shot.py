@@ -1,11 +1,11 @@
 """Few-shot linear probe (SWAG section 4.1): k images per class, mean and spread over seeds.
 
-    python -m trainer.few_shot model=build/demo/pretrain/export data=build/demo/downstream \
+    python -m transfer.few_shot model=build/demo/pretrain/export data=build/demo/downstream \
         out=build/demo/transfer/few_shot_pretrained.json img_size=64 [ks=[1,5,10,25] seeds=5]
 
 For each k and seed, min(k, n_c) training images of each class c are drawn (seeded); a class with
 fewer than k training images contributes all of them, and the result records how many classes
-were capped at each k. The classifier is the linear probe's (trainer/logreg.py): lam chosen on a
+were capped at each k. The classifier is the linear probe's (transfer/logreg.py): lam chosen on a
 held-out share of the k-shot set when some class has 2+ images (with k = 1 there is none to
 hold out: lam = default_lam). Evaluation is always on the full val split.
 """
@@ -20,8 +20,8 @@ import numpy as np
 import torch
 
 from trainer.config import load_config
-from trainer.logreg import DEFAULT_LAMS, select_and_fit, top_k
-from trainer.protocol import ProtocolConfig, features, pct, write_result
+from transfer.logreg import DEFAULT_LAMS, select_and_fit, top_k
+from transfer.protocol import ProtocolConfig, features, pct, write_result
 
 
 @dataclass(frozen=True)

@@ -1,7 +1,7 @@
 """Collect the transfer protocols' results into one transfer.json, and print it as a table.
 
-    python -m trainer.show_transfer --collect build/demo/transfer --out build/demo/transfer.json
-    python -m trainer.show_transfer build/demo/transfer.json
+    python -m transfer.show --collect build/demo/transfer --out build/demo/transfer.json
+    python -m transfer.show build/demo/transfer.json
 
 --collect reads, from one directory, linear_{random_init,pretrained}.json,
 few_shot_{random_init,pretrained}.json, zero_shot.json and finetune_{random_init,pretrained}.json

@@ -1,8 +1,7 @@
 """Frozen-trunk features for the transfer protocols, extracted once and cached on disk.
 
-A model spec is an export directory (trainer/export.py) or `random:<timm name>` (the same
-architecture, randomly initialised from a seed). The cache key covers the model (the export's
-weights hash, or name + seed), the data (every file's name, size and mtime), the split and the
+Models come from trainer.export.load_model (an export directory or `random:<timm name>`).
+The cache key covers the model (the export's weights hash, or name + seed), the data (every file's name, size and mtime), the split and the
 resolution; features are stored as safetensors (no pickle).
 """
 from __future__ import annotations
@@ -10,51 +9,13 @@ from __future__ import annotations
 import hashlib
 import json
 import os
-from dataclasses import dataclass
 from pathlib import Path
 
 import torch
 from safetensors.torch import load_file, save_file
-from torch import nn
 
-from pipeline.wds import file_sha256
-from trainer.downstream import ImageSet, Split, fingerprint
-
-RANDOM_PREFIX = "random:"
-
-
-@dataclass
-class LoadedModel:
-    trunk: nn.Module
-    head: nn.Module | None       # the pretraining head (hashtag logits), None for random init
-    name: str                    # timm name
-    key: str                     # identifies the weights, for the feature cache
-    mean: tuple[float, float, float]
-    std: tuple[float, float, float]
-    meta: dict                   # the export's model.json ({} for random init)
-
-
-def load_model(spec: str, img_size: int | None = None, seed: int = 0) -> LoadedModel:
-    """An export directory, or `random:<timm name>` (seeded random init of the same trunk)."""
-    from trainer.data.transforms import model_data_config
-    from trainer.models import create_model
-
-    if spec.startswith(RANDOM_PREFIX):
-        name = spec[len(RANDOM_PREFIX):]
-        with torch.random.fork_rng(devices=[]):
-            torch.manual_seed(seed)
-            model = create_model(name, 1, img_size=img_size)
-        dc = model_data_config(name)
-        return LoadedModel(model.trunk, None, name, f"random:{name}:seed{seed}:img{img_size}", dc.mean, dc.std, {})
-    from trainer.export import load_exported
-
-    d = Path(spec)
-    if not (d / "model.json").is_file() or not (d / "model.safetensors").is_file():
-        raise ValueError(f"model={spec}: not an export directory (model.json + model.safetensors), "
-                         f"nor {RANDOM_PREFIX}<timm name>")
-    model, meta = load_exported(d)
-    return LoadedModel(model.trunk, model.head, meta["model"], "export:" + file_sha256(d / "model.safetensors"),
-                       tuple(meta["mean"]), tuple(meta["std"]), meta)
+from trainer.export import LoadedModel
+from transfer.downstream import ImageSet, Split, fingerprint
 
 
 @torch.no_grad()

@@ -1,9 +1,9 @@
 """MAWS vs plain hashtag pretraining at equal compute: step costs, the plain arm's length, the report.
 
-    python -m trainer.maws_compare cost --mae-config trainer/configs/mae_demo_cpu.yaml \
+    python -m transfer.maws_compare cost --mae-config trainer/configs/mae_demo_cpu.yaml \
         --pretrain-config trainer/configs/demo_vit_cpu.yaml --shards build/demo/shards --out F.json
         # prints the plain arm's total_samples on stdout
-    python -m trainer.maws_compare report --cost F.json --mae RUN --maws RUN --plain RUN \
+    python -m transfer.maws_compare report --cost F.json --mae RUN --maws RUN --plain RUN \
         --probe-maws J.json --probe-plain J.json [--probe-random J.json] --out build/demo/maws.json
 
 Equal compute is equal training time on this machine: one training step (forward, backward,
@@ -31,7 +31,7 @@ def _steppers(mae_cfg, pre_cfg, num_classes: int):
     """(name, batch, step function) for the MAE and the hashtag classifier, built as the trainers build them."""
     from trainer.data import model_data_config
     from trainer.losses import get_loss
-    from trainer.mae_model import build_mae, mask_noise
+    from trainer.mae.model import build_mae, mask_noise
     from trainer.models import create_model
     from trainer.optim import build_optimizer, peak_lr
 

@@ -16,7 +16,7 @@ from pathlib import Path
 
 from safetensors.torch import load_file, save_file
 
-from trainer.mae_model import DecoderSpec, MaskedAutoencoder, build_mae
+from trainer.mae.model import DecoderSpec, MaskedAutoencoder, build_mae
 
 FILES = ("encoder.safetensors", "decoder.safetensors", "mae.json")
 

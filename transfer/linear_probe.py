@@ -1,9 +1,9 @@
 """Linear probe (SWAG section 4.1): frozen trunk, cached features, L2 multinomial logistic regression
 with the regularisation chosen on a split of the training set; top-1 / top-5 on val.
 
-    python -m trainer.linear_probe model=build/demo/pretrain/export data=build/demo/downstream \
+    python -m transfer.linear_probe model=build/demo/pretrain/export data=build/demo/downstream \
         out=build/demo/transfer/linear_pretrained.json img_size=64
-    python -m trainer.linear_probe model=random:regnety_002 data=... out=... img_size=64
+    python -m transfer.linear_probe model=random:regnety_002 data=... out=... img_size=64
 """
 from __future__ import annotations
 
@@ -12,8 +12,8 @@ import sys
 from dataclasses import dataclass
 
 from trainer.config import load_config
-from trainer.logreg import DEFAULT_LAMS, mean_class_accuracy, select_and_fit, top_k
-from trainer.protocol import ProtocolConfig, features, pct, write_result
+from transfer.logreg import DEFAULT_LAMS, mean_class_accuracy, select_and_fit, top_k
+from transfer.protocol import ProtocolConfig, features, pct, write_result
 
 
 @dataclass(frozen=True)

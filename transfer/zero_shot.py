@@ -1,7 +1,7 @@
 """Zero-shot transfer (SWAG appendix): no training; the hashtag classifier's probabilities are
 mapped onto the downstream classes through WordNet (pipeline/zero_shot_map.py).
 
-    python -m trainer.zero_shot model=build/demo/pretrain/export data=build/demo/downstream \
+    python -m transfer.zero_shot model=build/demo/pretrain/export data=build/demo/downstream \
         out=build/demo/transfer/zero_shot.json img_size=64 \
         class_synsets=pipeline/data/openclipart_class_synsets.yaml [aggregation=average|split_max]
     # ImageNet-style sets: folders named by wnid need nothing; integer classes take wnids=imagenet
@@ -22,8 +22,8 @@ import torch
 from pipeline.zero_shot_map import (AGGREGATIONS, aggregate, class_synsets, map_classes, mapping_table,
                                     read_overrides, read_wnids)
 from trainer.config import load_config
-from trainer.logreg import mean_class_accuracy, top_k
-from trainer.protocol import ProtocolConfig, features, pct, write_result
+from transfer.logreg import mean_class_accuracy, top_k
+from transfer.protocol import ProtocolConfig, features, pct, write_result
 
 TIMM_WNID_LISTS = {"imagenet": "imagenet_synsets.txt", "imagenet22k": "imagenet22k_synsets.txt"}
 

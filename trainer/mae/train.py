@@ -29,10 +29,10 @@ from trainer.config import load_config, to_dict
 from trainer.data import make_loader, model_data_config
 from trainer.distributed import DistInfo, cleanup_distributed, setup_distributed
 from trainer.loop import fit, resume, train_loader
-from trainer.mae_export import export_mae
-from trainer.mae_model import DecoderSpec, MaskedAutoencoder, build_mae, mask_noise
-from trainer.mae_picture import save_grid
-from trainer.metrics import plot_curves
+from trainer.mae.export import export_mae
+from trainer.mae.model import DecoderSpec, MaskedAutoencoder, build_mae, mask_noise
+from trainer.mae.picture import save_grid
+from trainer.run_log import plot_curves
 from trainer.optim import build_optimizer, peak_lr
 from trainer.runtime import autocast, read_shards
 

@@ -15,7 +15,7 @@ from pathlib import Path
 import torch
 from safetensors.torch import load_file
 
-from trainer.mae_export import read_meta
+from trainer.mae.export import read_meta
 
 log = logging.getLogger(__name__)
 

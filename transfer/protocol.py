@@ -11,8 +11,9 @@ from pathlib import Path
 import torch
 
 from trainer.config import to_dict
-from trainer.downstream import load_split
-from trainer.features import LoadedModel, cached_features, load_model
+from transfer.downstream import load_split
+from trainer.export import LoadedModel, load_model
+from transfer.features import cached_features
 
 log = logging.getLogger("transfer")
 
@@ -20,7 +21,7 @@ log = logging.getLogger("transfer")
 @dataclass(frozen=True)
 class ProtocolConfig:
     model: str                      # export directory, or random:<timm name>
-    data: str                       # downstream dataset (trainer/downstream.py)
+    data: str                       # downstream dataset (transfer/downstream.py)
     out: str                        # result JSON; a Markdown summary is written next to it (.md)
     img_size: int = 224
     batch_size: int = 64

@@ -9,7 +9,7 @@ from pathlib import Path
 
 import torch
 
-from trainer.mae_model import MaskedAutoencoder, patchify, unpatchify
+from trainer.mae.model import MaskedAutoencoder, patchify, unpatchify
 
 COLUMNS = ("original", "masked input", "reconstruction", "reconstruction + visible")
 

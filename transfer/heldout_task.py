@@ -1,6 +1,6 @@
 """The openclipart held-out images as a labelled downstream task (an ImageFolder tree of JPEGs).
 
-    python -m pipeline.heldout_task --heldout build/demo/heldout.parquet --out build/demo/downstream \
+    python -m transfer.heldout_task --heldout build/demo/heldout.parquet --out build/demo/downstream \
         [--val-frac 0.3 --min-per-class 10 --max-side 256 --seed 0]
 
 Each held-out image is labelled by its top-level category folder (`unsorted` excluded). The split

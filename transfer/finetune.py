@@ -1,8 +1,8 @@
 """Full finetuning on a downstream dataset (SWAG section 4.1), one CPU process to many GPUs.
 
-    torchrun --nproc_per_node=8 -m trainer.finetune model=runs/r16/export data=/data/inat \
+    torchrun --nproc_per_node=8 -m transfer.finetune model=runs/r16/export data=/data/inat \
         out=runs/r16/finetune_inat.json img_size=384
-    python -m trainer.finetune model=build/demo/pretrain/export data=build/demo/downstream \
+    python -m transfer.finetune model=build/demo/pretrain/export data=build/demo/downstream \
         out=build/demo/transfer/finetune_pretrained.json img_size=64 steps=40 batch_size=32
 
 SGD (momentum 0.9), global batch 512 with the lr scaled linearly from base_lr at 512, a half-cosine
@@ -28,17 +28,17 @@ from torch.utils.data import DataLoader, DistributedSampler
 from trainer.checkpoint import unwrap
 from trainer.config import load_config, to_dict
 from trainer.distributed import DistInfo, all_reduce_mean, broadcast_object, cleanup_distributed, setup_distributed
-from trainer.downstream import ImageSet, load_split
-from trainer.ema import ModelEma
+from transfer.downstream import ImageSet, load_split
+from transfer.ema import ModelEma
 from trainer.export import export_model
-from trainer.features import load_model
-from trainer.logreg import top_k
+from trainer.export import load_model
+from transfer.logreg import top_k
 from trainer.losses import softmax_ce
-from trainer.metrics import MetricsLog, Progress
-from trainer.mixup import mix, one_hot, sample_lambda
+from trainer.run_log import MetricsLog, Progress
+from transfer.mixup import mix, one_hot, sample_lambda
 from trainer.models import Classifier
 from trainer.optim import lr_at
-from trainer.protocol import pct, write_result
+from transfer.protocol import pct, write_result
 from trainer.runtime import autocast
 
 log = logging.getLogger("finetune")
@@ -54,7 +54,7 @@ def steps_for_size(train_images: int) -> int:
 @dataclass(frozen=True)
 class FinetuneConfig:
     model: str                        # export directory, or random:<timm name>
-    data: str                         # downstream dataset (trainer/downstream.py)
+    data: str                         # downstream dataset (transfer/downstream.py)
     out: str                          # result JSON (+ .md); run files in <out stem>_run/
     img_size: int = 224               # SWAG finetunes RegNetY and ViT-B at 384
     steps: int | None = None          # None: steps_for_size(train images)

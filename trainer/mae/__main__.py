@@ -1,0 +1,3 @@
+from trainer.mae.train import main
+
+main()
