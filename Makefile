@@ -95,7 +95,7 @@ FEW_SHOT_SEEDS ?= 3
 FINETUNE_STEPS ?= 30
 FINETUNE_BATCH ?= 32
 FINETUNE_LR ?= 0.4
-PROBE = $(PY) -m trainer.$(1) data=$(DOWNSTREAM) img_size=$(TRANSFER_IMG) cache_dir=$(TRANSFER)/features
+PROBE = $(PY) -m transfer.$(1) data=$(DOWNSTREAM) img_size=$(TRANSFER_IMG) cache_dir=$(TRANSFER)/features
 FINETUNE = $(TORCHRUN) --nproc_per_node=$(NPROC) -m transfer.finetune data=$(DOWNSTREAM) img_size=$(TRANSFER_IMG) \
 	steps=$(FINETUNE_STEPS) batch_size=$(FINETUNE_BATCH) base_lr=$(FINETUNE_LR) workers=1 log_every=5
 

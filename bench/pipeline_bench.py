@@ -217,6 +217,9 @@ def compare(spark_out: Path, ref_out: Path, n_samples: int, alpha: float) -> dic
     checks["hashtag_map"] = hm[0] == hm[1]
     con = duckdb.connect()
     con.execute("SET threads = 2").fetchall()
+    tags = [con.execute("SELECT count(*), sum(hash(image_id, hashtags)) FROM read_parquet({})".format(
+        _files(d / "vocab" / "image_hashtags.parquet"))).fetchall()[0] for d in (spark_out, ref_out)]
+    checks["image_hashtags (rows, row hash sum)"] = tags[0] == tags[1]
 
     labeled = ("SELECT count(*), sum(tail::INT), sum(hash(image_id, image, labels, tail, hashtags)), "
                "round(sum(importance), 6) FROM read_parquet({})")

@@ -71,16 +71,23 @@ def _raw_map(con, table: str) -> pa.Table:
 
 def vocab(con, manifest: str, out: str | os.PathLike, min_count: int, lexnames: tuple[str, ...],
           wordnet: str | None = None) -> dict:
-    """OUT/vocab.parquet and OUT/hashtag_map.parquet as jobs/vocab.py writes them."""
+    """OUT/vocab.parquet, OUT/hashtag_map.parquet and OUT/image_hashtags.parquet as jobs/vocab.py
+    writes them."""
     wn = load_wordnet(wordnet)
     rows_kept = _clean_manifest(con, manifest, "clean", "image_id")
     raw_map = _raw_map(con, "clean")
     con.register("raw_map", raw_map)
+    out = Path(out)
+    out.mkdir(parents=True, exist_ok=True)
     _sql(con, """
-        CREATE OR REPLACE TEMP TABLE img_tags AS
-        SELECT DISTINCT image_id, hashtag FROM (SELECT image_id, unnest(_tags) AS raw FROM clean)
-        JOIN raw_map USING (raw) WHERE hashtag <> ''""")
+        CREATE OR REPLACE TEMP TABLE image_tags AS
+        SELECT image_id, coalesce(list_sort(list(DISTINCT hashtag) FILTER (WHERE hashtag <> '')), []::VARCHAR[])
+               AS hashtags
+        FROM (SELECT image_id, unnest(_tags) AS raw FROM clean) JOIN raw_map USING (raw) GROUP BY image_id""")
     _sql(con, "DROP TABLE clean")
+    _sql(con, f"COPY image_tags TO {_quote(out / 'image_hashtags.parquet')} (FORMAT parquet)")
+    _sql(con, "CREATE OR REPLACE TEMP TABLE img_tags AS SELECT image_id, unnest(hashtags) AS hashtag FROM image_tags")
+    _sql(con, "DROP TABLE image_tags")
     counts = dict(_sql(con, "SELECT hashtag, count(*) FROM img_tags GROUP BY hashtag"))
     frequent = {h: n for h, n in counts.items() if n >= min_count}
     synsets = {h: get_synsets(h, wn, lexnames) for h in frequent}
@@ -98,8 +105,6 @@ def vocab(con, manifest: str, out: str | os.PathLike, min_count: int, lexnames: 
     rows = [{"label": i, "name": min(groups[k], key=lambda h: (-frequent[h], h)), "key": k,
              "synsets": sorted(synsets[groups[k][0]]), "hashtags": sorted(groups[k]), "images": label_images[k]}
             for i, k in enumerate(order)]
-    out = Path(out)
-    out.mkdir(parents=True, exist_ok=True)
     pq.write_table(pa.Table.from_pylist(rows, schema=schemas.VOCAB), out / "vocab.parquet")
     hmap = sorted((h, r["label"]) for r in rows for h in r["hashtags"])
     pq.write_table(pa.table({"hashtag": [h for h, _ in hmap], "label": [lab for _, lab in hmap]},
@@ -111,24 +116,23 @@ def vocab(con, manifest: str, out: str | os.PathLike, min_count: int, lexnames: 
 
 
 def label(con, manifest: str, vocab_dir: str | os.PathLike, out: str | os.PathLike, tail_threshold: int) -> dict:
-    """OUT/labeled.parquet as jobs/label.py writes it (same columns, same order)."""
+    """OUT/labeled.parquet as jobs/label.py writes it (same columns, same order): hashtags from the
+    vocabulary's image_hashtags.parquet, the other columns from the manifest's kept rows."""
     vocab_t = pq.read_table(Path(vocab_dir) / "vocab.parquet", columns=["label", "images"])
     hmap = pq.read_table(Path(vocab_dir) / "hashtag_map.parquet")
     rows_kept = _clean_manifest(con, manifest, "clean", "image_id, image, hashtags")
-    raw_map = _raw_map(con, "clean")
-    con.register("raw_map", raw_map)
     con.register("hmap", hmap)
     con.register("label_images", vocab_t)
-    # raw string -> (label, f(label)): a table of distinct strings, joined once per (image, tag)
-    raw_label = con.sql("SELECT raw, label, images FROM raw_map JOIN hmap USING (hashtag) "
-                        "JOIN label_images USING (label)").to_arrow_table()
-    con.register("raw_label", raw_label)
+    # hashtag -> (label, f(label)): a small table, joined once per (image, hashtag)
+    tag_label = con.sql("SELECT hashtag, label, images FROM hmap JOIN label_images USING (label)").to_arrow_table()
+    con.register("tag_label", tag_label)
     _sql(con, f"""
         CREATE OR REPLACE TEMP TABLE labeled AS
         WITH scored AS (
             SELECT image_id, list_sort(list(DISTINCT label)) AS labels, min(images) AS min_f
-            FROM (SELECT image_id, unnest(_tags) AS raw FROM clean) JOIN raw_label USING (raw)
-            GROUP BY image_id)
+            FROM (SELECT image_id, unnest(hashtags) AS hashtag
+                  FROM read_parquet({_quote(Path(vocab_dir) / 'image_hashtags.parquet')}))
+            JOIN tag_label USING (hashtag) GROUP BY image_id)
         SELECT c.image_id, c.image, s.labels, pow(s.min_f::DOUBLE, -0.5) AS importance,
                s.min_f < {int(tail_threshold)} AS tail, c.hashtags
         FROM clean c JOIN scored s USING (image_id)""")
@@ -139,7 +143,7 @@ def label(con, manifest: str, vocab_dir: str | os.PathLike, out: str | os.PathLi
     n, tails = _sql(con, "SELECT count(*), coalesce(sum(tail::INT), 0) FROM labeled")[0]
     hist = dict(_sql(con, "SELECT len(labels), count(*) FROM labeled GROUP BY 1 ORDER BY 1"))
     _sql(con, "DROP TABLE labeled")
-    for name in ("raw_map", "hmap", "label_images", "raw_label"):
+    for name in ("hmap", "label_images", "tag_label"):
         con.unregister(name)
     return {"rows_kept": n, "no_label": rows_kept - n, "head_images": n - tails, "tail_images": tails,
             "labels_per_image": hist}

@@ -115,8 +115,9 @@ def write_samples_table(rows, out: Path) -> list[str]:
                                    "tail": False} for k, (i, p, c) in enumerate(rows)], schema=schemas.SAMPLES)
     shutil.rmtree(out, ignore_errors=True)
     (out / "samples.parquet").mkdir(parents=True)
+    table = schemas.with_class_count(table, len(classes), "categories")
     pq.write_table(table, out / "samples.parquet" / "part-0.parquet")
-    (out / "stats.json").write_text(json.dumps({"samples": len(rows), "vocab_size": len(classes)}))
+    (out / "stats.json").write_text(json.dumps({"samples": len(rows)}))
     return classes
 
 

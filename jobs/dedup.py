@@ -115,12 +115,11 @@ class DedupConfig:
         """--img-size, else the export's training resolution, else 224."""
         if self.img_size is not None:
             return self.img_size
-        meta = Path(self.model) / "model.json"
-        if meta.is_file():
-            import json
+        if self.model.startswith("random:"):
+            return 224
+        from trainer.export import read_export_meta
 
-            return int(json.loads(meta.read_text()).get("img_size") or 224)
-        return 224
+        return int(read_export_meta(self.model)["img_size"])
 
 
 def run(spark, cfg: DedupConfig) -> dict:

@@ -11,7 +11,6 @@ is written under a temporary name in OUT and renamed into place.
 from __future__ import annotations
 
 import json
-import os
 import sys
 from dataclasses import asdict, dataclass, field
 from pathlib import Path
@@ -23,6 +22,7 @@ if __package__ in (None, ""):  # run as a script: make the project importable
     sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
 from jobs.lib.config import parse_config  # noqa: E402
+from pipeline.atomic import atomic_path, write_text_atomic  # noqa: E402
 from pipeline.openclipart import scan_corpus, split_rows  # noqa: E402
 from schemas import OPENCLIPART_MANIFEST  # noqa: E402
 
@@ -43,18 +43,10 @@ class IngestConfig:
                 raise ValueError(f"--root {self.root}: no {sub}/ directory ({d})")
 
 
-def _write_atomically(path: Path, write) -> None:
-    tmp = path.with_name(f".{path.name}.tmp-{os.getpid()}")
-    try:
-        write(tmp)
-        os.replace(tmp, path)
-    finally:
-        tmp.unlink(missing_ok=True)  # only still there when the write failed
-
-
 def _write_table(path: Path, rows: list[dict]) -> None:
     table = pa.Table.from_pylist(rows, schema=OPENCLIPART_MANIFEST)  # drops canonical_id
-    _write_atomically(path, lambda tmp: pq.write_table(table, tmp))
+    with atomic_path(path) as tmp:
+        pq.write_table(table, tmp)
 
 
 def run(cfg: IngestConfig) -> dict:
@@ -75,8 +67,7 @@ def run(cfg: IngestConfig) -> dict:
         "images_without_keywords": sum(not r["hashtags"] for r in corpus.rows),
         "config": asdict(cfg),
     }
-    text = json.dumps(stats, indent=2, sort_keys=True) + "\n"
-    _write_atomically(out / "ingest_stats.json", lambda tmp: tmp.write_text(text, encoding="utf-8"))
+    write_text_atomic(out / "ingest_stats.json", json.dumps(stats, indent=2, sort_keys=True) + "\n")
     return stats
 
 

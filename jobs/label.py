@@ -3,7 +3,10 @@
     spark-submit jobs/label.py --manifest build/demo/manifest.parquet --vocab build/demo/vocab \
         --out build/demo/labeled [--tail-threshold 5000] [--label-noise P --seed S]
 
-Writes OUT/labeled.parquet and OUT/stats.json, atomically.
+Labels come from the vocab job's OUT/image_hashtags.parquet (hashtags normalized once, there);
+the manifest gives the other columns, which pass through. Writes OUT/labeled.parquet, whose
+labels column records C, the vocabulary's size (schemas.NUM_CLASSES), and OUT/stats.json,
+atomically.
 """
 from __future__ import annotations
 
@@ -19,11 +22,14 @@ from pyspark.sql import functions as F  # noqa: E402
 
 import schemas  # noqa: E402
 from jobs.lib.config import parse_config  # noqa: E402
-from jobs.lib.labeling import add_label_noise, image_label_rows, importance_and_tail, label_sets  # noqa: E402
+from jobs.lib.labeling import (add_label_noise, class_count_of_vocabulary, image_label_rows,  # noqa: E402
+                               importance_and_tail, label_sets)
 from jobs.lib.manifest import TAGS, clean_manifest, read_manifest  # noqa: E402
 from jobs.lib.output import atomic_output, write_json  # noqa: E402
 from jobs.lib.session import get_session  # noqa: E402
-from jobs.lib.tables import read_checked  # noqa: E402
+from jobs.lib.tables import read_checked, with_class_count  # noqa: E402
+
+_IN_MANIFEST = "_in_manifest"
 
 
 @dataclass(frozen=True)
@@ -46,14 +52,11 @@ class LabelConfig:
 def run(spark, cfg: LabelConfig) -> dict:
     vocab = read_checked(spark, f"{cfg.vocab}/vocab.parquet", schemas.VOCAB)
     hashtag_map = read_checked(spark, f"{cfg.vocab}/hashtag_map.parquet", schemas.HASHTAG_MAP)
+    image_tags = read_checked(spark, f"{cfg.vocab}/image_hashtags.parquet", schemas.IMAGE_HASHTAGS)
     label_images = vocab.select("label", "images").cache()
-    n_labels = label_images.count()
-    dangling = hashtag_map.join(label_images, "label", "left_anti").count()
-    if n_labels == 0 or dangling:
-        raise ValueError(f"{cfg.vocab}: inconsistent vocabulary ({n_labels} labels, "
-                         f"{dangling} hashtag_map rows point at no label)")
-    clean, row_stats = clean_manifest(read_manifest(spark, cfg.manifest))
-    rows = image_label_rows(clean, hashtag_map)
+    n_labels = class_count_of_vocabulary(label_images, hashtag_map, cfg.vocab)
+    clean, row_stats = clean_manifest(read_manifest(spark, cfg.manifest))  # the other columns pass through
+    rows = image_label_rows(image_tags, hashtag_map)
     if cfg.label_noise > 0:
         marginal = np.zeros(n_labels)
         for r in label_images.collect():
@@ -61,13 +64,21 @@ def run(spark, cfg: LabelConfig) -> dict:
         noisy = add_label_noise(label_sets(rows), cfg.label_noise, cfg.seed, marginal)
         rows = noisy.select(schemas.MANIFEST_ID, F.explode("labels").alias("label"))
     scored = importance_and_tail(rows, label_images, cfg.tail_threshold)
-    labeled = clean.drop(TAGS).join(scored, schemas.MANIFEST_ID).cache()
-    n_labeled = labeled.count()
+    labeled = scored.join(clean.drop(TAGS).withColumn(_IN_MANIFEST, F.lit(True)), schemas.MANIFEST_ID, "left").cache()
+    found = {r[_IN_MANIFEST]: r["count"] for r in labeled.groupBy(_IN_MANIFEST).count().collect()}
+    n_labeled, n_absent = found.get(True, 0), found.get(None, 0)
     if n_labeled == 0:
         raise ValueError(f"no image of {cfg.manifest} carries a hashtag of the vocabulary {cfg.vocab}: "
                          "is it the vocabulary of this manifest?")
+    n_vocab_images = image_tags.count()
+    if n_absent or n_vocab_images != row_stats["rows_kept"]:
+        raise ValueError(f"{cfg.manifest} is not the manifest the vocabulary {cfg.vocab} was built from: "
+                         f"{row_stats['rows_kept']} images kept here, {n_vocab_images} in "
+                         f"{cfg.vocab}/image_hashtags.parquet, {n_absent} of its labelled images absent here")
     first = ["image_id", "image", "labels", "importance", "tail"]
-    labeled = labeled.select(*first, *[c for c in labeled.columns if c not in first])
+    labeled = labeled.drop(_IN_MANIFEST)
+    labeled = with_class_count(labeled.select(*first, *[c for c in labeled.columns if c not in first]),
+                               n_labels, cfg.vocab)
     with atomic_output(spark, cfg.out) as tmp:
         labeled.write.parquet(f"{tmp}/labeled.parquet")
         tails = {r["tail"]: r["count"] for r in labeled.groupBy("tail").count().collect()}

@@ -5,25 +5,26 @@
         [--alpha A] [--tail-threshold T] [--top 20] [--threads N]
 
 Plain Python, no Spark: DuckDB aggregates the Parquet outputs (bounded memory, spills to disk),
-pipeline/dataset_card.py draws. --alpha and --tail-threshold default to the values the samples
-and labeled stages were run with. Writes OUT/dataset_card.md and OUT/*.png, atomically.
+pipeline/dataset_card.py draws. Hashtag counts come from the vocab job's image_hashtags.parquet
+(normalized once, there), so the card cannot drift from the vocabulary; the vocabulary's size
+must equal the class count labeled.parquet and samples.parquet record. --alpha and
+--tail-threshold default to the values the samples and labeled stages were run with. Writes OUT/dataset_card.md and OUT/*.png, atomically.
 """
 from __future__ import annotations
 
 import json
-import shutil
-import uuid
 from dataclasses import dataclass, field
 from pathlib import Path
 
 import duckdb
-import pyarrow as pa
+import pyarrow.parquet as pq
 
+import schemas
 from jobs.lib.config import parse_config
 from pipeline import dataset_card as card
-from pipeline.normalize import normalize
+from pipeline.atomic import atomic_dir
 
-_INPUTS = {"vocab": ("vocab.parquet", "hashtag_map.parquet", "stats.json"),
+_INPUTS = {"vocab": ("vocab.parquet", "hashtag_map.parquet", "image_hashtags.parquet", "stats.json"),
            "labeled": ("labeled.parquet", "stats.json"), "samples": ("samples.parquet", "stats.json")}
 
 
@@ -75,26 +76,9 @@ def _counts(con, sql: str) -> dict:
 
 def aggregate(con, cfg: ReportConfig) -> dict:
     m, vocab_dir = Path(cfg.manifest), Path(cfg.vocab)
-    cols = {r[0] for r in con.execute(f"DESCRIBE SELECT * FROM {_scan(m)}").fetchall()}
-    if "image_id" not in cols or not cols & {"hashtags", "caption"}:
-        raise ValueError(f"{m}: needs image_id and hashtags and/or caption columns (has {sorted(cols)})")
-    tags = ["coalesce(hashtags, [])"] if "hashtags" in cols else []
-    if "caption" in cols:  # SWAG-style captions: their #words are hashtags
-        tags.append(r"regexp_extract_all(coalesce(caption, ''), '#([\pL\pN\pM_]+)', 1)")
-    con.execute(f"CREATE VIEW tags AS SELECT image_id, {' || '.join(tags)} AS t FROM {_scan(m)} "
-                "WHERE image_id IS NOT NULL AND image_id <> ''")
-    # normalize is Python: run it once per distinct raw string, in batches; the rest stays in DuckDB
-    con.execute("CREATE TABLE raw_map (raw VARCHAR, hashtag VARCHAR)")
-    distinct = con.cursor().execute("SELECT DISTINCT raw FROM (SELECT unnest(t) AS raw FROM tags) "
-                                    "WHERE raw IS NOT NULL")
-    while batch := [r[0] for r in distinct.fetchmany(100_000)]:
-        con.register("batch", pa.table({"raw": pa.array(batch, pa.string()),
-                                        "hashtag": pa.array([normalize(r) for r in batch], pa.string())}))
-        con.execute("INSERT INTO raw_map SELECT * FROM batch")
-        con.unregister("batch")
-    con.execute("CREATE TABLE raw_counts AS SELECT hashtag, count(DISTINCT image_id) AS images FROM "
-                "(SELECT image_id, unnest(t) AS raw FROM tags) JOIN raw_map USING (raw) "
-                "WHERE hashtag <> '' GROUP BY hashtag")
+    # images per normalized hashtag, counted over the vocab job's own table: nothing is normalized here
+    con.execute("CREATE TABLE raw_counts AS SELECT hashtag, count(*) AS images FROM (SELECT unnest(hashtags) "
+                f"AS hashtag FROM {_scan(vocab_dir / 'image_hashtags.parquet')}) GROUP BY hashtag")
     con.execute(f"CREATE VIEW vocab AS SELECT * FROM {_scan(vocab_dir / 'vocab.parquet')}")
     con.execute(f"CREATE VIEW top AS SELECT * FROM vocab ORDER BY images DESC, label LIMIT {cfg.top}")
     top = con.execute("SELECT label, name, key, hashtags, images FROM top").fetchall()
@@ -115,10 +99,24 @@ def aggregate(con, cfg: ReportConfig) -> dict:
         "samples": {s: n for s, n, _ in per_split}, "unique": {s: u for s, _, u in per_split}, "rows": rows}
 
 
+def check_class_counts(cfg: ReportConfig) -> int:
+    """C, when the vocabulary's size and the class count recorded in labeled.parquet and
+    samples.parquet agree; a ValueError naming the two that disagree otherwise."""
+    vocab = Path(cfg.vocab) / "vocab.parquet"
+    n = pq.ParquetDataset(vocab).read(columns=["label"]).num_rows
+    for path in (Path(cfg.labeled) / "labeled.parquet", Path(cfg.samples) / "samples.parquet"):
+        c, source = schemas.class_count_of(path)
+        if c != n:
+            raise ValueError(f"{path} records {c} classes (from the vocabulary {source}) but the vocabulary "
+                             f"{vocab} has {n} labels: they are not outputs of one pipeline run")
+    return n
+
+
 def run(cfg: ReportConfig) -> dict:
     stats = {n: json.loads((Path(getattr(cfg, n)) / "stats.json").read_text()) for n in _INPUTS}
     ingest = Path(cfg.ingest_stats) if cfg.ingest_stats else Path(cfg.manifest).parent / "ingest_stats.json"
     alpha, t, notes = card.resolve_parameters(cfg.alpha, cfg.tail_threshold, stats["samples"], stats["labeled"])
+    check_class_counts(cfg)
     con = duckdb.connect(config={"threads": cfg.threads} if cfg.threads else {})
     a = aggregate(con, cfg)
     con.close()
@@ -134,18 +132,8 @@ def run(cfg: ReportConfig) -> dict:
         canonical_counts=a["canonical"], top_labels=a["top"], tail_threshold=t, alpha=alpha,
         head_tail_images={k: a["head_tail"].get(k, 0) for k in ("head", "tail")}, samples=a["samples"],
         unique=a["unique"], before=a["before"], after=a["after"], notes=notes)
-    out, tag = Path(cfg.out), uuid.uuid4().hex[:12]
-    tmp, old = out.parent / f".{out.name}.tmp-{tag}", out.parent / f".{out.name}.old-{tag}"
-    tmp.mkdir(parents=True)
-    try:
+    with atomic_dir(cfg.out) as tmp:
         summary = card.write_card(data, tmp)
-    except BaseException:
-        shutil.rmtree(tmp, ignore_errors=True)
-        raise
-    if out.exists():  # move the previous card aside, put the new one in place, then delete the old
-        out.rename(old)
-    tmp.rename(out)
-    shutil.rmtree(old, ignore_errors=True)
     return {**summary, "raw_hashtags": len(a["raw"]), "labels": len(a["canonical"])}
 
 

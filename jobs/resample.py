@@ -6,11 +6,11 @@
 importance (SWAG): round(alpha*M) draws with replacement from head images, p_i proportional to
 the importance factor, the rest from tail images likewise. natural/sqrt/uniform (WSL): a hashtag
 drawn with probability proportional to f, sqrt(f) or 1, then one of its images uniformly; alpha
-does not apply. Writes OUT/samples.parquet (position-ordered) and OUT/stats.json, atomically.
+does not apply. Writes OUT/samples.parquet (position-ordered; its labels column carries the class
+count recorded in labeled.parquet) and OUT/stats.json, atomically.
 """
 from __future__ import annotations
 
-import json
 import sys
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -22,10 +22,10 @@ from pyspark.sql import functions as F  # noqa: E402
 
 import schemas  # noqa: E402
 from jobs.lib.config import parse_config  # noqa: E402
-from jobs.lib.output import atomic_output, read_text, write_json  # noqa: E402
+from jobs.lib.output import atomic_output, write_json  # noqa: E402
 from jobs.lib.resampling import draw_counts, fixed_point_buckets, sampling_weights, shuffled_positions  # noqa: E402
 from jobs.lib.session import get_session  # noqa: E402
-from jobs.lib.tables import read_checked  # noqa: E402
+from jobs.lib.tables import check_label_range, class_count, read_checked, with_class_count  # noqa: E402
 from pipeline.sampling import ALL, STRATEGIES, bucket_count, split_sizes  # noqa: E402
 
 
@@ -51,25 +51,24 @@ class ResampleConfig:
 def run(spark, cfg: ResampleConfig) -> dict:
     labeled = read_checked(spark, f"{cfg.labeled}/labeled.parquet", schemas.LABELED.remove(1)).cache()
     n_images = labeled.count()
-    try:  # carried along so the shards (and the trainer) know C
-        vocab_size = json.loads(read_text(spark, f"{cfg.labeled}/stats.json"))["vocab_size"]
-    except Exception:
-        vocab_size = labeled.select(F.max(F.array_max("labels"))).first()[0] + 1
+    where = f"{cfg.labeled}/labeled.parquet"
+    num_classes, vocabulary = class_count(labeled, where)  # carried into samples.parquet for the shards
+    check_label_range(labeled, num_classes, where, vocabulary)
     sizes = split_sizes(cfg.samples, cfg.alpha) if cfg.strategy == "importance" else {ALL: cfg.samples}
     buckets = fixed_point_buckets(sampling_weights(labeled, cfg.strategy), bucket_count(n_images, cfg.rows_per_bucket))
     counts, _ = draw_counts(buckets, sizes, cfg.seed)
     counts = counts.cache()
     copies = counts.select("image_id", F.explode(F.sequence(F.lit(0).cast("long"), F.col("count") - 1)).alias("copy"))
-    samples = (shuffled_positions(copies, cfg.samples, cfg.seed)
-               .join(labeled.select("image_id", "image", "labels", "tail"), "image_id")
-               .select("position", "image_id", "image", "labels", "tail"))
+    samples = with_class_count(shuffled_positions(copies, cfg.samples, cfg.seed)
+                               .join(labeled.select("image_id", "image", "labels", "tail"), "image_id")
+                               .select("position", "image_id", "image", "labels", "tail"), num_classes, vocabulary)
     n_files = max(1, cfg.samples // 1_000_000)
     with atomic_output(spark, cfg.out) as tmp:
         (samples.repartitionByRange(n_files, "position").sortWithinPartitions("position")
          .write.parquet(f"{tmp}/samples.parquet"))
         per = {r["split"]: (r["unique"], r["samples"]) for r in
                counts.groupBy("split").agg(F.count("*").alias("unique"), F.sum("count").alias("samples")).collect()}
-        stats = {"labeled_images": n_images, "samples": cfg.samples, "vocab_size": vocab_size, "splits": {
+        stats = {"labeled_images": n_images, "samples": cfg.samples, "splits": {
             s: {"samples": per.get(s, (0, 0))[1] or 0, "unique_images": per.get(s, (0, 0))[0],
                 "duplication_factor": (per[s][1] / per[s][0]) if per.get(s, (0, 0))[0] else None}
             for s in sizes}, "config": vars(cfg)}

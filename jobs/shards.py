@@ -4,8 +4,10 @@
         [--format wds,ffcv] [--shard-size 1000] [--max-side 320] [--quality 90] [--image-root DIR]
 
 Each unique image is decoded and prepared once; bad images go to OUT/rejects.parquet with a
-reason. Shards hold the accepted samples in position order with contiguous keys; shards.json,
-stats.json and _SUCCESS are written last. Reruns skip shards whose sha256 matches.
+reason. The class count (shards.json's num_classes) is the one samples.parquet's labels column
+records: the vocabulary's size, carried there by jobs/label.py and jobs/resample.py. Shards
+hold the accepted samples in position order with contiguous keys; shards.json, stats.json and
+_SUCCESS are written last. Reruns skip shards whose sha256 matches.
 OUT must be a POSIX path every executor can write (local disk or a shared filesystem).
 """
 from __future__ import annotations
@@ -28,7 +30,8 @@ from jobs.lib.config import parse_config  # noqa: E402
 from jobs.lib.output import atomic_output, read_text  # noqa: E402
 from jobs.lib.session import get_session  # noqa: E402
 from jobs.lib.sharding import SIDECARS, keyed_samples, prepare_unique, write_shards  # noqa: E402
-from jobs.lib.tables import read_checked  # noqa: E402
+from jobs.lib.tables import check_label_range, class_count, read_checked  # noqa: E402
+from pipeline.atomic import write_text_atomic  # noqa: E402
 from pipeline.ffcv_writer import require_ffcv, write_beton  # noqa: E402
 from pipeline.images import REJECT_REASONS, ImageSpec  # noqa: E402
 
@@ -63,15 +66,16 @@ def run(spark, cfg: ShardsConfig) -> dict:
         require_ffcv()  # before any work
     spec = ImageSpec(cfg.max_side, cfg.quality, cfg.max_pixels)
     out = Path(cfg.out.removeprefix("file://"))
-    sample_stats = json.loads(read_text(spark, f"{cfg.samples}/stats.json"))
-    if "vocab_size" not in sample_stats:
-        raise ValueError(f"{cfg.samples}/stats.json has no vocab_size: rerun jobs/resample.py")
-    samples = read_checked(spark, f"{cfg.samples}/samples.parquet", schemas.SAMPLES.remove(2))
+    sample_stats = json.loads(read_text(spark, f"{cfg.samples}/stats.json"))  # the prepared images' fingerprint
+    where = f"{cfg.samples}/samples.parquet"
+    samples = read_checked(spark, where, schemas.SAMPLES.remove(2))
+    num_classes, vocabulary = class_count(samples, where)  # C: the vocabulary's, via label and resample
+    check_label_range(samples, num_classes, where, vocabulary)
     out.mkdir(parents=True, exist_ok=True)
     for marker in ("_SUCCESS", "shards.json", "stats.json"):  # nothing may look complete meanwhile
         (out / marker).unlink(missing_ok=True)
-    for orphan in out.glob(".shard-*.tmp"):  # temp tars of writers killed in an earlier run
-        orphan.unlink()
+    for orphan in [*out.glob(".*.tmp"), *(out / SIDECARS).glob(".*.tmp")]:  # of writers killed earlier
+        orphan.unlink(missing_ok=True)
 
     fingerprint = hashlib.sha256(json.dumps([sample_stats, vars(spec), cfg.image_root], sort_keys=True,
                                             default=str).encode()).hexdigest()
@@ -93,7 +97,7 @@ def run(spark, cfg: ShardsConfig) -> dict:
     by_reason = {r["reason"]: (r["samples"], r["images"]) for r in rejects.groupBy("reason").agg(
         F.count("*").alias("samples"), F.countDistinct("image_id").alias("images")).collect()}
     n_ok = sum(r["samples"] for r in shard_rows)
-    index = {"num_classes": sample_stats["vocab_size"], "samples": n_ok, "shard_size": cfg.shard_size,
+    index = {"num_classes": num_classes, "samples": n_ok, "shard_size": cfg.shard_size,
              "max_side": cfg.max_side,
              "shards": [{k: r[k] for k in ("name", "samples", "bytes", "sha256", "first_position", "last_position")}
                         for r in shard_rows],
@@ -106,9 +110,9 @@ def run(spark, cfg: ShardsConfig) -> dict:
     stats = {**index, "samples_in": samples.count(), "shards_written": sum(not r["skipped"] for r in shard_rows),
              "shards_skipped": sum(r["skipped"] for r in shard_rows), "config": vars(cfg)}
     stats["shards"] = len(shard_rows)
-    _write_atomic(out / "shards.json", json.dumps(index, indent=2, sort_keys=True))
-    _write_atomic(out / "stats.json", json.dumps(stats, indent=2, sort_keys=True, default=list))
-    _write_atomic(out / "_SUCCESS", "")
+    write_text_atomic(out / "shards.json", json.dumps(index, indent=2, sort_keys=True))
+    write_text_atomic(out / "stats.json", json.dumps(stats, indent=2, sort_keys=True, default=list))
+    write_text_atomic(out / "_SUCCESS", "")
     return stats
 
 
@@ -117,12 +121,6 @@ def _read(p: Path):
         return p.read_text()
     except OSError:
         return None
-
-
-def _write_atomic(path: Path, text: str) -> None:
-    tmp = path.with_name(f".{path.name}.tmp")
-    tmp.write_text(text)
-    os.replace(tmp, path)
 
 
 def main(argv: list[str] | None = None) -> dict:

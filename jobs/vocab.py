@@ -4,7 +4,8 @@
         [--min-count 2] [--lexnames noun.animal,noun.food,...] [--max-labels K] \
         [--align-synsets FILE] [--wordnet DIR] [--master local[*]]
 
-Writes OUT/vocab.parquet, OUT/hashtag_map.parquet and OUT/stats.json, atomically.
+Writes OUT/vocab.parquet, OUT/hashtag_map.parquet, OUT/image_hashtags.parquet (each kept image's
+normalized hashtags, read by jobs/label.py and jobs/report.py) and OUT/stats.json, atomically.
 """
 from __future__ import annotations
 
@@ -22,8 +23,8 @@ from jobs.lib.config import parse_config  # noqa: E402
 from jobs.lib.manifest import clean_manifest, read_manifest  # noqa: E402
 from jobs.lib.output import atomic_output, write_json  # noqa: E402
 from jobs.lib.session import executor_wordnet_dir, get_session, ship_wordnet  # noqa: E402
-from jobs.lib.vocabulary import (VocabParams, canonical_vocabulary, image_hashtags,  # noqa: E402
-                                 lookup_synsets, normalize_distinct, raw_tag_strings)
+from jobs.lib.vocabulary import (VocabParams, canonical_vocabulary, image_hashtag_rows,  # noqa: E402
+                                 image_hashtags, lookup_synsets, normalize_distinct, raw_tag_strings)
 from pipeline.wordnet import DEFAULT_LEXNAMES, load_wordnet, resolve_synsets  # noqa: E402
 
 log = logging.getLogger("vocab")
@@ -65,7 +66,8 @@ def run(spark, cfg: VocabConfig) -> dict:
     clean, row_stats = clean_manifest(read_manifest(spark, cfg.manifest))
     image_raw = raw_tag_strings(clean).cache()
     raw_map = normalize_distinct(image_raw).cache()
-    img_tags = image_hashtags(image_raw, raw_map).cache()
+    per_image = image_hashtags(image_raw, raw_map).cache()
+    img_tags = image_hashtag_rows(per_image)
     counts = img_tags.groupBy("hashtag").agg(F.count("*").alias("images")).cache()
     frequent = counts.filter(F.col("images") >= cfg.min_count)
     synsets = lookup_synsets(frequent, cfg.lexnames, executor_wordnet_dir, calls).cache()
@@ -76,6 +78,7 @@ def run(spark, cfg: VocabConfig) -> dict:
     with atomic_output(spark, cfg.out) as tmp:
         vocab.repartition(1).sortWithinPartitions("label").write.parquet(f"{tmp}/vocab.parquet")
         hashtag_map.orderBy("hashtag").write.parquet(f"{tmp}/hashtag_map.parquet")
+        per_image.write.parquet(f"{tmp}/image_hashtags.parquet")  # read by the label job and the card
         n_raw = raw_map.count()
         n_hashtags = counts.count()
         n_frequent = frequent.count()

@@ -359,10 +359,6 @@ def write_card(d: CardData, directory: Path) -> dict:
     return {"splits": splits, "shift": shift}
 
 
-def _pct(v: float | None) -> str:
-    return "n/a" if v is None else f"{v:.2%}"
-
-
 def card_markdown(d: CardData, splits: dict[str, dict], shift: dict) -> str:
     """The Markdown card; splits from split_summary, shift from label_shift."""
     canon = rank_frequency(d.canonical_counts)

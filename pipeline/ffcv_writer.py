@@ -9,12 +9,12 @@ import io
 import json
 import os
 import tarfile
-import uuid
 from pathlib import Path
 
 import numpy as np
 from PIL import Image
 
+from pipeline.atomic import atomic_path
 from pipeline.wds import check_member
 
 LABEL_PAD_VALUE = -1
@@ -70,18 +70,13 @@ def write_beton(shard_paths: list[str], out_path: str, label_pad: int, quality: 
 
     ds = ShardSamples(shard_paths, label_pad)
     out = Path(out_path)
-    tmp = out.with_name(f".{out.name}.{uuid.uuid4().hex[:12]}.tmp")
     # FFCV's max_resolution bounds the LONGER side; the shard JPEGs already have their shorter
     # side <= max_side, so no further resize: both formats hold the same pixels.
     fields = {"image": RGBImageField(write_mode="jpg", max_resolution=None, jpeg_quality=quality),
               "labels": NDArrayField(np.dtype("int32"), (label_pad,)),
               "num_labels": IntField(), "position": IntField()}
     os.environ.setdefault("TQDM_DISABLE", "1")  # FFCV's per-sample progress bar floods job logs
-    try:
+    with atomic_path(out) as tmp:
         DatasetWriter(str(tmp), fields, num_workers=num_workers).from_indexed_dataset(ds)
-        os.replace(tmp, out)
-    finally:
-        if tmp.exists():
-            tmp.unlink()
     return {"file": out.name, "samples": len(ds), "label_pad": label_pad, "bytes": out.stat().st_size,
             "jpeg_quality": quality}

@@ -1,7 +1,10 @@
-"""Decode any real-world image safely and turn it into a bounded RGB JPEG (pure, no Spark).
+"""The one image decoder: any real-world image, safely, to RGB; and to a bounded JPEG (pure, no Spark).
 
-Bad images raise `ImageRejected(reason)` with one of REJECT_REASONS; callers count them.
-Pillow's decompression-bomb guard stays on: `max_pixels` can only lower the limit.
+Shards (`prepare_image`), dedup (pipeline/phash.py) and transfer (transfer/downstream.py,
+transfer/heldout_task.py) all decode with `decode_rgb`: one format allow-list, EXIF orientation,
+transparency composited on white. Bad images raise `ImageRejected(reason)` with one of
+REJECT_REASONS, naming the source when the caller gives one; callers count them or refuse the
+file. Pillow's decompression-bomb guard stays on: `max_pixels` can only lower the limit.
 """
 from __future__ import annotations
 
@@ -16,8 +19,12 @@ import numpy as np
 from PIL import Image, ImageFile
 
 REJECT_REASONS = ("undecodable", "truncated", "too_large", "unsupported_format", "missing_file")
-# No EPS/PS (Ghostscript), no PDF; only raster formats whose decoders are in-process.
-ALLOWED_FORMATS = ("JPEG", "PNG", "WEBP", "GIF", "BMP", "TIFF", "PPM")
+# The one allow-list, as file suffix -> Pillow format: no EPS/PS (Ghostscript), no PDF; only raster
+# formats whose decoders are in-process. A file is decoded by what its bytes are, not by its name:
+# the suffixes only say which files of a folder are images.
+IMAGE_SUFFIXES = {".jpg": "JPEG", ".jpeg": "JPEG", ".png": "PNG", ".webp": "WEBP", ".gif": "GIF", ".bmp": "BMP",
+                  ".tif": "TIFF", ".tiff": "TIFF", ".ppm": "PPM"}
+ALLOWED_FORMATS = tuple(dict.fromkeys(IMAGE_SUFFIXES.values()))  # JPEG PNG WEBP GIF BMP TIFF PPM
 ImageFile.LOAD_TRUNCATED_IMAGES = False  # a truncated file is a reject, not half a picture
 _ORIENT = {2: [Image.Transpose.FLIP_LEFT_RIGHT], 3: [Image.Transpose.ROTATE_180],
            4: [Image.Transpose.FLIP_TOP_BOTTOM], 5: [Image.Transpose.TRANSPOSE],
@@ -25,10 +32,13 @@ _ORIENT = {2: [Image.Transpose.FLIP_LEFT_RIGHT], 3: [Image.Transpose.ROTATE_180]
 
 
 class ImageRejected(Exception):
-    def __init__(self, reason: str, detail: str = ""):
+    """A bad image: `reason` is one of REJECT_REASONS; the message names `source` when given."""
+
+    def __init__(self, reason: str, detail: str = "", source: str = ""):
         assert reason in REJECT_REASONS, reason
-        super().__init__(f"{reason}: {detail}" if detail else reason)
-        self.reason, self.detail = reason, detail
+        msg = f"{reason}: {detail}" if detail else reason
+        super().__init__(f"{source}: {msg}" if source else msg)
+        self.reason, self.detail, self.source = reason, detail, source
 
 
 @dataclass(frozen=True)
@@ -69,11 +79,33 @@ def read_image_bytes(image, image_root: str | None = None) -> bytes:
         raise ImageRejected("missing_file", f"{path}: {e.strerror or e}") from None
 
 
-def prepare_image(data: bytes, spec: ImageSpec = ImageSpec()) -> tuple[bytes, int, int]:
-    """(jpeg_bytes, width, height): EXIF-oriented RGB, shorter side <= spec.max_side."""
+def decode_rgb(data: bytes, max_side: int | None = None, max_pixels: int | None = None,
+               source: str = "") -> Image.Image:
+    """The one decoder (shards, dedup, transfer): encoded bytes -> an EXIF-oriented RGB image,
+    transparency composited on white, 16-bit scaled, shorter side shrunk to `max_side` (never
+    upscaled; None: full size). Only ALLOWED_FORMATS; images over `max_pixels` (None: Pillow's
+    guard) are `too_large`. Raises ImageRejected naming `source` (a path or id) when given."""
+    if max_side is not None and max_side < 1:
+        raise ValueError(f"max_side must be >= 1, got {max_side}")
+    try:
+        return _decode(data, max_side, max_pixels)
+    except ImageRejected as e:
+        if source:
+            raise ImageRejected(e.reason, e.detail, source) from None
+        raise
+
+
+def prepare_image(data: bytes, spec: ImageSpec = ImageSpec(), source: str = "") -> tuple[bytes, int, int]:
+    """(jpeg_bytes, width, height): decode_rgb with shorter side <= spec.max_side, as a JPEG."""
+    rgb = decode_rgb(data, spec.max_side, spec.max_pixels, source)
+    out = io.BytesIO()
+    rgb.save(out, "JPEG", quality=spec.quality)
+    return out.getvalue(), rgb.size[0], rgb.size[1]
+
+
+def _decode(data: bytes, max_side: int | None, limit: int | None) -> Image.Image:
     if not data:
         raise ImageRejected("undecodable", "zero bytes")
-    limit = spec.max_pixels
     try:
         with warnings.catch_warnings():
             warnings.simplefilter("ignore", Image.DecompressionBombWarning)
@@ -85,13 +117,15 @@ def prepare_image(data: bytes, spec: ImageSpec = ImageSpec()) -> tuple[bytes, in
             if limit is not None and w * h > limit:
                 raise ImageRejected("too_large", f"{w}x{h} > {limit} pixels")
             orientation = im.getexif().get(0x0112, 1) if im.format in ("JPEG", "TIFF", "PNG", "WEBP") else 1
-            scale = spec.max_side / min(w, h)
-            if im.format == "JPEG" and scale < 1:  # decode at a DCT-reduced size: less memory and time
-                im.draft("RGB", (max(1, int(w * scale + 0.5)), max(1, int(h * scale + 0.5))))
+            if max_side is not None:
+                scale = max_side / min(w, h)
+                if im.format == "JPEG" and scale < 1:  # decode at a DCT-reduced size: less memory and time
+                    im.draft("RGB", (max(1, int(w * scale + 0.5)), max(1, int(h * scale + 0.5))))
             im.load()
-            scale = spec.max_side / min(im.size)  # draft may already have shrunk it
-            if scale < 0.5 and im.mode in ("L", "LA", "RGB", "RGBA"):
-                im = im.reduce(int(1 / scale))  # cheap box shrink before any full-size copy
+            if max_side is not None:
+                scale = max_side / min(im.size)  # draft may already have shrunk it
+                if scale < 0.5 and im.mode in ("L", "LA", "RGB", "RGBA"):
+                    im = im.reduce(int(1 / scale))  # cheap box shrink before any full-size copy
             rgb = _to_rgb(im)
     except ImageRejected:
         raise
@@ -105,15 +139,13 @@ def prepare_image(data: bytes, spec: ImageSpec = ImageSpec()) -> tuple[bytes, in
             raise ImageRejected("truncated", msg) from None
         raise ImageRejected("undecodable", msg or type(e).__name__) from None
     # the target comes from the original size, so draft/reduce rounding never skews the aspect
-    s = min(1.0, spec.max_side / min(w, h))
+    s = 1.0 if max_side is None else min(1.0, max_side / min(w, h))
     size = (max(1, round(w * s)), max(1, round(h * s)))
     if rgb.size != size:
         rgb = rgb.resize(size, Image.Resampling.LANCZOS, reducing_gap=3.0)
     for op in _ORIENT.get(orientation, []):
         rgb = rgb.transpose(op)
-    out = io.BytesIO()
-    rgb.save(out, "JPEG", quality=spec.quality)
-    return out.getvalue(), rgb.size[0], rgb.size[1]
+    return rgb
 
 
 def _to_rgb(im: Image.Image) -> Image.Image:

@@ -23,7 +23,7 @@ def summary(vocab_dir: Path, top: int = 15) -> str:
     merged_labels = [r for r in rows if len(r["hashtags"]) > 1]
     lines.append(f"  {len(merged_labels)} labels merge several raw hashtags, e.g.: " + "; ".join(
         "+".join(r["hashtags"]) for r in merged_labels[:8]))
-    lines.append(f"  outputs: {vocab_dir}/vocab.parquet, hashtag_map.parquet, stats.json")
+    lines.append(f"  outputs: {vocab_dir}/vocab.parquet, hashtag_map.parquet, image_hashtags.parquet, stats.json")
     return "\n".join(lines)
 
 

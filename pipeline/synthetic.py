@@ -30,6 +30,7 @@ import numpy as np
 import pyarrow as pa
 import pyarrow.parquet as pq
 
+from pipeline.atomic import atomic_path, write_text_atomic
 from pipeline.wordnet import DEFAULT_LEXNAMES
 from schemas import MANIFEST
 
@@ -237,8 +238,7 @@ def write_manifest(path: str | os.PathLike, n_images: int, tags: Sequence[str], 
     used = np.zeros(len(tags), dtype=np.int64)
     per_image = np.zeros(MAX_TAGS + 1, dtype=np.int64)
     row_groups = 0
-    tmp = path.with_name(path.name + ".tmp")
-    try:
+    with atomic_path(path) as tmp:
         with pq.ParquetWriter(tmp, MANIFEST, compression="zstd") as writer:
             for start in range(0, n_images, batch_size):
                 n = min(batch_size, n_images - start)
@@ -253,9 +253,6 @@ def write_manifest(path: str | os.PathLike, n_images: int, tags: Sequence[str], 
                                          numbered_strings("syn/", ".jpg", start, n), hashtags], schema=MANIFEST)
                 writer.write_batch(batch, row_group_size=n)
                 row_groups += 1
-        os.replace(tmp, path)
-    finally:
-        tmp.unlink(missing_ok=True)
     top = np.argsort(-used, kind="stable")[:10]
     stats = {
         "params": {"n_images": n_images, "seed": seed, "zipf_s": zipf_s, "n_tags": len(tags),
@@ -268,9 +265,7 @@ def write_manifest(path: str | os.PathLike, n_images: int, tags: Sequence[str], 
         "top_tags": [[tags[i], int(used[i])] for i in top],
     }
     side = path.with_name(path.name + ".json")
-    side_tmp = side.with_name(side.name + ".tmp")
-    side_tmp.write_text(json.dumps(stats, indent=1, sort_keys=True) + "\n")
-    os.replace(side_tmp, side)
+    write_text_atomic(side, json.dumps(stats, indent=1, sort_keys=True) + "\n")
     return stats
 
 

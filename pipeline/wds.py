@@ -10,9 +10,10 @@ import io
 import json
 import os
 import tarfile
-import uuid
-from pathlib import Path, PurePosixPath
+from pathlib import PurePosixPath
 from typing import Iterable, Iterator
+
+from pipeline.atomic import atomic_path
 
 FORBIDDEN_SUFFIXES = (".pyd", ".pkl", ".pickle")
 
@@ -37,24 +38,16 @@ def write_shard(path: str | os.PathLike, samples: Iterable[tuple[str, bytes, dic
     The tar is written under a unique temporary name and renamed, so a killed or duplicated
     (speculative) writer never leaves a partial file under the final name.
     """
-    path = Path(path)
-    tmp = path.with_name(f".{path.name}.{uuid.uuid4().hex[:12]}.tmp")
     n = 0
-    try:
+    with atomic_path(path, fsync=True) as tmp:
         with open(tmp, "wb") as f:
             with tarfile.open(fileobj=f, mode="w", format=tarfile.USTAR_FORMAT) as tar:
                 for key, jpeg, meta in samples:
                     _add(tar, f"{key}.jpg", jpeg)
                     _add(tar, f"{key}.json", json.dumps(meta, sort_keys=True).encode())
                     n += 1
-            f.flush()
-            os.fsync(f.fileno())
         digest = file_sha256(tmp)
         size = tmp.stat().st_size
-        os.replace(tmp, path)
-    finally:
-        if tmp.exists():
-            tmp.unlink()
     return {"samples": n, "bytes": size, "sha256": digest}
 
 

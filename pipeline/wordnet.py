@@ -15,6 +15,8 @@ import zipfile
 from pathlib import Path
 from typing import Iterable
 
+from pipeline.atomic import atomic_path
+
 # SWAG keeps synsets from these lexicographer files only.
 DEFAULT_LEXNAMES: tuple[str, ...] = (
     "noun.animal", "noun.artifact", "noun.food", "noun.object", "noun.plant", "noun.event",
@@ -118,13 +120,10 @@ def resolve_synsets(entries: Iterable[str], wn) -> set[str]:
 
 def zip_wordnet(src: Path, dst: Path) -> None:
     """Zip the corpus files (flat) so jobs can ship them to executors as a Spark archive."""
-    dst.parent.mkdir(parents=True, exist_ok=True)
-    tmp = dst.with_name(dst.name + ".tmp")
-    with zipfile.ZipFile(tmp, "w", zipfile.ZIP_DEFLATED) as z:
+    with atomic_path(dst) as tmp, zipfile.ZipFile(tmp, "w", zipfile.ZIP_DEFLATED) as z:
         for f in sorted(src.iterdir()):
             if f.is_file():
                 z.write(f, f.name)
-    tmp.replace(dst)
 
 
 def main(argv: list[str] | None = None) -> int:

@@ -41,6 +41,13 @@ HASHTAG_MAP = pa.schema([
     pa.field("hashtag", pa.string(), nullable=False),  # normalized raw hashtag
     pa.field("label", pa.int32(), nullable=False),
 ])
+# Each kept manifest image's normalized hashtags, written once by jobs/vocab.py and read by
+# jobs/label.py and jobs/report.py instead of normalizing again. One row per kept image (an image
+# whose hashtags all normalize to '' has an empty list).
+IMAGE_HASHTAGS = pa.schema([
+    pa.field("image_id", pa.string(), nullable=False),
+    pa.field("hashtags", pa.list_(pa.string()), nullable=False),  # distinct, sorted, non-empty strings
+])
 
 
 def spark_schema(schema: pa.Schema):
@@ -109,6 +116,51 @@ SAMPLES = pa.schema([
     pa.field("labels", pa.list_(pa.int32()), nullable=False),
     pa.field("tail", pa.bool_(), nullable=False),
 ])
+
+# --- the class count C: one source, the vocabulary --------------------------------------------
+# jobs/label.py writes C (the vocabulary's size) and the vocabulary's directory into the metadata
+# of the `labels` column of labeled.parquet; jobs/resample.py carries them into samples.parquet;
+# jobs/shards.py writes C into shards.json as num_classes. Spark keeps a column's metadata in the
+# Parquet footer (its schema JSON under SPARK_ROW_METADATA) and reads it back into df.schema.
+NUM_CLASSES = "num_classes"
+CLASSES_FROM = "vocabulary"
+SPARK_ROW_METADATA = b"org.apache.spark.sql.parquet.row.metadata"
+
+
+def with_class_count(table: pa.Table, num_classes: int, vocabulary: str) -> pa.Table:
+    """`table` (LABELED or SAMPLES rows, written with pyarrow) with the class count in its footer
+    as Spark writes it, so Spark jobs and `class_count_of` read it back."""
+    st = spark_schema(table.schema)
+    for f in st.fields:
+        if f.name == "labels":
+            f.metadata = {NUM_CLASSES: int(num_classes), CLASSES_FROM: str(vocabulary)}
+    return table.replace_schema_metadata({**(table.schema.metadata or {}), SPARK_ROW_METADATA: st.json().encode()})
+
+
+def class_count_of(path) -> tuple[int, str]:
+    """(C, vocabulary directory) from the footer of a Parquet file, or of the first part file of
+    a Spark output directory; a ValueError naming the path when it is not recorded."""
+    import json
+    from pathlib import Path
+
+    import pyarrow.parquet as pq
+
+    path = Path(path)
+    files = sorted(path.glob("*.parquet")) if path.is_dir() else [path]
+    if not files:
+        raise ValueError(f"{path}: no Parquet files")
+    meta = (pq.read_schema(files[0]).metadata or {}).get(SPARK_ROW_METADATA)
+    fields = {f["name"]: f.get("metadata", {}) for f in json.loads(meta)["fields"]} if meta else {}
+    return class_count_from(fields.get("labels", {}), str(files[0]))
+
+
+def class_count_from(labels_metadata: dict, where: str) -> tuple[int, str]:
+    """(C, vocabulary directory) from a `labels` column's metadata; a ValueError naming `where`."""
+    if NUM_CLASSES not in labels_metadata:
+        raise ValueError(f"{where}: the labels column records no class count ({NUM_CLASSES} metadata): "
+                         "written by an older jobs/label.py or jobs/resample.py, or not by them; rerun them")
+    return int(labels_metadata[NUM_CLASSES]), str(labels_metadata.get(CLASSES_FROM, "?"))
+
 
 # --- near-duplicates of evaluation images (jobs/dedup.py) -----------------------------------
 # OUT/manifest.parquet has the input manifest's schema (matched pretraining images removed).

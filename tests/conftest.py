@@ -28,3 +28,23 @@ def spark():
                                           "spark.driver.memory": "2g"})
     yield s
     s.stop()
+
+
+@pytest.fixture(scope="session")
+def python_without_project(tmp_path_factory):
+    """An interpreter with the project's dependencies but not the project, like a cluster's.
+
+    A venv (no pip) whose one addition is a .pth line naming this environment's site-packages:
+    Python puts that directory on sys.path but runs no .pth file inside it, so the finder that
+    `pip install -e .` installs there (a .pth hook) never loads. Run from a directory outside
+    the checkout with PYTHONPATH unset, `import trainer` fails in it (the tests check this)."""
+    import site
+    import subprocess
+
+    venv = tmp_path_factory.mktemp("python-without-project") / "venv"
+    subprocess.run([sys.executable, "-m", "venv", "--without-pip", str(venv)], check=True)
+    py = venv / "bin" / "python"
+    purelib = subprocess.run([str(py), "-c", "import sysconfig; print(sysconfig.get_paths()['purelib'])"],
+                             check=True, capture_output=True, text=True).stdout.strip()
+    Path(purelib, "project_dependencies.pth").write_text("\n".join(site.getsitepackages()) + "\n")
+    return py

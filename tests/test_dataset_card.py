@@ -9,6 +9,7 @@ import pyarrow as pa
 import pyarrow.parquet as pq
 import pytest
 
+import schemas
 from jobs.report import main
 from pipeline import dataset_card as card
 
@@ -28,6 +29,13 @@ def _raw_tags(name: str, i: int) -> list[str]:
     if i < 3:
         tags.append("zzz")  # a raw hashtag with no label
     return tags
+
+
+def _hashtags(name: str, i: int) -> list[str]:
+    """What the vocab job writes for an image of _raw_tags: its distinct normalized hashtags, sorted."""
+    if name == "dog":
+        return ["dog"] if i < 30 else ["dog", "dogs"]
+    return sorted([name, "zzz"]) if i < 3 else [name]
 
 
 def _write_parts(directory, table: pa.Table) -> None:
@@ -65,16 +73,21 @@ def toy(tmp_path):
     _write_parts(vocab / "hashtag_map.parquet", pa.table({
         "hashtag": [h for r in LABELS for h in r[2]],
         "label": pa.array([r[0] for r in LABELS for _ in r[2]], pa.int32())}))
+    # the kept rows: dog0 once (with its blah_blah), x1 dropped (no hashtags), x2 normalized to nothing
+    kept = [(i, _hashtags(name, int(i[len(name):]))) for i, name, _, _ in images] + [("x2", [])]
+    kept[0] = ("dog0", ["blah_blah", "dog"])
+    _write_parts(vocab / "image_hashtags.parquet", pa.table({"image_id": [k for k, _ in kept],
+                                                             "hashtags": [h for _, h in kept]}))
     _write_stats(vocab, {"rows_read": 80, "rows_kept": 77, "rows_dropped": {"no_hashtags": 2, "duplicate_image_id": 1},
                          "distinct_hashtags": 8, "hashtags_dropped": {"below_min_count": 13, "no_synsets": 11},
                          "hashtags_kept": 6})
     f = {label: n for label, _, _, n in LABELS}
     labeled = d / "labeled"
-    _write_parts(labeled / "labeled.parquet", pa.table({
+    _write_parts(labeled / "labeled.parquet", schemas.with_class_count(pa.table({
         "image_id": [i for i, *_ in images], "image": [f"/img/{i}.png" for i, *_ in images],
         "labels": pa.array([[label] for _, _, label, _ in images], pa.list_(pa.int32())),
         "importance": [f[label] ** -0.5 for _, _, label, _ in images],
-        "tail": [f[label] < T for _, _, label, _ in images]}))
+        "tail": [f[label] < T for _, _, label, _ in images]}), len(LABELS), str(vocab)))
     _write_stats(labeled, {"rows_read": 80, "rows_kept": 77, "rows_dropped": {"no_label": 3},
                            "config": {"tail_threshold": T}})
     rows = []  # label L: AFTER[L][0] samples cycling over its first AFTER[L][1] images
@@ -82,10 +95,10 @@ def toy(tmp_path):
         n, uniq = AFTER[label]
         rows += [(f"{name}{k % uniq}", label) for k in range(n)]
     samples = d / "samples"
-    _write_parts(samples / "samples.parquet", pa.table({
+    _write_parts(samples / "samples.parquet", schemas.with_class_count(pa.table({
         "position": pa.array(range(len(rows)), pa.int64()), "image_id": [r[0] for r in rows],
         "image": [f"/img/{r[0]}.png" for r in rows], "labels": pa.array([[r[1]] for r in rows], pa.list_(pa.int32())),
-        "tail": [f[r[1]] < T for r in rows]}))
+        "tail": [f[r[1]] < T for r in rows]}), len(LABELS), str(vocab)))
     _write_stats(samples, {"samples": len(rows), "config": {"alpha": ALPHA, "strategy": "importance"}})
     args = ["--manifest", str(d / "manifest.parquet"), "--vocab", str(vocab), "--labeled", str(labeled),
             "--samples", str(samples), "--threads", "1"]
@@ -172,7 +185,9 @@ def test_missing_inputs_are_named(toy, capsys):
     assert not (tmp_path / "card").exists()
 
 
-def test_caption_manifest_as_json_lines(toy):
+def test_counts_come_from_the_vocab_table_not_the_manifest(toy):
+    """The manifest is only counted: hashtags are the vocab job's (image_hashtags.parquet), so a
+    manifest with other tags (captions here) cannot make the card disagree with the vocabulary."""
     tmp_path, args = toy
     m = tmp_path / "captions.jsonl"
     rows = [{"image_id": f"c{i}", "image": f"/c{i}.png", "caption": f"a #Dog with a #cat{'s' * (i % 2)} #Dog"}
@@ -182,8 +197,25 @@ def test_caption_manifest_as_json_lines(toy):
     a[a.index("--manifest") + 1] = str(m)
     main(a + ["--out", str(tmp_path / "card")])
     md = (tmp_path / "card" / "dataset_card.md").read_text()
-    assert "3 distinct normalized hashtags" in md  # dog, cat, cats
-    assert "| 0 | dog | 40 | dog (6), dogs (0) |" in md  # vocab images, manifest's raw counts
+    assert "8 distinct normalized hashtags merge into 5 canonical labels" in md
+    assert "| 0 | dog | 40 | dog (40), dogs (10) | dog.n.01 |" in md
+    assert f"| manifest | {m.resolve()} | 6 |" in md
+
+
+def test_class_count_that_disagrees_with_the_vocabulary_is_refused(toy):
+    tmp_path, args = toy
+    samples = tmp_path / "data" / "samples" / "samples.parquet"
+    for part in samples.iterdir():  # the samples say 6 classes, the vocabulary has 5 labels
+        t = pq.read_table(part)
+        pq.write_table(schemas.with_class_count(t.replace_schema_metadata(None), 6, "other/vocab"), part)
+    with pytest.raises(ValueError, match=rf"{samples} records 6 classes \(from the vocabulary other/vocab\) but "
+                                         rf"the vocabulary {tmp_path / 'data' / 'vocab' / 'vocab.parquet'} has 5"):
+        main(args + ["--out", str(tmp_path / "card")])
+    for part in samples.iterdir():  # no class count at all
+        pq.write_table(pq.read_table(part).replace_schema_metadata(None), part)
+    with pytest.raises(ValueError, match="records no class count"):
+        main(args + ["--out", str(tmp_path / "card")])
+    assert not (tmp_path / "card").exists()
 
 
 # --- pure helpers against hand computations ---------------------------------------------------

@@ -1,6 +1,5 @@
 """jobs/label.py on a real local[2] SparkSession, against plain-Python computations."""
 import json
-from collections import Counter
 from pathlib import Path
 
 import numpy as np
@@ -105,4 +104,14 @@ def test_vocabulary_that_does_not_match_is_a_clear_error(spark, tmp_path):
         label(spark, LabelConfig(manifest=other, vocab=str(tmp_path / "vocab"), out=str(tmp_path / "o")))
     with pytest.raises(ValueError, match=r"nowhere/vocab\.parquet: cannot read"):
         label(spark, LabelConfig(manifest=m, vocab=str(tmp_path / "nowhere"), out=str(tmp_path / "o")))
+    assert not (tmp_path / "o").exists()
+
+
+def test_manifest_other_than_the_vocabularys_is_refused(spark, tmp_path):
+    m = write_manifest(tmp_path / "m.parquet", ROWS)
+    vocab(spark, VocabConfig(manifest=m, out=str(tmp_path / "vocab"), min_count=1))
+    fewer = write_manifest(tmp_path / "fewer.parquet", {k: v for k, v in ROWS.items() if k != "a"})
+    with pytest.raises(ValueError, match=r"fewer\.parquet is not the manifest the vocabulary .*vocab was built from: "
+                                         r"5 images kept here, 6 in .*image_hashtags\.parquet, 1 of its labelled"):
+        label(spark, LabelConfig(manifest=fewer, vocab=str(tmp_path / "vocab"), out=str(tmp_path / "o")))
     assert not (tmp_path / "o").exists()

@@ -20,9 +20,10 @@ from jobs.resample import ResampleConfig, run as resample
 ROOT = Path(__file__).resolve().parents[1]
 
 
-def write_labeled(d: Path, rows: list[dict], files: int = 1) -> str:
+def write_labeled(d: Path, rows: list[dict], files: int = 1, num_classes: int = 7) -> str:
+    """labeled.parquet as jobs/label.py writes it: part files, the class count in the footer."""
     (d / "labeled.parquet").mkdir(parents=True)
-    t = pa.Table.from_pylist(rows, schema=schemas.LABELED)
+    t = schemas.with_class_count(pa.Table.from_pylist(rows, schema=schemas.LABELED), num_classes, str(d / "vocab"))
     for i, chunk in enumerate(np.array_split(np.arange(len(rows)), files)):
         pq.write_table(t.take(pa.array(chunk)), d / "labeled.parquet" / f"part-{i}.parquet")
     return str(d)
@@ -53,6 +54,8 @@ def test_importance_split_sizes_and_fit(spark, tmp_path):
     stats = resample(spark, ResampleConfig(labeled=lab, out=str(tmp_path / "s"), samples=m, alpha=alpha, seed=3))
     samples, _ = read_samples(tmp_path / "s")
     assert len(samples) == m
+    # the class count recorded in labeled.parquet travels into samples.parquet
+    assert schemas.class_count_of(tmp_path / "s" / "samples.parquet") == (7, str(tmp_path / "lab" / "vocab"))
     assert sorted(s["position"] for s in samples) == list(range(m))
     n_tail = sum(s["tail"] for s in samples)
     # exact allocation: round(alpha*M) head samples; inside the binomial 99.9% interval of 1-alpha
@@ -90,7 +93,7 @@ def test_wsl_strategies_fit_their_formula(spark, tmp_path, strategy):
     g = {"uniform": lambda x: 1.0, "sqrt": lambda x: x ** 0.5, "natural": lambda x: float(x)}[strategy]
     w = np.array([sum(g(f[lb]) / f[lb] for lb in r["labels"]) for r in rows])
     m = 60_000
-    lab = write_labeled(tmp_path / "lab", rows)
+    lab = write_labeled(tmp_path / "lab", rows, num_classes=len(sizes))
     resample(spark, ResampleConfig(labeled=lab, out=str(tmp_path / "s"), samples=m, strategy=strategy, seed=1))
     samples, stats = read_samples(tmp_path / "s")
     counts = Counter(s["image_id"] for s in samples)

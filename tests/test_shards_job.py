@@ -56,8 +56,9 @@ def write_samples(d: Path, images: dict, n: int, vocab_size: int = 5, seed: int 
         labels = sorted({int(x) for x in rng.integers(0, vocab_size, int(rng.integers(1, 4)))})
         rows.append({"position": p, "image_id": i, "image": images[i][0], "labels": labels, "tail": bool(p % 3 == 0)})
     (d / "samples.parquet").mkdir(parents=True)
-    pq.write_table(pa.Table.from_pylist(rows, schema=schemas.SAMPLES), d / "samples.parquet" / "part-0.parquet")
-    (d / "stats.json").write_text(json.dumps({"samples": n, "vocab_size": vocab_size}))
+    table = schemas.with_class_count(pa.Table.from_pylist(rows, schema=schemas.SAMPLES), vocab_size, "vocab")
+    pq.write_table(table, d / "samples.parquet" / "part-0.parquet")
+    (d / "stats.json").write_text(json.dumps({"samples": n}))
     return rows
 
 

@@ -1,5 +1,6 @@
-"""The vocabulary job on a Spark standalone cluster on loopback (one master, two workers, separate
-JVMs, started with Spark's own launcher) gives the same vocabulary as local[2]."""
+"""Jobs on a Spark standalone cluster on loopback (one master, two workers, separate JVMs, started
+with Spark's own launcher): the vocabulary job gives the same vocabulary as local[2], and dedup
+--method embedding runs on executors whose Python does not have the project."""
 import os
 import socket
 import subprocess
@@ -7,10 +8,12 @@ import sys
 import time
 from pathlib import Path
 
+import pyarrow as pa
 import pyarrow.parquet as pq
 import pyspark
 import pytest
 
+from tests.test_dedup_units import drawing
 from tests.test_vocab_job import ROWS, write_manifest
 
 ROOT = Path(__file__).resolve().parents[1]
@@ -35,8 +38,8 @@ def wait_for(pred, timeout, what):
 
 @pytest.fixture
 def cluster(tmp_path):
-    env = {**os.environ, "SPARK_HOME": str(SPARK_HOME), "SPARK_LOCAL_IP": "127.0.0.1",
-           "PYSPARK_PYTHON": sys.executable}
+    env = {**{k: v for k, v in os.environ.items() if k != "PYTHONPATH"},  # workers' Python path: Spark's own
+           "SPARK_HOME": str(SPARK_HOME), "SPARK_LOCAL_IP": "127.0.0.1", "PYSPARK_PYTHON": sys.executable}
     port = free_port()
     spark_class = str(SPARK_HOME / "bin" / "spark-class")
     logs = tmp_path / "logs"
@@ -78,3 +81,39 @@ def test_standalone_cluster_matches_local(cluster, tmp_path, spark):
     # the executors really were the workers' JVMs, which found WordNet in the shipped archive
     work = list((tmp_path / "w0").rglob("stderr")) + list((tmp_path / "w1").rglob("stderr"))
     assert work, "no executor ran on the standalone workers"
+
+
+def test_embedding_dedup_on_executors_without_the_project(cluster, tmp_path, python_without_project):
+    """Executors run `python_without_project` (tests/conftest.py: the project's dependencies, not the
+    project) from the workers' directories under tmp_path, with no PYTHONPATH: `trainer`,
+    `pipeline`, `jobs` and `schemas` can only come from the code zip the job ships
+    (jobs/lib/session.py PACKAGES). Without `trainer` in it, the embedding method's executor code
+    (trainer.export.load_model) fails to import and the job fails."""
+    url, env = cluster
+    probe = subprocess.run([str(python_without_project), "-c", "import trainer"], cwd=tmp_path,
+                           env={**env, "PYTHONPATH": ""}, capture_output=True, text=True)
+    assert probe.returncode != 0, "the executors' Python must not see the project"
+    (tmp_path / "eval").mkdir()
+    for i in range(3):
+        drawing(10 + i).save(tmp_path / "eval" / f"e{i}.png")
+    pre = {f"copy{i}": tmp_path / "eval" / f"e{i}.png" for i in range(2)}  # byte-identical copies
+    for i in range(4):
+        drawing(50 + i).save(tmp_path / f"other{i}.png")
+        pre[f"other{i}"] = tmp_path / f"other{i}.png"
+    pq.write_table(pa.table({"image_id": list(pre), "image": [str(p) for p in pre.values()],
+                             "hashtags": [["tag"]] * len(pre)}), tmp_path / "m.parquet")
+    r = subprocess.run([str(SPARK_HOME / "bin" / "spark-submit"), "--master", url, "--conf", "spark.ui.enabled=false",
+                        str(ROOT / "jobs" / "dedup.py"), "--manifest", str(tmp_path / "m.parquet"),
+                        "--eval", str(tmp_path / "eval"), "--out", str(tmp_path / "dedup"), "--method", "embedding",
+                        "--model", "random:regnety_002", "--img-size", "64", "--crop-steps", "0"],
+                       env={**env, "PYSPARK_PYTHON": str(python_without_project),
+                            "PYSPARK_DRIVER_PYTHON": sys.executable},
+                       cwd=tmp_path, capture_output=True, text=True, timeout=600)
+    assert r.returncode == 0, r.stderr[-3000:]
+    dups = pq.read_table(tmp_path / "dedup" / "duplicates.parquet").to_pylist()
+    found = {(d["pretrain_id"], d["eval_id"]) for d in dups}
+    assert {("copy0", "e0.png"), ("copy1", "e1.png")} <= found
+    kept = pq.read_table(tmp_path / "dedup" / "manifest.parquet").column("image_id").to_pylist()
+    assert sorted(kept) == sorted(set(pre) - {p for p, _ in found})
+    logs = "".join(p.read_text() for w in ("w0", "w1") for p in (tmp_path / w).rglob("stderr"))
+    assert logs, "no executor ran on the standalone workers"

@@ -80,3 +80,19 @@ def test_build_task_writes_rgb_jpegs_and_counts_rejects(tmp_path):
     assert px[1, 5, 0] > 150 and px[-2, 5].min() > 230  # red on top, transparency composited on white
     assert json.loads((out / "task.json").read_text())["train"] == stats["train"]
     assert not any(p.name.startswith(".") for p in tmp_path.iterdir() if p.name != "heldout.parquet")
+
+
+def test_a_failed_build_keeps_the_previous_task_and_leaves_no_temporary(tmp_path):
+    src = tmp_path / "png"
+    src.mkdir()
+    records = []
+    for i in range(4):
+        (src / f"{i}.png").write_bytes(b"\x89PNG\r\n\x1a\nnot really")  # every image unreadable
+        records.append({"image_id": f"cats/{i}", "image": str(src / f"{i}.png"), "hashtags": [], "category": "cats"})
+    pq.write_table(pa.Table.from_pylist(records), tmp_path / "heldout.parquet")
+    (tmp_path / "task").mkdir()
+    (tmp_path / "task" / "task.json").write_text("{}")
+    with pytest.raises(ValueError, match="no class has 2 readable images"):
+        build_task(tmp_path / "heldout.parquet", tmp_path / "task", min_per_class=2)
+    assert (tmp_path / "task" / "task.json").read_text() == "{}"
+    assert not [p for p in tmp_path.iterdir() if p.name.startswith(".")]

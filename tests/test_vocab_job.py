@@ -57,6 +57,20 @@ def test_min_count_1_merges_the_paper_cases(spark, tmp_path):
     assert stats["rows_read"] == 6 and stats["rows_kept"] == 6
 
 
+def test_image_hashtags_are_written_once_per_kept_image(spark, tmp_path):
+    rows = {**ROWS, "g": ["###", "--"], "h": ["Dog", "#dog", "DOG", "Ice Cream"]}
+    m = write_manifest(tmp_path / "m.parquet", rows)
+    run(spark, VocabConfig(manifest=m, out=str(tmp_path / "out"), min_count=1))
+    t = pq.read_table(tmp_path / "out" / "image_hashtags.parquet")
+    schemas.check_schema(t.schema, schemas.IMAGE_HASHTAGS, "image_hashtags.parquet")
+    assert {r["image_id"]: r["hashtags"] for r in t.to_pylist()} == {  # normalized by hand
+        "a": ["brownbear", "dog", "eggplant", "newyork"], "b": ["aubergine", "brownbear", "dog"],
+        "c": ["dog", "eggplant", "ursus_arctos"], "d": ["dog", "icecream", "newyork"],
+        "e": ["dog", "eggplant", "ice_cream"], "f": ["ice_cream", "zzzz"],
+        "g": [],  # kept by the manifest's rules, nothing survives normalization
+        "h": ["dog", "ice_cream"]}
+
+
 def test_min_count_2_is_used_more_than_once(spark, tmp_path):
     m = write_manifest(tmp_path / "m.parquet", ROWS)
     run(spark, VocabConfig(manifest=m, out=str(tmp_path / "out")))

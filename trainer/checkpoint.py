@@ -5,11 +5,12 @@ Loaded with torch.load(weights_only=True): only tensors and plain containers, ne
 from __future__ import annotations
 
 import logging
-import os
 import re
 from pathlib import Path
 
 import torch
+
+from pipeline.atomic import atomic_path
 
 log = logging.getLogger(__name__)
 _NAME = re.compile(r"^ckpt-(\d{9})\.pt$")
@@ -27,13 +28,9 @@ def unwrap(model: torch.nn.Module) -> torch.nn.Module:
 
 
 def save_checkpoint(directory: Path, step: int, state: dict, keep: int) -> Path:
-    directory.mkdir(parents=True, exist_ok=True)
     path = directory / f"ckpt-{step:09d}.pt"
-    tmp = directory / f".{path.name}.{os.getpid()}.tmp"
-    torch.save(state, tmp)
-    with open(tmp, "rb") as f:
-        os.fsync(f.fileno())
-    os.replace(tmp, path)
+    with atomic_path(path, fsync=True) as tmp:  # a kill mid-write leaves only a hidden temp file
+        torch.save(state, tmp)
     for old in list_checkpoints(directory)[:-keep] if keep > 0 else []:
         old.unlink(missing_ok=True)
     return path

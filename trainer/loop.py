@@ -1,87 +1,112 @@
-"""The training loop shared by trainer.pretrain and trainer.mae: resume, LR schedule, steps,
-metrics, progress, checkpoints and preemption. Each entry point only says how a batch becomes a loss.
+"""The training loop of every trainer (trainer.pretrain, trainer.mae, transfer.finetune): LR
+schedule, steps, gradient scaling and clipping, metrics, progress, checkpoints and preemption.
 
-`cfg` is the entry point's frozen config; the loop reads the keys both share: run_dir, shards,
-data_format, img_size, batch_size, total_samples (and .steps), warmup_frac, grad_clip, workers,
-seed, log_every, ckpt_every, keep_ckpts.
+An entry point prepares its run (trainer/prepare.py) and says, in a Task, how a batch becomes a
+loss and what else it checkpoints. Resuming is exact: the checkpoint holds the model, optimizer,
+scaler, CPU RNG and the task's state; the loader's order is a function of (seed, epoch), so the
+batches of the interrupted epoch already trained on are skipped, the same ones in the same order.
 """
 from __future__ import annotations
 
+import json
 import logging
-from pathlib import Path
+import signal
 from typing import Callable
 
 import torch
 import torch.distributed as dist
 
-from trainer.checkpoint import load_latest, save_checkpoint, unwrap
-from trainer.config import to_dict
-from trainer.data import Batch, make_loader
-from trainer.distributed import DistInfo, all_reduce_mean
-from trainer.run_log import MetricsLog, Progress
+from pipeline.atomic import write_text_atomic
+from trainer.checkpoint import save_checkpoint
+from trainer.config import ShardTrainConfig, TrainConfig, to_dict
+from trainer.data import make_loader
+from trainer.distributed import DistInfo, all_reduce_mean, cleanup_distributed
 from trainer.optim import lr_at
-from trainer.runtime import StopFlag
+from trainer.prepare import Run
+from trainer.run_log import MetricsLog, Progress, plot_curves
 
 log = logging.getLogger("trainer")
 
 
-def resume(run_dir: Path, model: torch.nn.Module, optimizer, scaler, d: DistInfo) -> int:
-    """Loads the newest readable checkpoint of run_dir (model, optimizer, scaler, CPU RNG) and
-    returns its step; 0 when there is none."""
-    state = load_latest(run_dir / "checkpoints")
-    if state is None:
-        return 0
-    model.load_state_dict(state["model"])
-    optimizer.load_state_dict(state["optimizer"])
-    scaler.load_state_dict(state["scaler"])
-    torch.set_rng_state(state["rng_cpu"])
-    if d.is_main:
-        log.warning("resumed from %s at step %d", state["_path"], state["step"])
-    return state["step"]
+class Task:
+    """What an entry point adds to the loop. `loss(batch, step)` runs the forward pass (of
+    run.net) and returns the loss; `after_step(step)` runs on every rank after each optimizer
+    step (an EMA update, a picture); `state_dict()` goes into every checkpoint (rank 0's) and
+    comes back through `load_state_dict` when a run resumes."""
+
+    def loss(self, batch, step: int) -> torch.Tensor:
+        raise NotImplementedError
+
+    def after_step(self, step: int) -> None:
+        pass
+
+    def state_dict(self) -> dict:
+        return {}
+
+    def load_state_dict(self, state: dict) -> None:
+        pass
 
 
-def train_loader(cfg, d: DistInfo, make=make_loader):
-    """This rank's training loader: its share of every global batch of cfg.batch_size."""
+class StopFlag:
+    """Set by SIGTERM (preemption); `check()` makes every rank agree at the same step."""
+
+    def __init__(self):
+        self.requested = False
+        signal.signal(signal.SIGTERM, self._on_term)
+
+    def _on_term(self, *_):
+        self.requested = True
+
+    def check(self) -> bool:
+        if dist.is_initialized():
+            t = torch.tensor([1.0 if self.requested else 0.0])
+            dist.all_reduce(t, op=dist.ReduceOp.MAX)
+            self.requested = bool(t.item())
+        return self.requested
+
+
+def train_loader(cfg: ShardTrainConfig, d: DistInfo, make=make_loader):
+    """This rank's loader of the shards: its share of every global batch of cfg.batch_size."""
     return make(cfg.data_format, cfg.shards, batch_size=cfg.batch_size // d.world_size, rank=d.rank,
                 world_size=d.world_size, num_workers=cfg.workers, train=True, size=cfg.img_size, seed=cfg.seed)
 
 
-def fit(cfg, d: DistInfo, model: torch.nn.Module, net: torch.nn.Module, optimizer, scaler, peak: float,
-        step: int, loader, loss_of: Callable[[Batch, int], torch.Tensor], extra_state: dict,
-        after_step: Callable[[int], None] | None = None) -> dict:
-    """Trains from `step` to cfg.steps on `loader` (see train_loader). `loss_of(batch, step)` runs
-    the forward pass of `net` (the DDP/compiled wrapper of `model`) and returns the loss; `extra_state` goes into every
-    checkpoint; `after_step(step)` runs on every rank after each optimizer step (e.g. a picture).
-    Returns {"step", "loss", "stopped"}."""
-    run_dir = Path(cfg.run_dir)
+def fit(cfg: TrainConfig, run: Run, task: Task, loader, steps: int, peak: float) -> dict:
+    """Trains from run.step to `steps` on `loader` (set_epoch(e) and len() = batches per epoch,
+    the same on every rank), the LR a function of samples seen with peak `peak`.
+    Returns {"step", "loss" (the last logged), "stopped" (by SIGTERM)}."""
+    d, model, optimizer, scaler, step = run.d, run.model, run.optimizer, run.scaler, run.step
     per_epoch = len(loader)
     if per_epoch == 0:
-        raise ValueError(f"{cfg.shards}: fewer samples than one global batch of {cfg.batch_size}")
-    metrics = MetricsLog(run_dir, d.is_main, resume_step=step)
-    progress = Progress(cfg.steps * cfg.batch_size, step * cfg.batch_size, d.is_main)
+        raise ValueError(f"the training data holds fewer samples than one global batch of {cfg.batch_size}")
+    if run.resumed is not None:
+        task.load_state_dict(run.resumed)
+    metrics = MetricsLog(run.run_dir, d.is_main, resume_step=step)
+    progress = Progress(steps * cfg.batch_size, step * cfg.batch_size, d.is_main)
     stop = StopFlag()
 
     def checkpoint():
         if d.is_main:
-            save_checkpoint(run_dir / "checkpoints", step, {
-                "step": step, "samples": step * cfg.batch_size, "model": unwrap(model).state_dict(),
+            save_checkpoint(run.run_dir / "checkpoints", step, {
+                "step": step, "samples": step * cfg.batch_size, "model": model.state_dict(),
                 "optimizer": optimizer.state_dict(), "scaler": scaler.state_dict(),
-                "rng_cpu": torch.get_rng_state(), "config": to_dict(cfg), **extra_state}, cfg.keep_ckpts)
+                "rng_cpu": torch.get_rng_state(), "config": to_dict(cfg), "extra": task.state_dict()},
+                cfg.keep_ckpts)
         if dist.is_initialized():
             dist.barrier()
 
-    net.train()
+    run.net.train()
     last_loss = float("nan")
-    while step < cfg.steps and not stop.requested:
+    while step < steps and not stop.requested:
         epoch, skip = divmod(step, per_epoch)
         loader.set_epoch(epoch)
         for i, batch in enumerate(loader):
             if i < skip:  # resuming mid-epoch: the same batches, in the same order, are skipped
                 continue
-            lr = lr_at(step * cfg.batch_size, cfg.steps * cfg.batch_size, peak, cfg.warmup_frac)
+            lr = lr_at(step * cfg.batch_size, steps * cfg.batch_size, peak, cfg.warmup_frac)
             for g in optimizer.param_groups:
                 g["lr"] = lr
-            loss = loss_of(batch, step)
+            loss = task.loss(batch, step)
             optimizer.zero_grad(set_to_none=True)
             scaler.scale(loss).backward()
             if cfg.grad_clip:
@@ -90,18 +115,17 @@ def fit(cfg, d: DistInfo, model: torch.nn.Module, net: torch.nn.Module, optimize
             scaler.step(optimizer)
             scaler.update()
             step += 1
-            if step % cfg.log_every == 0 or step == cfg.steps:
+            if step % cfg.log_every == 0 or step == steps:
                 last_loss = all_reduce_mean(loss.detach()).item()
                 rate = progress.update(cfg.log_every * cfg.batch_size, step * cfg.batch_size, last_loss, lr)
                 metrics.log({"step": step, "samples": step * cfg.batch_size, "epoch": epoch, "loss": last_loss,
                              "lr": lr, "img_per_s": rate})
-            if after_step is not None:
-                after_step(step)
+            task.after_step(step)
             if stop.check():
                 break
-            if step % cfg.ckpt_every == 0 or step == cfg.steps:
+            if step % cfg.ckpt_every == 0 or step == steps:
                 checkpoint()
-            if step >= cfg.steps:
+            if step >= steps:
                 break
     if stop.requested:
         checkpoint()
@@ -110,3 +134,15 @@ def fit(cfg, d: DistInfo, model: torch.nn.Module, net: torch.nn.Module, optimize
     progress.close()
     metrics.close()
     return {"step": step, "loss": last_loss, "stopped": stop.requested}
+
+
+def finish(run: Run, result: dict, write_outputs: Callable[[], None]) -> dict:
+    """After fit, for a trainer of a run directory: rank 0 of a finished (not preempted) run
+    draws curves.png, calls write_outputs() (the export; it may add to `result`) and writes
+    result.json last; then the process group ends."""
+    if run.d.is_main and not result["stopped"]:
+        plot_curves(run.run_dir / "metrics.jsonl", run.run_dir / "curves.png")
+        write_outputs()
+        write_text_atomic(run.run_dir / "result.json", json.dumps(result))
+    cleanup_distributed()
+    return result

@@ -1,8 +1,15 @@
-"""Models come only from timm.create_model; heads from an explicit registry."""
+"""Models come only from timm.create_model; heads from an explicit registry.
+
+Training uses `Classifier(trunk, head)`: `trunk` is the timm model with num_classes=0 (pooled
+features, what transfer uses), `head` our registry's head. An export holds the timm model itself
+(`timm_model`): a linear head is timm's own classifier (e.g. RegNet's head.fc, ViT's head), so
+the export is what `timm.create_model(name, num_classes=C)` builds; `from_timm` splits it back.
+"""
 from __future__ import annotations
 
 import timm
 import torch
+from timm.models import get_model_args
 from torch import nn
 
 # SWAG: a linear classifier; MAWS: Linear(d, d) - Tanh - Linear(d, C).
@@ -35,3 +42,42 @@ class Classifier(nn.Module):
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
         return self.head(self.trunk(x))
+
+
+def architecture(trunk: nn.Module) -> str:
+    return trunk.pretrained_cfg["architecture"]
+
+
+def timm_model(model: Classifier) -> nn.Module:
+    """A fresh CPU timm model holding `model`'s weights: with a linear head, the architecture built
+    with num_classes=C and the head in timm's classifier (`get_classifier()`); with any other head,
+    the trunk alone (num_classes=0). Built from the trunk's recorded arguments (img_size, ...),
+    as timm's `local-dir:` loader rebuilds it; every tensor must find its place."""
+    trunk, head = model.trunk, model.head
+    linear = isinstance(head, nn.Linear)
+    args = {k: v for k, v in get_model_args(trunk).items() if k != "num_classes"}
+    name = architecture(trunk)
+    with torch.random.fork_rng(devices=[]):  # its random init is overwritten: leave the caller's RNG alone
+        out = timm.create_model(name, pretrained=False, num_classes=head.out_features if linear else 0, **args)
+    state = {k: v.detach().cpu() for k, v in trunk.state_dict().items()}
+    if linear:
+        clf = out.get_classifier()
+        where = next(n for n, m in out.named_modules() if m is clf)
+        state.update({f"{where}.{k}": v.detach().cpu() for k, v in head.state_dict().items()})
+    try:
+        out.load_state_dict(state)
+    except RuntimeError as e:
+        raise ValueError(f"{name}: the trained weights do not fit timm's {name}"
+                         f"{f' with {head.out_features} classes' if linear else ''}: {e}") from None
+    return out.eval()
+
+
+def from_timm(model: nn.Module, head: nn.Module | None = None) -> Classifier:
+    """The Classifier of a timm model: no `head` given, timm's classifier becomes the (linear)
+    head and the model, reset to num_classes=0, the trunk; else `model` is the trunk."""
+    if head is None:
+        head = model.get_classifier()
+        if not isinstance(head, nn.Linear):
+            raise ValueError(f"{architecture(model)}: timm's classifier is {type(head).__name__}, not a linear head")
+        model.reset_classifier(0)
+    return Classifier(model, head)

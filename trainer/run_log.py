@@ -5,6 +5,16 @@ import json
 import time
 from pathlib import Path
 
+from pipeline.atomic import write_text_atomic
+
+
+def _step(line: str) -> float:
+    """A record's step; a line cut short by a kill mid-write counts as past every checkpoint."""
+    try:
+        return json.loads(line)["step"]
+    except (ValueError, KeyError, TypeError):
+        return float("inf")
+
 
 class MetricsLog:
     """Rank 0 only: JSON lines (one object per logged step) + TensorBoard scalars."""
@@ -16,8 +26,8 @@ class MetricsLog:
         if enabled:
             run_dir.mkdir(parents=True, exist_ok=True)
             if self.path.exists():  # a resumed run: drop records past the checkpoint it resumes
-                keep = [ln for ln in self.path.read_text().splitlines() if ln and json.loads(ln)["step"] <= resume_step]
-                self.path.write_text("".join(k + "\n" for k in keep))
+                keep = [ln for ln in self.path.read_text().splitlines() if _step(ln) <= resume_step]
+                write_text_atomic(self.path, "".join(k + "\n" for k in keep))
             try:
                 from torch.utils.tensorboard import SummaryWriter
 

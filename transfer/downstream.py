@@ -6,26 +6,27 @@
 A shard's `.cls` is the class index as ASCII digits; names come from ROOT/classes.txt (one per
 line, index order) when present, else "0".."C-1". Shard bytes are read into memory (meant for
 downstream sets of up to a few hundred thousand small images); pickle members are refused.
-Images are decoded by Pillow (its decompression-bomb guard stays on), every mode to RGB with
-transparency composited on white. Evaluation transform: resize the shorter side to the
+Images are decoded at full size by pipeline.images.decode_rgb, the decoder of the pretraining
+shards: its format allow-list (image suffixes are its IMAGE_SUFFIXES), Pillow's
+decompression-bomb guard, EXIF orientation, transparency composited on white; a file it refuses
+is an error naming the file. Evaluation transform: resize the shorter side to the
 resolution, then center crop (SWAG section 4.1); training: RandomResizedCrop + flip.
 """
 from __future__ import annotations
 
 import hashlib
-import io
 from dataclasses import dataclass
 from pathlib import Path
 
 import numpy as np
 import torch
-from PIL import Image
 from torch.utils.data import Dataset
 
+from pipeline.images import IMAGE_SUFFIXES, ImageRejected, decode_rgb
 from pipeline.wds import iter_shard
 from trainer.data.transforms import eval_transform, train_transform
 
-IMAGE_SUFFIXES = (".jpg", ".jpeg", ".png", ".webp", ".bmp", ".gif", ".tif", ".tiff", ".ppm")
+SHARD_IMAGE_MEMBERS = tuple(s[1:] for s in IMAGE_SUFFIXES)  # jpg first: a sample's first image member wins
 SPLITS = ("train", "val")
 
 
@@ -97,7 +98,7 @@ def _load_shards(root: Path, split: str) -> Split:
                 label = int(parts["cls"].decode("ascii").strip())
             except (UnicodeDecodeError, ValueError):
                 raise ValueError(f"{where}: .cls is not an integer: {parts['cls'][:20]!r}") from None
-            image = next((parts[e] for e in ("jpg", "jpeg", "png", "webp") if e in parts), None)
+            image = next((parts[e] for e in SHARD_IMAGE_MEMBERS if e in parts), None)
             if image is None:
                 skipped += 1
                 continue
@@ -117,19 +118,12 @@ def _load_shards(root: Path, split: str) -> Split:
     return Split(root, split, classes, tuple(sources), tuple(labels), skipped)
 
 
-def decode_rgb(data: bytes, where: str) -> torch.Tensor:
-    """uint8 [3, H, W]; transparency composited on white."""
+def image_tensor(data: bytes, where: str) -> torch.Tensor:
+    """uint8 [3, H, W] at full size, by the shards' decoder; ValueError naming `where` if refused."""
     try:
-        with Image.open(io.BytesIO(data)) as im:
-            im.load()
-            if im.mode in ("RGBA", "LA", "PA") or (im.mode == "P" and "transparency" in im.info):
-                rgba = im.convert("RGBA")
-                white = Image.new("RGBA", rgba.size, (255, 255, 255, 255))
-                rgb = Image.alpha_composite(white, rgba).convert("RGB")
-            else:
-                rgb = im.convert("RGB")
-    except (OSError, SyntaxError, ValueError, Image.DecompressionBombError) as e:
-        raise ValueError(f"{where}: cannot decode image: {e}") from e
+        rgb = decode_rgb(data, source=where)
+    except ImageRejected as e:
+        raise ValueError(f"cannot decode image {e}") from None
     return torch.from_numpy(np.array(rgb)).permute(2, 0, 1)
 
 
@@ -145,7 +139,7 @@ class ImageSet(Dataset):
     def __getitem__(self, i: int):
         s = self.split.sources[i]
         data = s.read_bytes() if isinstance(s, Path) else s[1]
-        return self.transform(decode_rgb(data, self.split.name(i))), self.split.labels[i]
+        return self.transform(image_tensor(data, self.split.name(i))), self.split.labels[i]
 
 
 def fingerprint(split: Split) -> str:

@@ -37,3 +37,12 @@ class ModelEma:
             else:
                 e.copy_(value)
         self.updates += 1
+
+    def state_dict(self) -> dict:
+        """The averaged weights and the update count (the warm-up depends on it): what a
+        checkpoint needs to continue the average exactly."""
+        return {"module": self.module.state_dict(), "updates": self.updates}
+
+    def load_state_dict(self, state: dict) -> None:
+        self.module.load_state_dict(state["module"])
+        self.updates = int(state["updates"])

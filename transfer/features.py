@@ -1,19 +1,20 @@
 """Frozen-trunk features for the transfer protocols, extracted once and cached on disk.
 
 Models come from trainer.export.load_model (an export directory or `random:<timm name>`).
-The cache key covers the model (the export's weights hash, or name + seed), the data (every file's name, size and mtime), the split and the
-resolution; features are stored as safetensors (no pickle).
+The cache key covers the model (the export's weights hash, or name + seed), the data (every
+file's name, size and mtime), the split and the resolution; features are stored as safetensors
+(no pickle), written under a temporary name and renamed (pipeline.atomic).
 """
 from __future__ import annotations
 
 import hashlib
 import json
-import os
 from pathlib import Path
 
 import torch
 from safetensors.torch import load_file, save_file
 
+from pipeline.atomic import atomic_path
 from trainer.export import LoadedModel
 from transfer.downstream import ImageSet, Split, fingerprint
 
@@ -39,7 +40,7 @@ def extract(model: LoadedModel, split: Split, size: int, batch_size: int = 64, w
 
 def cached_features(model: LoadedModel, split: Split, size: int, cache_dir: str | Path, batch_size: int = 64,
                     workers: int = 0, device: str | torch.device = "cpu") -> tuple[torch.Tensor, torch.Tensor]:
-    """extract(), memoised in cache_dir/<key>.safetensors (written to a temp name, then renamed)."""
+    """extract(), memoised in cache_dir/<key>.safetensors."""
     ident = {"model": model.key, "data": fingerprint(split), "split": split.split, "size": size,
              "transform": "resize-shorter+center-crop"}
     key = hashlib.sha256(json.dumps(ident, sort_keys=True).encode()).hexdigest()[:32]
@@ -48,9 +49,7 @@ def cached_features(model: LoadedModel, split: Split, size: int, cache_dir: str 
         t = load_file(str(path))
         return t["features"], t["labels"]
     x, y = extract(model, split, size, batch_size, workers, device, desc=f"{split.split} features")
-    path.parent.mkdir(parents=True, exist_ok=True)
-    tmp = path.with_name(f".{path.name}.{os.getpid()}.tmp")
-    save_file({"features": x.contiguous(), "labels": y.contiguous()}, str(tmp),
-              metadata={k: str(v) for k, v in ident.items()})
-    tmp.replace(path)
+    with atomic_path(path) as tmp:
+        save_file({"features": x.contiguous(), "labels": y.contiguous()}, str(tmp),
+                  metadata={k: str(v) for k, v in ident.items()})
     return x, y

@@ -1,4 +1,4 @@
-"""Few-shot linear probe (SWAG section 4.1): k images per class, mean and spread over seeds.
+r"""Few-shot linear probe (SWAG section 4.1): k images per class, mean and spread over seeds.
 
     python -m transfer.few_shot model=build/demo/pretrain/export data=build/demo/downstream \
         out=build/demo/transfer/few_shot_pretrained.json img_size=64 [ks=[1,5,10,25] seeds=5]
@@ -13,24 +13,23 @@ from __future__ import annotations
 
 import logging
 import statistics
-import sys
 from dataclasses import dataclass
 
 import numpy as np
 import torch
 
-from trainer.config import load_config
+from trainer.config import key, load_config
 from transfer.logreg import DEFAULT_LAMS, select_and_fit, top_k
 from transfer.protocol import ProtocolConfig, features, pct, write_result
 
 
 @dataclass(frozen=True)
 class FewShotConfig(ProtocolConfig):
-    ks: tuple[int, ...] = (1, 5, 10, 25)
-    seeds: int = 5                            # draws per k: seeds 0..seeds-1
-    lams: tuple[float, ...] = DEFAULT_LAMS
-    holdout_frac: float = 0.2
-    default_lam: float = 1e-3                 # when nothing can be held out (k = 1)
+    ks: tuple[int, ...] = key((1, 5, 10, 25), "training images per class, one probe each")
+    seeds: int = key(5, "draws per k: seeds 0..seeds-1")
+    lams: tuple[float, ...] = key(DEFAULT_LAMS, "candidate L2 strengths")
+    holdout_frac: float = key(0.2, "share of each class of the k-shot set used to choose lam")
+    default_lam: float = key(1e-3, "lam when nothing can be held out (k = 1)")
 
     def __post_init__(self):
         super().__post_init__()
@@ -82,7 +81,7 @@ def run(cfg: FewShotConfig) -> dict:
 
 def main(argv: list[str] | None = None) -> dict:
     logging.basicConfig(level=logging.INFO, format="%(asctime)s %(name)s %(message)s")
-    return run(load_config(FewShotConfig, sys.argv[1:] if argv is None else argv))
+    return run(load_config(FewShotConfig, argv, "transfer.few_shot", __doc__))
 
 
 if __name__ == "__main__":

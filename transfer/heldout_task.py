@@ -9,14 +9,14 @@ Copies of one picture (Debian links identical PNGs, sometimes across categories)
 and always land on the same side, so no picture is in both train and val. Images are decoded by
 pipeline.images (Pillow's bomb guard on, transparency on white) into RGB JPEGs; unreadable ones
 are skipped and counted by reason. Output: OUT/train/<class>/*.jpg, OUT/val/<class>/*.jpg and
-OUT/task.json (classes, counts, dropped classes, rejects); written under a temporary name first.
+OUT/task.json (classes, counts, dropped classes, rejects); the tree is filled under a temporary
+name and renamed into place (pipeline.atomic).
 """
 from __future__ import annotations
 
 import argparse
 import json
 import os
-import shutil
 import zlib
 from collections import Counter, defaultdict
 from pathlib import Path
@@ -24,6 +24,7 @@ from pathlib import Path
 import numpy as np
 from tqdm import tqdm
 
+from pipeline.atomic import atomic_dir
 from pipeline.images import ImageRejected, ImageSpec, prepare_image, read_image_bytes
 from pipeline.openclipart import UNSORTED_CATEGORY
 
@@ -89,38 +90,34 @@ def build_task(heldout: Path, out: Path, val_frac: float = 0.3, min_per_class: i
     # copies of one picture share a group: the file a link resolves to
     items = [(r["image_id"], r["category"], os.path.realpath(r["image"])) for r in rows]
     assign, dropped = split_task(items, val_frac, min_per_class, seed)
-    tmp = out.with_name(f".{out.name}.tmp")
-    shutil.rmtree(tmp, ignore_errors=True)
     spec = ImageSpec(max_side=max_side)
     counts: dict[str, Counter] = defaultdict(Counter)
     rejects, examples = Counter(), []
-    for r in tqdm([r for r in rows if r["image_id"] in assign], desc="held-out images", unit="img", mininterval=2):
-        split = assign[r["image_id"]]
-        try:
-            jpeg, _, _ = prepare_image(read_image_bytes(r["image"]), spec)
-        except ImageRejected as e:
-            rejects[e.reason] += 1
-            if len(examples) < 10:
-                examples.append({"image_id": r["image_id"], "image": r["image"], "reason": str(e)})
-            continue
-        d = tmp / split / r["category"]
-        d.mkdir(parents=True, exist_ok=True)
-        (d / file_name(r["image_id"])).write_bytes(jpeg)
-        counts[r["category"]][split] += 1
-    empty = sorted(c for c in counts if not counts[c]["train"] or not counts[c]["val"])
-    if empty or not counts:
-        shutil.rmtree(tmp, ignore_errors=True)
-        raise ValueError(f"{heldout}: after unreadable images were skipped, classes {empty} have an empty split"
-                         if counts else f"{heldout}: no class has {min_per_class} readable images")
-    stats = {"heldout": str(heldout), "seed": seed, "val_frac": val_frac, "min_per_class": min_per_class,
-             "max_side": max_side, "classes": sorted(counts),
-             "images": {c: {"train": counts[c]["train"], "val": counts[c]["val"]} for c in sorted(counts)},
-             "train": sum(c["train"] for c in counts.values()), "val": sum(c["val"] for c in counts.values()),
-             "dropped_classes": dropped, "unreadable": dict(rejects), "unreadable_examples": examples}
-    (tmp / "task.json").write_text(json.dumps(stats, indent=2))
-    if out.exists():
-        shutil.rmtree(out)
-    tmp.rename(out)
+    with atomic_dir(out) as tmp:
+        for r in tqdm([r for r in rows if r["image_id"] in assign], desc="held-out images", unit="img",
+                      mininterval=2):
+            split = assign[r["image_id"]]
+            try:
+                jpeg, _, _ = prepare_image(read_image_bytes(r["image"]), spec)
+            except ImageRejected as e:
+                rejects[e.reason] += 1
+                if len(examples) < 10:
+                    examples.append({"image_id": r["image_id"], "image": r["image"], "reason": str(e)})
+                continue
+            d = tmp / split / r["category"]
+            d.mkdir(parents=True, exist_ok=True)
+            (d / file_name(r["image_id"])).write_bytes(jpeg)
+            counts[r["category"]][split] += 1
+        empty = sorted(c for c in counts if not counts[c]["train"] or not counts[c]["val"])
+        if empty or not counts:
+            raise ValueError(f"{heldout}: after unreadable images were skipped, classes {empty} have an empty split"
+                             if counts else f"{heldout}: no class has {min_per_class} readable images")
+        stats = {"heldout": str(heldout), "seed": seed, "val_frac": val_frac, "min_per_class": min_per_class,
+                 "max_side": max_side, "classes": sorted(counts),
+                 "images": {c: {"train": counts[c]["train"], "val": counts[c]["val"]} for c in sorted(counts)},
+                 "train": sum(c["train"] for c in counts.values()), "val": sum(c["val"] for c in counts.values()),
+                 "dropped_classes": dropped, "unreadable": dict(rejects), "unreadable_examples": examples}
+        (tmp / "task.json").write_text(json.dumps(stats, indent=2))
     return stats
 
 

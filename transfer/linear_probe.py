@@ -1,4 +1,4 @@
-"""Linear probe (SWAG section 4.1): frozen trunk, cached features, L2 multinomial logistic regression
+r"""Linear probe (SWAG section 4.1): frozen trunk, cached features, L2 multinomial logistic regression
 with the regularisation chosen on a split of the training set; top-1 / top-5 on val.
 
     python -m transfer.linear_probe model=build/demo/pretrain/export data=build/demo/downstream \
@@ -8,18 +8,17 @@ with the regularisation chosen on a split of the training set; top-1 / top-5 on 
 from __future__ import annotations
 
 import logging
-import sys
 from dataclasses import dataclass
 
-from trainer.config import load_config
+from trainer.config import key, load_config
 from transfer.logreg import DEFAULT_LAMS, mean_class_accuracy, select_and_fit, top_k
 from transfer.protocol import ProtocolConfig, features, pct, write_result
 
 
 @dataclass(frozen=True)
 class LinearProbeConfig(ProtocolConfig):
-    lams: tuple[float, ...] = DEFAULT_LAMS   # candidate L2 strengths (lam = 1 / (C n) in sklearn's terms)
-    holdout_frac: float = 0.2                # share of each class of train used to choose lam
+    lams: tuple[float, ...] = key(DEFAULT_LAMS, "candidate L2 strengths (lam = 1 / (C n) in sklearn's terms)")
+    holdout_frac: float = key(0.2, "share of each class of train used to choose lam")
 
     def __post_init__(self):
         super().__post_init__()
@@ -50,7 +49,7 @@ def run(cfg: LinearProbeConfig) -> dict:
 
 def main(argv: list[str] | None = None) -> dict:
     logging.basicConfig(level=logging.INFO, format="%(asctime)s %(name)s %(message)s")
-    return run(load_config(LinearProbeConfig, sys.argv[1:] if argv is None else argv))
+    return run(load_config(LinearProbeConfig, argv, "transfer.linear_probe", __doc__))
 
 
 if __name__ == "__main__":

@@ -24,6 +24,7 @@ from pathlib import Path
 
 import torch
 
+from pipeline.atomic import write_text_atomic
 from trainer.config import load_config
 
 
@@ -98,22 +99,18 @@ def plain_total_samples(mae_samples: int, hashtag_samples: int, ratio: float, ba
 def cost_main(a) -> None:
     from trainer.mae import MaeConfig
     from trainer.pretrain import PretrainConfig
-    from trainer.runtime import read_shards
+    from trainer.data.shard_index import load_index
 
     need = ["shards=x", "run_dir=x"]
     mae_cfg = load_config(MaeConfig, ["--config", a.mae_config, *need, *a.mae_overrides])
     pre_cfg = load_config(PretrainConfig, ["--config", a.pretrain_config, *need, *a.pretrain_overrides])
-    rec = step_costs(mae_cfg, pre_cfg, read_shards(a.shards, "wds")["num_classes"], a.steps)
+    rec = step_costs(mae_cfg, pre_cfg, load_index(a.shards).num_classes, a.steps)
     mae_n, pre_n = mae_cfg.steps * mae_cfg.batch_size, pre_cfg.steps * pre_cfg.batch_size
     rec.update({"mae_samples": mae_n, "maws_hashtag_samples": pre_n, "model": pre_cfg.model,
                 "plain_total_samples": plain_total_samples(mae_n, pre_n, rec["time_ratio"], pre_cfg.batch_size),
                 "plain_total_samples_by_flops": plain_total_samples(mae_n, pre_n, rec["flop_ratio"],
                                                                     pre_cfg.batch_size)})
-    out = Path(a.out)
-    out.parent.mkdir(parents=True, exist_ok=True)
-    tmp = out.with_name(f".{out.name}.tmp")
-    tmp.write_text(json.dumps(rec, indent=2))
-    tmp.replace(out)
+    write_text_atomic(a.out, json.dumps(rec, indent=2))
     print(f"step cost per image: MAE {rec['mae']['s_per_image'] * 1e3:.2f} ms, hashtag "
           f"{rec['hashtag']['s_per_image'] * 1e3:.2f} ms (time ratio {rec['time_ratio']:.3f}, FLOP ratio "
           f"{rec['flop_ratio']:.3f}); plain arm: {rec['plain_total_samples']} samples", file=sys.stderr)
@@ -143,10 +140,7 @@ def report_main(a) -> dict:
            "step_cost": cost, "arms": arms,
            "linear_probe": {k: {m: p[m] for m in ("top1", "top5", "mean_class_top1") if m in p}
                             for k, p in probes.items()}}
-    out = Path(a.out)
-    tmp = out.with_name(f".{out.name}.tmp")
-    tmp.write_text(json.dumps(rec, indent=2))
-    tmp.replace(out)
+    write_text_atomic(a.out, json.dumps(rec, indent=2))
     lines = [f"MAWS vs plain hashtag pretraining, {cost['model']}, equal compute (MAE image = "
              f"{cost['time_ratio']:.3f} hashtag images by measured step time, {cost['flop_ratio']:.3f} by FLOPs)",
              "| arm | MAE images | hashtag images | est. compute s | linear probe top-1 | top-5 | mean per-class |",
@@ -157,7 +151,7 @@ def report_main(a) -> dict:
         if k in arms or p:
             lines.append(f"| {k} | {arm['mae_samples']} | {arm['hashtag_samples']} | {arm['compute_s']:.0f} | "
                          f"{top1} | {top5} | {mean_class} |")
-    print("\n".join(lines) + f"\nwritten: {out}")
+    print("\n".join(lines) + f"\nwritten: {a.out}")
     return rec
 
 

@@ -4,13 +4,13 @@ from __future__ import annotations
 
 import json
 import logging
-import os
 from dataclasses import dataclass
 from pathlib import Path
 
 import torch
 
-from trainer.config import to_dict
+from pipeline.atomic import write_text_atomic
+from trainer.config import key, to_dict
 from transfer.downstream import load_split
 from trainer.export import LoadedModel, load_model
 from transfer.features import cached_features
@@ -18,25 +18,30 @@ from transfer.features import cached_features
 log = logging.getLogger("transfer")
 
 
+def check_out(out: str) -> None:
+    """A protocol's `out` is the result JSON; the Markdown summary goes next to it (write_result)."""
+    if not str(out).endswith(".json"):
+        raise ValueError(f"out must be a .json path, got {out!r}")
+
+
 @dataclass(frozen=True)
 class ProtocolConfig:
-    model: str                      # export directory, or random:<timm name>
-    data: str                       # downstream dataset (transfer/downstream.py)
-    out: str                        # result JSON; a Markdown summary is written next to it (.md)
-    img_size: int = 224
-    batch_size: int = 64
-    workers: int = 0
-    seed: int = 0                   # random init's seed (and the protocol's own draws)
-    device: str = "auto"
-    cache_dir: str | None = None    # feature cache; default: <out's directory>/features
+    model: str = key(help="export directory, or random:<timm name>")
+    data: str = key(help="downstream dataset (transfer/downstream.py)")
+    out: str = key(help="result JSON; a Markdown summary is written next to it (.md)")
+    img_size: int = key(224, "input side in pixels")
+    batch_size: int = key(64, "feature extraction batch")
+    workers: int = key(0, "data loader worker processes")
+    seed: int = key(0, "random init's seed (and the protocol's own draws)")
+    device: str = key("auto", "auto | cuda | cpu")
+    cache_dir: str | None = key(None, "feature cache; null: <out's directory>/features")
 
     def __post_init__(self):
         if self.img_size < 8:
             raise ValueError(f"img_size must be >= 8, got {self.img_size}")
         if self.batch_size < 1:
             raise ValueError(f"batch_size must be >= 1, got {self.batch_size}")
-        if not str(self.out).endswith(".json"):
-            raise ValueError(f"out must be a .json path, got {self.out!r}")
+        check_out(self.out)
 
 
 def device_of(cfg: ProtocolConfig) -> torch.device:
@@ -64,9 +69,7 @@ def write_result(cfg, result: dict, markdown: str) -> Path:
     out.parent.mkdir(parents=True, exist_ok=True)
     result = {**result, "config": to_dict(cfg)}
     for path, text in ((out, json.dumps(result, indent=2)), (out.with_suffix(".md"), markdown + "\n")):
-        tmp = path.with_name(f".{path.name}.{os.getpid()}.tmp")
-        tmp.write_text(text)
-        tmp.replace(path)
+        write_text_atomic(path, text)
     log.info("wrote %s and %s", out, out.with_suffix(".md"))
     return out
 

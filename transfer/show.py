@@ -13,8 +13,9 @@ from __future__ import annotations
 
 import argparse
 import json
-import os
 from pathlib import Path
+
+from pipeline.atomic import write_text_atomic
 
 ARMS = ("random_init", "pretrained")
 
@@ -74,10 +75,7 @@ def main(argv: list[str] | None = None) -> dict:
     if a.collect:
         t = collect(a.collect)
         if a.out:
-            a.out.parent.mkdir(parents=True, exist_ok=True)
-            tmp = a.out.with_name(f".{a.out.name}.{os.getpid()}.tmp")
-            tmp.write_text(json.dumps(t, indent=2))
-            tmp.replace(a.out)
+            write_text_atomic(a.out, json.dumps(t, indent=2))
     elif a.transfer_json:
         t = json.loads(a.transfer_json.read_text())
     else:

@@ -1,4 +1,4 @@
-"""Zero-shot transfer (SWAG appendix): no training; the hashtag classifier's probabilities are
+r"""Zero-shot transfer (SWAG appendix): no training; the hashtag classifier's probabilities are
 mapped onto the downstream classes through WordNet (pipeline/zero_shot_map.py).
 
     python -m transfer.zero_shot model=build/demo/pretrain/export data=build/demo/downstream \
@@ -13,15 +13,15 @@ to the result (`<out>.mapping.tsv`) for a person to audit.
 from __future__ import annotations
 
 import logging
-import sys
 from dataclasses import dataclass
 from pathlib import Path
 
 import torch
 
+from pipeline.atomic import write_text_atomic
 from pipeline.zero_shot_map import (AGGREGATIONS, aggregate, class_synsets, map_classes, mapping_table,
                                     read_overrides, read_wnids)
-from trainer.config import load_config
+from trainer.config import key, load_config
 from transfer.logreg import mean_class_accuracy, top_k
 from transfer.protocol import ProtocolConfig, features, pct, write_result
 
@@ -30,10 +30,10 @@ TIMM_WNID_LISTS = {"imagenet": "imagenet_synsets.txt", "imagenet22k": "imagenet2
 
 @dataclass(frozen=True)
 class ZeroShotConfig(ProtocolConfig):
-    vocab: str | None = None            # vocab dir of the pretraining labels; default: the export's
-    aggregation: str = "average"        # average (SWAG RegNetY) | split_max (SWAG ViT)
-    class_synsets: str | None = None    # YAML overrides: class name -> [synset, ...]
-    wnids: str | None = None            # class i -> line i of a wnid list file, or imagenet / imagenet22k (timm's)
+    vocab: str | None = key(None, "vocab dir of the pretraining labels; null: the export's")
+    aggregation: str = key("average", "average (SWAG RegNetY) | split_max (SWAG ViT)")
+    class_synsets: str | None = key(None, "YAML overrides: class name -> [synset, ...]")
+    wnids: str | None = key(None, "class i -> line i of a wnid list file, or imagenet / imagenet22k (timm's)")
 
     def __post_init__(self):
         super().__post_init__()
@@ -60,14 +60,14 @@ def hashtag_table(cfg: ZeroShotConfig, meta: dict) -> tuple[list[str], list[list
     names = [r["name"] for r in rows]
     if names != list(meta.get("labels") or []):
         raise ValueError(f"vocabulary {vocab} ({len(names)} labels) is not the one {cfg.model} was trained on "
-                         f"({len(meta.get('labels') or [])} labels in model.json)")
+                         f"({len(meta.get('labels') or [])} labels in the export)")
     return names, [list(r["synsets"]) for r in rows]
 
 
 def run(cfg: ZeroShotConfig) -> dict:
     from pipeline.wordnet import load_wordnet
 
-    if not Path(cfg.model, "model.json").is_file():
+    if cfg.model.startswith("random:"):
         raise ValueError(f"model={cfg.model}: zero-shot needs an exported hashtag model (its head), not random init")
     model, f = features(cfg)
     names, tag_synsets = hashtag_table(cfg, model.meta)
@@ -83,10 +83,7 @@ def run(cfg: ZeroShotConfig) -> dict:
     mapping = map_classes(classes, syn, tag_synsets, wn)
     out = Path(cfg.out)
     tsv = out.with_name(out.stem + ".mapping.tsv")
-    out.parent.mkdir(parents=True, exist_ok=True)
-    tmp = tsv.with_name("." + tsv.name + ".tmp")
-    tmp.write_text(mapping_table(mapping, names, tag_synsets))
-    tmp.replace(tsv)
+    write_text_atomic(tsv, mapping_table(mapping, names, tag_synsets))
     xva, yva = f["val"]
     with torch.no_grad():
         logits = model.head.eval()(xva.float())
@@ -114,7 +111,7 @@ def run(cfg: ZeroShotConfig) -> dict:
 
 def main(argv: list[str] | None = None) -> dict:
     logging.basicConfig(level=logging.INFO, format="%(asctime)s %(name)s %(message)s")
-    return run(load_config(ZeroShotConfig, sys.argv[1:] if argv is None else argv))
+    return run(load_config(ZeroShotConfig, argv, "transfer.zero_shot", __doc__))
 
 
 if __name__ == "__main__":

@@ -6,7 +6,6 @@ import pyarrow as pa
 from pyspark.sql import DataFrame
 from pyspark.sql import functions as F
 
-from jobs.lib.vocabulary import normalize_distinct, raw_tag_strings
 from pipeline.label_noise import noisy_labels
 from schemas import MANIFEST_ID
 
@@ -18,12 +17,24 @@ def hash_uniform(seed: int, *cols) -> F.Column:
     return F.xxhash64(F.lit(seed), *cols).bitwiseAND(F.lit((1 << 53) - 1)).cast("double") / F.lit(_U53)
 
 
-def image_label_rows(clean: DataFrame, hashtag_map: DataFrame) -> DataFrame:
-    """(image_id, label) for each hashtag of each image that maps to a label (repeats possible when
-    two hashtags of an image share a label; importance_and_tail deduplicates)."""
-    image_raw = raw_tag_strings(clean)
-    raw_map = normalize_distinct(image_raw)
-    return image_raw.join(raw_map, "raw").join(hashtag_map, "hashtag").select(MANIFEST_ID, "label")
+def class_count_of_vocabulary(label_images: DataFrame, hashtag_map: DataFrame, vocab_dir: str) -> int:
+    """C, the number of labels of a vocabulary (label, images) whose labels are exactly 0..C-1 and
+    whose hashtag_map points only at them; a ValueError naming `vocab_dir` otherwise."""
+    n, lo, hi, distinct = label_images.agg(F.count("*"), F.min("label"), F.max("label"),
+                                           F.countDistinct("label")).first()
+    dangling = hashtag_map.join(label_images, "label", "left_anti").count()
+    if n == 0 or dangling or (lo, hi, distinct) != (0, n - 1, n):
+        raise ValueError(f"{vocab_dir}: inconsistent vocabulary ({n} labels numbered {lo}..{hi}, "
+                         f"{dangling} hashtag_map rows point at no label)")
+    return n
+
+
+def image_label_rows(image_hashtags: DataFrame, hashtag_map: DataFrame) -> DataFrame:
+    """(image_id, label) for each normalized hashtag of each image (the vocab job's
+    image_hashtags table) that maps to a label; repeats possible when two hashtags of an image
+    share a label (importance_and_tail deduplicates)."""
+    return (image_hashtags.select(MANIFEST_ID, F.explode("hashtags").alias("hashtag"))
+            .join(hashtag_map, "hashtag").select(MANIFEST_ID, "label"))
 
 
 def label_sets(rows: DataFrame) -> DataFrame:

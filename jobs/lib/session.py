@@ -2,6 +2,7 @@
 from __future__ import annotations
 
 import os
+import sys
 import tempfile
 import zipfile
 from pathlib import Path
@@ -9,7 +10,9 @@ from pathlib import Path
 from pipeline.wordnet import PROJECT_ROOT, default_wordnet_dir
 
 WORDNET_ARCHIVE = "wordnet_corpus"
-_PACKAGES = ("pipeline", "jobs", "schemas", "trainer")  # trainer: the export loader of dedup --method embedding
+# every package executor code imports (trainer: the export loader of dedup --method embedding);
+# tests/test_session.py checks that the shipped packages import nothing else of the project
+PACKAGES = ("pipeline", "jobs", "schemas", "trainer")
 _SHIPPED: dict[int, set] = {}  # SparkContext id -> the WordNet directory shipped to it
 
 
@@ -18,6 +21,8 @@ def get_session(app: str, master: str | None = None, conf: dict | None = None):
 
     Ships a zip of the project's packages with addPyFile so executors on a real cluster import
     the same code as the driver; the Python dependencies themselves must exist on the cluster.
+    With a local master and PYSPARK_PYTHON unset, the executors' Python is this interpreter (the
+    project's environment) rather than whatever `python3` is first on PATH.
     """
     from pyspark.sql import SparkSession
 
@@ -26,11 +31,13 @@ def get_session(app: str, master: str | None = None, conf: dict | None = None):
         b = b.master(master)
     elif not _master_from_submit():
         b = b.master("local[*]")
+    if "PYSPARK_PYTHON" not in os.environ and (master or _effective_master()).startswith("local"):
+        os.environ["PYSPARK_PYTHON"] = sys.executable  # read when the SparkContext starts
     for k, v in {"spark.sql.session.timeZone": "UTC", **(conf or {})}.items():
         b = b.config(k, v)
     spark = b.getOrCreate()
     spark.sparkContext.setLogLevel("WARN")
-    spark.sparkContext.addPyFile(str(_code_zip()))
+    spark.sparkContext.addPyFile(str(code_zip()))
     return spark
 
 
@@ -69,11 +76,24 @@ def _master_from_submit() -> bool:
     return "PYSPARK_GATEWAY_PORT" in os.environ
 
 
-def _code_zip() -> Path:
+def _effective_master() -> str:
+    """The master a session without an explicit one gets: spark-submit's --master, else local[*]."""
+    if not _master_from_submit():
+        return "local[*]"
+    from pyspark import SparkConf, SparkContext
+
+    SparkContext._ensure_initialized()  # connects to spark-submit's JVM, whose conf holds --master
+    return SparkConf().get("spark.master", "local[*]")
+
+
+def code_zip() -> Path:
+    """A zip of PACKAGES (sources and their data files; no caches, no hidden files) in a temp dir."""
     out = Path(tempfile.mkdtemp(prefix="hashtag-code-")) / "hashtag_pretrain_code.zip"
     with zipfile.ZipFile(out, "w", zipfile.ZIP_DEFLATED) as z:
-        for pkg in _PACKAGES:
+        for pkg in PACKAGES:
             for f in sorted((PROJECT_ROOT / pkg).rglob("*")):
-                if f.is_file() and "__pycache__" not in f.parts:
-                    z.write(f, f.relative_to(PROJECT_ROOT).as_posix())
+                rel = f.relative_to(PROJECT_ROOT)
+                if f.is_file() and f.suffix != ".pyc" and not any(
+                        part == "__pycache__" or part.startswith(".") for part in rel.parts):
+                    z.write(f, rel.as_posix())
     return out

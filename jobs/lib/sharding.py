@@ -8,7 +8,6 @@ sha256 is skipped on a rerun.
 from __future__ import annotations
 
 import json
-import os
 from pathlib import Path
 
 import pyarrow as pa
@@ -16,6 +15,7 @@ from pyspark.sql import DataFrame
 from pyspark.sql import functions as F
 
 from jobs.lib.numbering import number_rows
+from pipeline.atomic import write_text_atomic
 from pipeline.images import ImageRejected, ImageSpec, prepare_image, read_image_bytes
 from pipeline.wds import file_sha256, shard_name, write_shard
 
@@ -74,7 +74,7 @@ def write_shards(keyed: DataFrame, out_dir: str) -> DataFrame:
             written = write_shard(path, ((f"{k:09d}", jpeg, {"image_id": i, "labels": lb, "tail": tl, "position": p})
                                          for k, jpeg, i, lb, tl, p in rows))
             rec, skipped = {**expect, **written, "name": name}, False
-            _write_json_atomic(sidecar, rec)
+            write_text_atomic(sidecar, json.dumps(rec, sort_keys=True))
         return pa.table({"shard": [shard], "name": [name], "samples": [rec["samples"]], "bytes": [rec["bytes"]],
                          "sha256": [rec["sha256"]], "first_position": [rec["first_position"]],
                          "last_position": [rec["last_position"]], "first_key": [rec["first_key"]],
@@ -87,10 +87,3 @@ def _read_json(path: Path):
         return json.loads(path.read_text())
     except (OSError, ValueError):
         return None
-
-
-def _write_json_atomic(path: Path, obj) -> None:
-    path.parent.mkdir(parents=True, exist_ok=True)
-    tmp = path.with_name(f".{path.name}.{os.getpid()}.tmp")
-    tmp.write_text(json.dumps(obj, sort_keys=True))
-    os.replace(tmp, path)

@@ -44,9 +44,17 @@ def normalize_distinct(raw: DataFrame) -> DataFrame:
 
 
 def image_hashtags(image_raw: DataFrame, raw_map: DataFrame) -> DataFrame:
-    """(image_id, hashtag): distinct normalized hashtags per image, empties dropped."""
-    return (image_raw.join(raw_map.filter(F.col("hashtag") != ""), "raw")
-            .select(MANIFEST_ID, "hashtag").distinct())
+    """(image_id, hashtags): each image's distinct normalized hashtags, sorted, empties dropped
+    (schemas.IMAGE_HASHTAGS); an image whose tags all normalize to '' keeps an empty list. One
+    shuffle by image_id, the one a distinct over (image_id, hashtag) rows would take."""
+    tag = F.when(F.col("hashtag") != "", F.col("hashtag"))  # null: skipped by collect_set
+    return (image_raw.join(raw_map, "raw").groupBy(MANIFEST_ID)
+            .agg(F.array_sort(F.collect_set(tag)).alias("hashtags")))
+
+
+def image_hashtag_rows(per_image: DataFrame) -> DataFrame:
+    """(image_id, hashtag) rows of an IMAGE_HASHTAGS table: distinct by construction, no shuffle."""
+    return per_image.select(MANIFEST_ID, F.explode("hashtags").alias("hashtag"))
 
 
 def lookup_synsets(hashtags: DataFrame, lexnames: tuple[str, ...], wordnet_dir_fn, calls=None) -> DataFrame:

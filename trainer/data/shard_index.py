@@ -1,4 +1,5 @@
-"""The shard directory's index (shards.json), read only once the shards job has finished."""
+"""The shard directory's index (shards.json), read only once the shards job has finished: the one
+reader of shards.json (the FFCV reader checks its `ffcv` entry)."""
 from __future__ import annotations
 
 import json
@@ -28,7 +29,7 @@ def load_index(root) -> ShardIndex:
     """Parse ROOT/shards.json; a directory without _SUCCESS is refused (the job did not finish)."""
     root = Path(root)
     if not root.is_dir():
-        raise FileNotFoundError(f"shard directory {root} does not exist")
+        raise ShardError(f"no finished shards: shard directory {root} does not exist (run jobs/shards.py)")
     if not (root / "_SUCCESS").exists():
         raise ShardError(f"incomplete shards: {root} has no _SUCCESS marker (jobs/shards.py has not finished "
                          "or failed); rerun it")

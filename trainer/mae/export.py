@@ -16,15 +16,15 @@ from pathlib import Path
 
 from safetensors.torch import load_file, save_file
 
+from pipeline.atomic import atomic_path, write_text_atomic
 from trainer.mae.model import DecoderSpec, MaskedAutoencoder, build_mae
 
 FILES = ("encoder.safetensors", "decoder.safetensors", "mae.json")
 
 
 def _save(state: dict, path: Path, meta: dict) -> None:
-    tmp = path.with_name(f".{path.name}.tmp")
-    save_file({k: v.detach().cpu().contiguous() for k, v in state.items()}, str(tmp), metadata=meta)
-    tmp.replace(path)
+    with atomic_path(path) as tmp:
+        save_file({k: v.detach().cpu().contiguous() for k, v in state.items()}, str(tmp), metadata=meta)
 
 
 def export_mae(mae: MaskedAutoencoder, out_dir: Path, model: str, img_size: int, decoder: DecoderSpec,
@@ -37,9 +37,7 @@ def export_mae(mae: MaskedAutoencoder, out_dir: Path, model: str, img_size: int,
             "grid": list(mae.grid), "embed_dim": mae.encoder.embed_dim,
             "num_prefix_tokens": mae.encoder.num_prefix_tokens, "mask_ratio": mae.mask_ratio,
             "norm_pix_loss": mae.norm_pix_loss, "decoder": asdict(decoder), **extra}
-    tmp = out_dir / ".mae.json.tmp"
-    tmp.write_text(json.dumps(meta, indent=2, sort_keys=True))
-    tmp.replace(out_dir / "mae.json")
+    write_text_atomic(out_dir / "mae.json", json.dumps(meta, indent=2, sort_keys=True))
     return out_dir
 
 

@@ -9,6 +9,7 @@ from pathlib import Path
 
 import torch
 
+from pipeline.atomic import atomic_path
 from trainer.mae.model import MaskedAutoencoder, patchify, unpatchify
 
 COLUMNS = ("original", "masked input", "reconstruction", "reconstruction + visible")
@@ -59,9 +60,7 @@ def save_grid(mae: MaskedAutoencoder, images: torch.Tensor, mean, std, noise: to
     note = "\npredicted patches shown at their true mean and std (normalized-pixel loss)" if mae.norm_pix_loss else ""
     fig.suptitle(f"{title}  loss on these images {r['loss']:.3f}".strip() + note, fontsize=10)
     fig.tight_layout(rect=(0, 0, 1, 1 - 0.6 / (2.2 * k + 0.6)))  # 0.6 in for the title
-    out_png.parent.mkdir(parents=True, exist_ok=True)
-    tmp = out_png.with_name(f".{out_png.stem}.tmp.png")
-    fig.savefig(tmp, dpi=100)
+    with atomic_path(out_png) as tmp:
+        fig.savefig(tmp, dpi=100, format="png")
     plt.close(fig)
-    tmp.replace(out_png)
     return r["loss"]

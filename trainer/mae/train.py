@@ -1,4 +1,4 @@
-"""MAE pre-pretraining of a timm ViT on the shards, labels unused (MAWS appendix A; He et al. 2022).
+r"""MAE pre-pretraining of a timm ViT on the shards, labels unused (MAWS appendix A; He et al. 2022).
 
     torchrun --nproc_per_node=8 -m trainer.mae --config trainer/configs/mae_vit_b16.yaml \
         shards=/data/shards run_dir=runs/mae_b16 [key=value ...]
@@ -15,79 +15,48 @@ reconstructions.png (and reconstructions/step-*.png with picture_every) and expo
 """
 from __future__ import annotations
 
-import json
 import logging
-import sys
 from dataclasses import asdict, dataclass
 from pathlib import Path
 
 import torch
-import yaml
 
-from trainer.checkpoint import unwrap
-from trainer.config import load_config, to_dict
+from trainer.config import ShardTrainConfig, key, load_config, to_dict
 from trainer.data import make_loader, model_data_config
-from trainer.distributed import DistInfo, cleanup_distributed, setup_distributed
-from trainer.loop import fit, resume, train_loader
+from trainer.data.shard_index import load_index
+from trainer.distributed import DistInfo
+from trainer.loop import Task, finish, fit, train_loader
 from trainer.mae.export import export_mae
 from trainer.mae.model import DecoderSpec, MaskedAutoencoder, build_mae, mask_noise
 from trainer.mae.picture import save_grid
-from trainer.run_log import plot_curves
 from trainer.optim import build_optimizer, peak_lr
-from trainer.runtime import autocast, read_shards
+from trainer.prepare import Run, prepare, start
 
 log = logging.getLogger("mae")
 PICTURE_RANK = 10**6  # the picture's masks are drawn as if by a rank no training process has
 
 
-@dataclass(frozen=True)
-class MaeConfig:
-    shards: str
-    run_dir: str
-    total_samples: int
-    model: str = "vit_base_patch16_224"
-    img_size: int = 224
-    data_format: str = "wds"
-    mask_ratio: float = 0.75
-    norm_pix_loss: bool = True
-    decoder_depth: int = 8
-    decoder_width: int = 512
-    decoder_heads: int = 16
-    decoder_mlp_ratio: float = 4.0
-    base_lr: float | None = None      # per 256 images (MAE: 1.5e-4), scaled linearly to batch_size
-    weight_decay: float = 0.05
-    batch_size: int = 4096            # global
-    warmup_frac: float = 0.05
-    grad_clip: float | None = None
-    precision: str = "auto"           # auto: bf16 autocast on GPU, fp32 on CPU
-    compile: bool = False
-    workers: int = 2
-    seed: int = 0
-    log_every: int = 10
-    ckpt_every: int = 100             # steps
-    keep_ckpts: int = 3
-    picture_images: int = 8
-    picture_every: int = 0            # steps; 0: one picture at the end of the run
-    device: str = "auto"
+@dataclass(frozen=True, kw_only=True)
+class MaeConfig(ShardTrainConfig):
+    model: str = key("vit_base_patch16_224", "timm ViT name (the encoder)")
+    mask_ratio: float = key(0.75, "share of each image's patches masked")
+    norm_pix_loss: bool = key(True, "predict per-patch normalized pixels")
+    decoder_depth: int = key(8, "decoder blocks")
+    decoder_width: int = key(512, "decoder embedding width")
+    decoder_heads: int = key(16, "decoder attention heads")
+    decoder_mlp_ratio: float = key(4.0, "decoder MLP width / embedding width")
+    weight_decay: float = key(0.05, "AdamW weight decay (none on norms and biases)")
+    batch_size: int = key(4096, "global batch, split evenly over the processes")
+    picture_images: int = key(8, "images in each reconstruction picture")
+    picture_every: int = key(0, "steps between reconstruction pictures; 0: one at the end of the run")
 
     def __post_init__(self):
+        super().__post_init__()
         if not 0 < self.mask_ratio < 1:
             raise ValueError(f"mask_ratio must be in (0, 1), got {self.mask_ratio}")
-        if self.base_lr is not None and self.base_lr <= 0:
-            raise ValueError(f"base_lr must be > 0, got {self.base_lr}")
-        if self.batch_size <= 0 or self.total_samples < self.batch_size:
-            raise ValueError(f"need 0 < batch_size <= total_samples, got {self.batch_size}, {self.total_samples}")
-        if self.precision not in ("auto", "bf16", "fp16", "fp32"):
-            raise ValueError(f"precision must be auto, bf16, fp16 or fp32, got {self.precision!r}")
-        if not 0 <= self.warmup_frac < 1:
-            raise ValueError("warmup_frac must be in [0, 1)")
         if self.picture_images < 1 or self.picture_every < 0:
             raise ValueError("picture_images must be >= 1 and picture_every >= 0")
         _ = self.decoder  # validates the decoder spec
-
-    @property
-    def steps(self) -> int:
-        return self.total_samples // self.batch_size
 
     @property
     def decoder(self) -> DecoderSpec:
@@ -95,10 +64,8 @@ class MaeConfig:
 
 
 def setup(cfg: MaeConfig, d: DistInfo) -> MaskedAutoencoder:
-    """Everything checked before any work: data, model, batch divisibility."""
-    if cfg.batch_size % d.world_size:
-        raise ValueError(f"batch_size {cfg.batch_size} is not divisible by world size {d.world_size}")
-    read_shards(cfg.shards, cfg.data_format)
+    """Everything checked before any work: data, model."""
+    load_index(cfg.shards)
     torch.manual_seed(cfg.seed)  # identical initial weights on every rank
     return build_mae(cfg.model, cfg.img_size, cfg.decoder, cfg.mask_ratio, cfg.norm_pix_loss)
 
@@ -110,61 +77,59 @@ def picture_batch(cfg: MaeConfig) -> torch.Tensor:
     return next(iter(loader)).images.clone()
 
 
+class MaeTask(Task):
+    """The masked-patch loss, masks drawn from (seed, step, rank); pictures on rank 0."""
+
+    def __init__(self, cfg: MaeConfig, run: Run, mean, std):
+        self.cfg, self.run, self.mae = cfg, run, run.model
+        self.mean, self.std = mean, std
+        self.pictures = picture_batch(cfg) if run.d.is_main else None
+        self.picture_noise = mask_noise(cfg.seed, 0, PICTURE_RANK, cfg.picture_images, self.mae.num_patches)
+
+    def picture(self, path: Path, title: str) -> float:
+        return save_grid(self.mae, self.pictures, self.mean, self.std, self.picture_noise, path, title)
+
+    def loss(self, batch, step):
+        x = self.run.inputs(batch.images)
+        noise = mask_noise(self.cfg.seed, step, self.run.d.rank, x.shape[0], self.mae.num_patches).to(x.device)
+        with self.run.autocast():
+            return self.run.net(x, noise)[0]
+
+    def after_step(self, step):
+        every = self.cfg.picture_every
+        if self.run.d.is_main and every and step % every == 0:
+            self.picture(self.run.run_dir / "reconstructions" / f"step-{step:09d}.png",
+                         f"{self.cfg.model} MAE, step {step}")
+
+    def state_dict(self) -> dict:
+        return {"mae": {"model": self.cfg.model, "decoder": asdict(self.cfg.decoder)}}
+
+
 def train(cfg: MaeConfig) -> dict:
-    d = setup_distributed(cfg.device)
+    d = start(cfg)
     mae = setup(cfg, d)
+    loader = train_loader(cfg, d)
     run_dir = Path(cfg.run_dir)
     data_cfg = model_data_config(cfg.model)
-    mean = torch.tensor(data_cfg.mean, device=d.device).view(1, 3, 1, 1) * 255
-    std = torch.tensor(data_cfg.std, device=d.device).view(1, 3, 1, 1) * 255
-    mae = mae.to(d.device)
     peak = peak_lr("mae", cfg.batch_size, cfg.base_lr)
-    optimizer = build_optimizer("mae", mae, peak, cfg.weight_decay)
-    precision = cfg.precision if cfg.precision != "auto" else ("bf16" if d.device.type == "cuda" else "fp32")
-    scaler = torch.amp.GradScaler(enabled=precision == "fp16")
-    step = resume(run_dir, mae, optimizer, scaler, d)
     # timm parts the MAE encoder never runs (fc_norm of avg-pooled ViTs, attention pools) get no gradient
     unused = any(n.split(".")[0] in ("fc_norm", "attn_pool", "head") for n, _ in mae.encoder.named_parameters())
-    ddp = torch.nn.parallel.DistributedDataParallel(mae, find_unused_parameters=unused) if d.world_size > 1 else mae
-    net = torch.compile(ddp) if cfg.compile else ddp
-    pictures = None
-    if d.is_main:
-        run_dir.mkdir(parents=True, exist_ok=True)
-        (run_dir / "config.yaml").write_text(yaml.safe_dump(to_dict(cfg), sort_keys=False))
-        pictures = picture_batch(cfg)
-    picture_noise = mask_noise(cfg.seed, 0, PICTURE_RANK, cfg.picture_images, mae.num_patches)
+    run = prepare(cfg, d, mae, lambda m: build_optimizer("mae", m, peak, cfg.weight_decay), run_dir,
+                  data_cfg.mean, data_cfg.std, find_unused_parameters=unused)
+    task = MaeTask(cfg, run, data_cfg.mean, data_cfg.std)
+    result = fit(cfg, run, task, loader, cfg.steps, peak)
 
-    def picture(path: Path, title: str) -> float:
-        return save_grid(mae, pictures, data_cfg.mean, data_cfg.std, picture_noise, path, title)
-
-    def loss_of(batch, step):
-        x = batch.images.to(d.device, non_blocking=True).float().sub_(mean).div_(std)
-        noise = mask_noise(cfg.seed, step, d.rank, x.shape[0], mae.num_patches).to(d.device)
-        with autocast(d.device, precision):
-            return net(x, noise)[0]
-
-    def after_step(step):
-        if d.is_main and cfg.picture_every and step % cfg.picture_every == 0:
-            picture(run_dir / "reconstructions" / f"step-{step:09d}.png", f"{cfg.model} MAE, step {step}")
-
-    loader = train_loader(cfg, d)
-    result = fit(cfg, d, mae, net, optimizer, scaler, peak, step, loader, loss_of,
-                 {"mae": {"model": cfg.model, "decoder": asdict(cfg.decoder)}}, after_step)
-    if d.is_main and not result["stopped"]:
-        plot_curves(run_dir / "metrics.jsonl", run_dir / "curves.png")
-        result["picture_loss"] = picture(run_dir / "reconstructions.png",
-                                         f"{cfg.model} MAE after {result['step']} steps")
-        export_mae(unwrap(mae), run_dir / "export", cfg.model, cfg.img_size, cfg.decoder, {
+    def outputs():
+        result["picture_loss"] = task.picture(run_dir / "reconstructions.png",
+                                              f"{cfg.model} MAE after {result['step']} steps")
+        export_mae(run.model, run_dir / "export", cfg.model, cfg.img_size, cfg.decoder, {
             "mean": list(data_cfg.mean), "std": list(data_cfg.std), "config": to_dict(cfg)})
-        (run_dir / "result.json").write_text(json.dumps(result))
-    cleanup_distributed()
-    return result
 
+    return finish(run, result, outputs)
 
 def main(argv: list[str] | None = None) -> dict:
     logging.basicConfig(level=logging.INFO, format="%(asctime)s %(name)s %(message)s")
-    cfg = load_config(MaeConfig, sys.argv[1:] if argv is None else argv)
-    return train(cfg)
+    return train(load_config(MaeConfig, argv, "trainer.mae", __doc__))
 
 
 if __name__ == "__main__":

@@ -1,0 +1,121 @@
+"""What every trainer does before its first step, written once: processes, precision and scaler,
+the model on its device (channels-last, SyncBatchNorm, DDP, torch.compile), the optimizer, the
+resume from the newest checkpoint, and config.yaml in the run directory.
+
+    d = start(cfg)                                   # torchrun's processes; batch divisibility
+    run = prepare(cfg, d, model, lambda m: SGD(m.parameters(), lr=peak), run_dir, mean, std)
+    x = run.inputs(batch.images)                     # uint8 -> normalized float on the device
+    with run.autocast():
+        loss = loss_fn(run.net(x), targets)
+"""
+from __future__ import annotations
+
+import contextlib
+import logging
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Callable, Sequence
+
+import torch
+import yaml
+from torch import nn
+
+from pipeline.atomic import write_text_atomic
+from trainer.checkpoint import load_latest
+from trainer.config import TrainConfig, to_dict
+from trainer.distributed import DistInfo, setup_distributed
+
+log = logging.getLogger("trainer")
+
+
+def start(cfg: TrainConfig) -> DistInfo:
+    """This process's place among torchrun's (one CPU process without torchrun); the global batch
+    must split evenly over the processes."""
+    d = setup_distributed(cfg.device)
+    if cfg.batch_size % d.world_size:
+        raise ValueError(f"batch_size {cfg.batch_size} is not divisible by world size {d.world_size}")
+    return d
+
+
+def resolve_precision(precision: str, device: torch.device) -> str:
+    """`auto` is bf16 autocast on GPU and fp32 on CPU; the others stand as they are."""
+    if precision == "auto":
+        return "bf16" if device.type == "cuda" else "fp32"
+    return precision
+
+
+def autocast(device: torch.device, precision: str):
+    if precision in ("bf16", "fp16"):
+        return torch.autocast(device.type, dtype=torch.bfloat16 if precision == "bf16" else torch.float16)
+    return contextlib.nullcontext()
+
+
+def use_sync_bn(asked: bool, d: DistInfo) -> bool:
+    """SyncBatchNorm when asked, with several processes, on GPUs (PyTorch has no CPU kernel)."""
+    if not asked or d.world_size == 1:
+        return False
+    if d.device.type != "cuda":
+        if d.is_main:
+            log.warning("SyncBatchNorm needs GPUs: each of the %d CPU processes normalises its own batch",
+                        d.world_size)
+        return False
+    return True
+
+
+@dataclass
+class Run:
+    """A prepared training run; `model` is the plain module (checkpoints, EMA, export), `net` what
+    the forward pass calls (its DDP and/or compiled wrapper)."""
+    d: DistInfo
+    run_dir: Path
+    model: nn.Module
+    net: nn.Module
+    optimizer: torch.optim.Optimizer
+    scaler: torch.amp.GradScaler
+    precision: str                 # resolved: bf16 | fp16 | fp32
+    sync_bn: bool                  # SyncBatchNorm in use
+    memory_format: torch.memory_format
+    mean: torch.Tensor             # [1, 3, 1, 1] on the device, in uint8 units
+    std: torch.Tensor
+    step: int                      # the first step to run: 0, or the resumed checkpoint's step
+    resumed: dict | None           # the resumed checkpoint's entry-point state (Task.load_state_dict)
+
+    def inputs(self, images: torch.Tensor) -> torch.Tensor:
+        x = images.to(self.d.device, non_blocking=True).float().sub_(self.mean).div_(self.std)
+        return x.contiguous(memory_format=self.memory_format)
+
+    def autocast(self):
+        return autocast(self.d.device, self.precision)
+
+
+def prepare(cfg: TrainConfig, d: DistInfo, model: nn.Module,
+            make_optimizer: Callable[[nn.Module], torch.optim.Optimizer], run_dir: Path,
+            mean: Sequence[float], std: Sequence[float], find_unused_parameters: bool = False) -> Run:
+    """Moves and wraps `model` as cfg says, builds its optimizer (on the moved model), loads the
+    newest readable checkpoint of run_dir/checkpoints (model, optimizer, scaler, CPU RNG) and
+    writes run_dir/config.yaml on rank 0. `mean`/`std` are the model's, in [0, 1] units."""
+    precision = resolve_precision(cfg.precision, d.device)
+    fmt = torch.channels_last if cfg.channels_last else torch.contiguous_format
+    model = model.to(d.device, memory_format=fmt)
+    sync_bn = use_sync_bn(cfg.sync_bn, d)
+    if sync_bn:
+        model = nn.SyncBatchNorm.convert_sync_batchnorm(model)
+    optimizer = make_optimizer(model)
+    # the scaler's device is ours: a "cuda" scaler disables itself on a CPU-only machine
+    scaler = torch.amp.GradScaler(d.device.type, enabled=precision == "fp16")
+    state = load_latest(run_dir / "checkpoints")
+    if state is not None:
+        model.load_state_dict(state["model"])
+        optimizer.load_state_dict(state["optimizer"])
+        scaler.load_state_dict(state["scaler"])
+        torch.set_rng_state(state["rng_cpu"])
+        if d.is_main:
+            log.warning("resumed from %s at step %d", state["_path"], state["step"])
+    net = nn.parallel.DistributedDataParallel(model, find_unused_parameters=find_unused_parameters) \
+        if d.world_size > 1 else model
+    net = torch.compile(net) if cfg.compile else net
+    if d.is_main:
+        write_text_atomic(run_dir / "config.yaml", yaml.safe_dump(to_dict(cfg), sort_keys=False))
+    as_image = lambda v: torch.tensor(v, device=d.device).view(1, 3, 1, 1) * 255  # noqa: E731
+    return Run(d, run_dir, model, net, optimizer, scaler, precision, sync_bn, fmt, as_image(mean), as_image(std),
+               state["step"] if state else 0, state.get("extra", {}) if state else None)
