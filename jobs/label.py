@@ -3,8 +3,10 @@
     spark-submit jobs/label.py --manifest build/demo/manifest.parquet --vocab build/demo/vocab \
         --out build/demo/labeled [--tail-threshold 5000] [--label-noise P --seed S]
 
-Labels come from the vocab job's OUT/image_hashtags.parquet (hashtags normalized once, there);
-the manifest gives the other columns, which pass through. Writes OUT/labeled.parquet, whose
+One narrow pass over the manifest: its raw tags are mapped through the vocab job's
+OUT/raw_map.parquet (hashtags normalized once, there) and hashtag_map to labels; the other
+columns pass through. The manifest must be the vocabulary's (checked against
+OUT/image_hashtags.parquet: same images). Writes OUT/labeled.parquet, whose
 labels column records C, the vocabulary's size (schemas.NUM_CLASSES), and OUT/stats.json,
 atomically.
 """
@@ -22,14 +24,12 @@ from pyspark.sql import functions as F  # noqa: E402
 
 import schemas  # noqa: E402
 from jobs.lib.config import parse_config  # noqa: E402
-from jobs.lib.labeling import (add_label_noise, class_count_of_vocabulary, image_label_rows,  # noqa: E402
-                               importance_and_tail, label_sets)
-from jobs.lib.manifest import TAGS, clean_manifest, read_manifest  # noqa: E402
+from jobs.lib.labeling import (add_label_noise_narrow, class_count_of_vocabulary, image_label_rows,  # noqa: E402
+                               label_rows, raw_label_table, with_importance_and_tail)
+from jobs.lib.manifest import clean_manifest, read_manifest  # noqa: E402
 from jobs.lib.output import atomic_output, write_json  # noqa: E402
-from jobs.lib.session import get_session  # noqa: E402
+from jobs.lib.session import get_session, input_bytes, tune_session  # noqa: E402
 from jobs.lib.tables import read_checked, with_class_count  # noqa: E402
-
-_IN_MANIFEST = "_in_manifest"
 
 
 @dataclass(frozen=True)
@@ -53,37 +53,35 @@ def run(spark, cfg: LabelConfig) -> dict:
     vocab = read_checked(spark, f"{cfg.vocab}/vocab.parquet", schemas.VOCAB)
     hashtag_map = read_checked(spark, f"{cfg.vocab}/hashtag_map.parquet", schemas.HASHTAG_MAP)
     image_tags = read_checked(spark, f"{cfg.vocab}/image_hashtags.parquet", schemas.IMAGE_HASHTAGS)
+    raw_map = read_checked(spark, f"{cfg.vocab}/raw_map.parquet", schemas.RAW_MAP)
     label_images = vocab.select("label", "images").cache()
     n_labels = class_count_of_vocabulary(label_images, hashtag_map, cfg.vocab)
-    clean, row_stats = clean_manifest(read_manifest(spark, cfg.manifest))  # the other columns pass through
-    rows = image_label_rows(image_tags, hashtag_map)
+    manifest = read_manifest(spark, cfg.manifest)
+    tune_session(spark, input_bytes(spark, cfg.manifest))
+    clean, row_stats = clean_manifest(manifest)  # the other columns pass through
+    # raw -> label, one row per distinct raw string: the driver's share, broadcast to executors
+    table = raw_label_table(raw_map.toArrow(), hashtag_map.toArrow(), label_images.toArrow())
+    rows = label_rows(clean, spark.sparkContext.broadcast(table))
     if cfg.label_noise > 0:
-        marginal = np.zeros(n_labels)
-        for r in label_images.collect():
-            marginal[r["label"]] = r["images"]
-        noisy = add_label_noise(label_sets(rows), cfg.label_noise, cfg.seed, marginal)
-        rows = noisy.select(schemas.MANIFEST_ID, F.explode("labels").alias("label"))
-    scored = importance_and_tail(rows, label_images, cfg.tail_threshold)
-    labeled = scored.join(clean.drop(TAGS).withColumn(_IN_MANIFEST, F.lit(True)), schemas.MANIFEST_ID, "left").cache()
-    found = {r[_IN_MANIFEST]: r["count"] for r in labeled.groupBy(_IN_MANIFEST).count().collect()}
-    n_labeled, n_absent = found.get(True, 0), found.get(None, 0)
-    if n_labeled == 0:
-        raise ValueError(f"no image of {cfg.manifest} carries a hashtag of the vocabulary {cfg.vocab}: "
-                         "is it the vocabulary of this manifest?")
-    n_vocab_images = image_tags.count()
-    if n_absent or n_vocab_images != row_stats["rows_kept"]:
-        raise ValueError(f"{cfg.manifest} is not the manifest the vocabulary {cfg.vocab} was built from: "
-                         f"{row_stats['rows_kept']} images kept here, {n_vocab_images} in "
-                         f"{cfg.vocab}/image_hashtags.parquet, {n_absent} of its labelled images absent here")
+        marginal = table[2].astype(np.float64)
+        rows = add_label_noise_narrow(rows, cfg.label_noise, cfg.seed, marginal, table[2])
+    labeled = with_importance_and_tail(rows, cfg.tail_threshold)
     first = ["image_id", "image", "labels", "importance", "tail"]
-    labeled = labeled.drop(_IN_MANIFEST)
     labeled = with_class_count(labeled.select(*first, *[c for c in labeled.columns if c not in first]),
                                n_labels, cfg.vocab)
     with atomic_output(spark, cfg.out) as tmp:
         labeled.write.parquet(f"{tmp}/labeled.parquet")
-        tails = {r["tail"]: r["count"] for r in labeled.groupBy("tail").count().collect()}
-        hist = {int(r["k"]): r["count"] for r in
-                labeled.groupBy(F.size("labels").alias("k")).count().collect()}
+        written = spark.read.parquet(f"{tmp}/labeled.parquet")
+        groups = written.groupBy("tail", F.size("labels").alias("k")).count().collect()
+        n_labeled = sum(r["count"] for r in groups)
+        if n_labeled == 0:
+            raise ValueError(f"no image of {cfg.manifest} carries a hashtag of the vocabulary {cfg.vocab}: "
+                             "is it the vocabulary of this manifest?")
+        check_same_images(clean, image_tags, hashtag_map, row_stats["rows_kept"], cfg)
+        tails, hist = {}, {}
+        for r in groups:
+            tails[r["tail"]] = tails.get(r["tail"], 0) + r["count"]
+            hist[int(r["k"])] = hist.get(int(r["k"]), 0) + r["count"]
         stats = {**row_stats, "rows_dropped": {**row_stats["rows_dropped"],
                                                "no_label": row_stats["rows_kept"] - n_labeled},
                  "rows_kept": n_labeled, "head_images": tails.get(False, 0), "tail_images": tails.get(True, 0),
@@ -91,6 +89,21 @@ def run(spark, cfg: LabelConfig) -> dict:
                  "config": vars(cfg)}
         write_json(spark, f"{tmp}/stats.json", stats)
     return stats
+
+
+def check_same_images(clean, image_tags, hashtag_map, rows_kept: int, cfg: LabelConfig) -> None:
+    """A ValueError unless the manifest's kept images are the vocabulary's (count and a sum of id
+    hashes, two narrow aggregates); the exact number of absent images only on that error path."""
+    def checksum(df):
+        return df.agg(F.count("*"), F.sum(F.xxhash64(schemas.MANIFEST_ID).cast("decimal(38,0)"))).first()
+    n_vocab_images, vocab_sum = checksum(image_tags)
+    if (n_vocab_images, vocab_sum) == (rows_kept, checksum(clean)[1]):
+        return
+    labelled = image_label_rows(image_tags, hashtag_map).select(schemas.MANIFEST_ID).distinct()
+    n_absent = labelled.join(clean.select(schemas.MANIFEST_ID), schemas.MANIFEST_ID, "left_anti").count()
+    raise ValueError(f"{cfg.manifest} is not the manifest the vocabulary {cfg.vocab} was built from: "
+                     f"{rows_kept} images kept here, {n_vocab_images} in "
+                     f"{cfg.vocab}/image_hashtags.parquet, {n_absent} of its labelled images absent here")
 
 
 def main(argv: list[str] | None = None) -> dict:

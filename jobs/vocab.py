@@ -5,7 +5,8 @@
         [--align-synsets FILE] [--wordnet DIR] [--master local[*]]
 
 Writes OUT/vocab.parquet, OUT/hashtag_map.parquet, OUT/image_hashtags.parquet (each kept image's
-normalized hashtags, read by jobs/label.py and jobs/report.py) and OUT/stats.json, atomically.
+normalized hashtags, read by jobs/report.py), OUT/raw_map.parquet (each distinct raw tag string
+and its normalized hashtag, read by jobs/label.py) and OUT/stats.json, atomically.
 """
 from __future__ import annotations
 
@@ -17,14 +18,16 @@ from pathlib import Path
 if __package__ in (None, ""):  # run as a script by spark-submit: make the project importable
     sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
+import pyarrow.compute as pc  # noqa: E402
 from pyspark.sql import functions as F  # noqa: E402
 
 from jobs.lib.config import parse_config  # noqa: E402
 from jobs.lib.manifest import clean_manifest, read_manifest  # noqa: E402
 from jobs.lib.output import atomic_output, write_json  # noqa: E402
-from jobs.lib.session import executor_wordnet_dir, get_session, ship_wordnet  # noqa: E402
-from jobs.lib.vocabulary import (VocabParams, canonical_vocabulary, image_hashtag_rows,  # noqa: E402
-                                 image_hashtags, lookup_synsets, normalize_distinct, raw_tag_strings)
+from jobs.lib.session import executor_wordnet_dir, get_session, input_bytes, ship_wordnet, tune_session  # noqa: E402
+from jobs.lib.vocabulary import (VocabParams, canonical_vocabulary, distinct_raw_strings,  # noqa: E402
+                                 hashtag_counts, image_hashtags, key_table, keyed_hashtags, label_image_counts,
+                                 lookup_synsets, normalize_distinct, tag_table)
 from pipeline.wordnet import DEFAULT_LEXNAMES, load_wordnet, resolve_synsets  # noqa: E402
 
 log = logging.getLogger("vocab")
@@ -62,24 +65,26 @@ def run(spark, cfg: VocabConfig) -> dict:
         align = frozenset(resolve_synsets(Path(cfg.align_synsets).read_text().splitlines(), wn))
     ship_wordnet(spark, cfg.wordnet)
     calls = spark.sparkContext.accumulator(0)
-
-    clean, row_stats = clean_manifest(read_manifest(spark, cfg.manifest))
-    image_raw = raw_tag_strings(clean).cache()
-    raw_map = normalize_distinct(image_raw).cache()
-    per_image = image_hashtags(image_raw, raw_map).cache()
-    img_tags = image_hashtag_rows(per_image)
-    counts = img_tags.groupBy("hashtag").agg(F.count("*").alias("images")).cache()
-    frequent = counts.filter(F.col("images") >= cfg.min_count)
-    synsets = lookup_synsets(frequent, cfg.lexnames, executor_wordnet_dir, calls).cache()
+    manifest = read_manifest(spark, cfg.manifest)
+    tune_session(spark, input_bytes(spark, cfg.manifest))
+    clean, row_stats = clean_manifest(manifest)
+    raw_map_df = normalize_distinct(distinct_raw_strings(clean)).cache()
+    raw_map = raw_map_df.toArrow()  # one row per distinct raw string: the driver's share
+    tags = spark.sparkContext.broadcast(tag_table(raw_map))
     params = VocabParams(cfg.min_count, cfg.lexnames, cfg.max_labels, align)
-    vocab, hashtag_map, dropped = canonical_vocabulary(img_tags, frequent, synsets, params)
-    vocab = vocab.cache()
-
     with atomic_output(spark, cfg.out) as tmp:
+        image_hashtags(clean, tags).write.parquet(f"{tmp}/image_hashtags.parquet")  # read by label and the card
+        per_image = spark.read.parquet(f"{tmp}/image_hashtags.parquet")
+        counts = hashtag_counts(per_image).cache()
+        frequent = counts.filter(F.col("images") >= cfg.min_count)
+        synsets = lookup_synsets(frequent, cfg.lexnames, executor_wordnet_dir, calls).cache()
+        keyed = keyed_hashtags(frequent, synsets).cache()
+        keys = spark.sparkContext.broadcast(key_table(keyed.select("hashtag", "key").toArrow()))
+        vocab, hashtag_map, dropped = canonical_vocabulary(keyed, label_image_counts(per_image, keys), params)
+        vocab = vocab.cache()
         vocab.repartition(1).sortWithinPartitions("label").write.parquet(f"{tmp}/vocab.parquet")
         hashtag_map.orderBy("hashtag").write.parquet(f"{tmp}/hashtag_map.parquet")
-        per_image.write.parquet(f"{tmp}/image_hashtags.parquet")  # read by the label job and the card
-        n_raw = raw_map.count()
+        raw_map_df.orderBy("raw").write.parquet(f"{tmp}/raw_map.parquet")
         n_hashtags = counts.count()
         n_frequent = frequent.count()
         n_no_synsets = synsets.filter(F.size("synsets") == 0).count()
@@ -87,19 +92,22 @@ def run(spark, cfg: VocabConfig) -> dict:
         n_kept = vocab.select(F.sum(F.size("hashtags"))).first()[0] or 0
         stats = {
             "manifest": cfg.manifest, **row_stats,
-            "distinct_raw_strings": n_raw,
+            "distinct_raw_strings": raw_map.num_rows,
             "distinct_hashtags": n_hashtags,
             "hashtags_kept": int(n_kept),
-            "hashtags_dropped": {"empty_after_normalize": raw_map.filter(F.col("hashtag") == "").count(),
+            "hashtags_dropped": {"empty_after_normalize": pc.sum(pc.equal(raw_map.column("hashtag"), "")).as_py() or 0,
                                  "below_min_count": n_hashtags - n_frequent,
                                  "no_synsets": n_no_synsets, **dropped},
             "vocab_size": n_labels,
             "get_synsets_calls": calls.value,
+            "normalize_calls": raw_map.num_rows,
             "config": {k: (list(v) if isinstance(v, tuple) else v) for k, v in vars(cfg).items()},
         }
         write_json(spark, f"{tmp}/stats.json", stats)
-    log.warning("get_synsets called %d times for %d distinct hashtags; vocabulary: %d labels",
-                calls.value, n_hashtags, n_labels)
+    for b in (tags, keys):
+        b.unpersist()
+    log.warning("normalize called %d times, get_synsets %d times for %d distinct hashtags; vocabulary: %d labels",
+                raw_map.num_rows, calls.value, n_hashtags, n_labels)
     return stats
 
 

@@ -49,6 +49,13 @@ IMAGE_HASHTAGS = pa.schema([
     pa.field("hashtags", pa.list_(pa.string()), nullable=False),  # distinct, sorted, non-empty strings
 ])
 
+# Each distinct raw tag string of the manifest and its normalized hashtag ('' when nothing is
+# left), written by jobs/vocab.py: jobs/label.py maps raw tags through it without normalizing again.
+RAW_MAP = pa.schema([
+    pa.field("raw", pa.string(), nullable=False),
+    pa.field("hashtag", pa.string(), nullable=False),
+])
+
 
 def spark_schema(schema: pa.Schema):
     """The Spark StructType for a pyarrow schema (the only place types are translated)."""

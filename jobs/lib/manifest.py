@@ -99,18 +99,29 @@ def clean_manifest(df: DataFrame) -> tuple[DataFrame, dict]:
     for cond, name in checks:
         reason = F.when(cond, name) if reason is None else reason.when(cond, name)
     payload = [c for c in cols if c != CORRUPT]
-    content = F.xxhash64(*[F.col(c) for c in payload])
     staged = df.withColumn(TAGS, tags).withColumn("_reason", reason)
-    w = Window.partitionBy(MANIFEST_ID, F.col("_reason").isNull()).orderBy(content, F.to_json(F.struct(*[
+    drop = ["_reason", *([CORRUPT] if CORRUPT in cols else [])]
+    valid = staged.filter(F.col("_reason").isNull()).drop(*drop)
+    # Duplicate ids are found by a count of 64-bit id hashes (map-side combined: one long per
+    # image crosses the shuffle, never the row); only rows whose hash repeats take the window
+    # that picks one per id, so a manifest with unique ids is cleaned without moving its rows.
+    id_hash = F.xxhash64(F.col(MANIFEST_ID))
+    repeated = (valid.select(id_hash.alias("_h")).groupBy("_h").count().filter(F.col("count") > 1)
+                .select("_h").cache())
+    marked = valid.withColumn("_h", id_hash)
+    unique = marked.join(F.broadcast(repeated), "_h", "left_anti").drop("_h")
+    content = F.xxhash64(*[F.col(c) for c in payload])
+    w = Window.partitionBy(MANIFEST_ID).orderBy(content, F.to_json(F.struct(*[
         F.col(c) for c in payload if dict(df.dtypes)[c] != "binary"])))
-    staged = staged.withColumn("_rank", F.row_number().over(w)).withColumn(
-        "_reason", F.when(F.col("_reason").isNull() & (F.col("_rank") > 1), "duplicate_image_id")
-        .otherwise(F.col("_reason"))).drop("_rank").cache()
+    ranked = (marked.join(F.broadcast(repeated), "_h", "left_semi").drop("_h")
+              .withColumn("_rank", F.row_number().over(w)).cache())
     counts = {r["_reason"]: r["count"] for r in staged.groupBy("_reason").count().collect()}
-    kept = counts.pop(None, 0)
-    stats = {"rows_read": kept + sum(counts.values()), "rows_kept": kept,
+    n_valid = counts.pop(None, 0)
+    counts["duplicate_image_id"] = ranked.filter(F.col("_rank") > 1).count()
+    kept = n_valid - counts["duplicate_image_id"]
+    stats = {"rows_read": n_valid + sum(counts.values()) - counts["duplicate_image_id"], "rows_kept": kept,
              "rows_dropped": {k: int(counts.get(k, 0)) for k in DROP_REASONS}}
-    clean = staged.filter(F.col("_reason").isNull()).drop("_reason", *([CORRUPT] if CORRUPT in cols else []))
+    clean = unique.unionByName(ranked.filter(F.col("_rank") == 1).drop("_rank"))
     return clean, stats
 
 

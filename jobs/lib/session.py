@@ -15,6 +15,22 @@ WORDNET_ARCHIVE = "wordnet_corpus"
 PACKAGES = ("pipeline", "jobs", "schemas", "trainer")
 _SHIPPED: dict[int, set] = {}  # SparkContext id -> the WordNet directory shipped to it
 
+# Settings the jobs rely on, applied when neither spark-submit --conf nor `conf` sets them:
+JOB_DEFAULTS = {
+    # rows per Arrow batch of mapInArrow: the vocab and label jobs' per-image work is numpy/pyarrow
+    # kernels whose per-call overhead a 64k-row batch amortises; memory per batch stays at tens
+    # of MB (a batch holds 64k images' tag lists), whatever the partition size
+    "spark.sql.execution.arrow.maxRecordsPerBatch": "65536",
+    # adaptive execution (Spark's default since 3.2, pinned here): the shuffles left are partial
+    # aggregates of a few thousand rows, which it coalesces into a few tasks
+    "spark.sql.adaptive.enabled": "true",
+    "spark.sql.adaptive.coalescePartitions.enabled": "true",
+    # one Python worker per executor core for the whole job (Spark's default, pinned): WordNet and
+    # the broadcast tables are loaded once per worker, not once per task
+    "spark.python.worker.reuse": "true",
+}
+SHUFFLE_BYTES_PER_PARTITION = 128 << 20  # input bytes per shuffle partition (tune_session)
+
 
 def get_session(app: str, master: str | None = None, conf: dict | None = None):
     """SparkSession named `app`. `master` None keeps whatever spark-submit set (default local[*]).
@@ -33,12 +49,42 @@ def get_session(app: str, master: str | None = None, conf: dict | None = None):
         b = b.master("local[*]")
     if "PYSPARK_PYTHON" not in os.environ and (master or _effective_master()).startswith("local"):
         os.environ["PYSPARK_PYTHON"] = sys.executable  # read when the SparkContext starts
-    for k, v in {"spark.sql.session.timeZone": "UTC", **(conf or {})}.items():
+    submitted = _submitted_conf()
+    defaults = {k: v for k, v in JOB_DEFAULTS.items() if k not in submitted}
+    for k, v in {"spark.sql.session.timeZone": "UTC", **defaults, **(conf or {})}.items():
         b = b.config(k, v)
     spark = b.getOrCreate()
     spark.sparkContext.setLogLevel("WARN")
     spark.sparkContext.addPyFile(str(code_zip()))
     return spark
+
+
+def input_bytes(spark, path: str) -> int:
+    """Bytes under `path` (a file or a directory, any Hadoop file system)."""
+    jvm = spark.sparkContext._jvm
+    p = jvm.org.apache.hadoop.fs.Path(path)
+    return int(p.getFileSystem(spark.sparkContext._jsc.hadoopConfiguration()).getContentSummary(p).getLength())
+
+
+def tune_session(spark, n_bytes: int) -> None:
+    """Shuffle partitions from the input size (one per SHUFFLE_BYTES_PER_PARTITION, at least the
+    default parallelism) unless the user chose a number: Spark's fixed default of 200 is far too
+    many tasks for a small input and too few for a 100M-image one."""
+    key = "spark.sql.shuffle.partitions"
+    if spark.sparkContext.getConf().contains(key) or spark.conf.get(key) != "200":
+        return
+    n = max(spark.sparkContext.defaultParallelism, -(-n_bytes // SHUFFLE_BYTES_PER_PARTITION))
+    spark.conf.set(key, str(min(n, 10_000)))
+
+
+def _submitted_conf() -> set[str]:
+    """Keys spark-submit already set in the JVM (empty without spark-submit)."""
+    if not _master_from_submit():
+        return set()
+    from pyspark import SparkConf, SparkContext
+
+    SparkContext._ensure_initialized()
+    return {k for k, _ in SparkConf().getAll()}
 
 
 def ship_wordnet(spark, wordnet_dir: str | os.PathLike | None = None) -> None:

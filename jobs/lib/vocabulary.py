@@ -1,18 +1,24 @@
 """DataFrame -> DataFrame transforms of the vocabulary job (SWAG appendix A, Listing 1).
 
-Row-scale work (explode, distinct, joins, counts) stays in the JVM; Python runs once per
-distinct string: `normalize` per distinct raw tag, `get_synsets` per distinct hashtag.
+Row-scale work runs where each manifest partition lies, vectorised with Arrow (`mapInArrow`,
+pipeline/tag_arrays.py); only partial aggregates cross shuffles: each partition's distinct raw
+strings, its per-hashtag and per-label image counts (summed with map-side combining). Python
+runs once per distinct string: `normalize` per distinct raw tag, `get_synsets` per distinct
+frequent hashtag. The string tables travel to executors as broadcast variables.
 """
 from __future__ import annotations
 
 from dataclasses import dataclass
 
+import numpy as np
 import pyarrow as pa
+import pyarrow.compute as pc
 from pyspark.sql import DataFrame, Window
 from pyspark.sql import functions as F
 
 from jobs.lib.manifest import TAGS
 from pipeline.normalize import normalize
+from pipeline.tag_arrays import codes_per_row, distinct_values, list_array, value_counts
 from schemas import MANIFEST_ID
 
 _WORDNET_CACHE: dict = {}
@@ -26,35 +32,61 @@ class VocabParams:
     align_synsets: frozenset[str] | None = None
 
 
-def raw_tag_strings(clean: DataFrame) -> DataFrame:
-    """(image_id, raw): one row per distinct raw tag string of an image. clean_manifest keeps one
-    row per image_id, so a per-row array_distinct replaces a shuffle of every (image, tag) pair."""
-    return clean.select(MANIFEST_ID, F.explode(F.array_distinct(F.col(TAGS))).alias("raw"))
+def distinct_raw_strings(clean: DataFrame) -> DataFrame:
+    """(raw): the distinct raw tag strings; each partition sends only its own distinct ones."""
+    def fn(batches):
+        seen = [distinct_values(b.column(0)) for b in batches]
+        if seen:
+            yield pa.RecordBatch.from_arrays([pc.unique(pa.concat_arrays(seen))], names=["raw"])
+    return clean.select(TAGS).mapInArrow(fn, "raw string").distinct()
 
 
 def normalize_distinct(raw: DataFrame) -> DataFrame:
-    """(raw, hashtag) for every distinct raw string; hashtag '' when nothing survives."""
+    """(raw, hashtag) for every row of `raw` (distinct); hashtag '' when nothing survives."""
     def fn(batches):
         for b in batches:
             raws = b.column(0).to_pylist()
             yield pa.RecordBatch.from_arrays([pa.array(raws, pa.string()),
                                               pa.array([normalize(r) for r in raws], pa.string())],
                                              names=["raw", "hashtag"])
-    return raw.select("raw").distinct().mapInArrow(fn, "raw string, hashtag string")
+    return raw.mapInArrow(fn, "raw string, hashtag string")
 
 
-def image_hashtags(image_raw: DataFrame, raw_map: DataFrame) -> DataFrame:
+def tag_table(raw_map: pa.Table) -> tuple[pa.Array, np.ndarray, pa.Array]:
+    """(raw strings, code of each, sorted distinct non-empty hashtags): code i is dictionary[i],
+    -1 for a raw string that normalizes to ''. Sorted codes give sorted hashtags."""
+    hashtags = raw_map.column("hashtag").combine_chunks()
+    dictionary = pc.unique(pc.filter(hashtags, pc.not_equal(hashtags, "")))
+    dictionary = dictionary.take(pc.sort_indices(dictionary))
+    codes = pc.fill_null(pc.index_in(hashtags, value_set=dictionary), -1).to_numpy(zero_copy_only=False)
+    return raw_map.column("raw").combine_chunks(), codes.astype(np.int64), dictionary
+
+
+def image_hashtags(clean: DataFrame, table) -> DataFrame:
     """(image_id, hashtags): each image's distinct normalized hashtags, sorted, empties dropped
-    (schemas.IMAGE_HASHTAGS); an image whose tags all normalize to '' keeps an empty list. One
-    shuffle by image_id, the one a distinct over (image_id, hashtag) rows would take."""
-    tag = F.when(F.col("hashtag") != "", F.col("hashtag"))  # null: skipped by collect_set
-    return (image_raw.join(raw_map, "raw").groupBy(MANIFEST_ID)
-            .agg(F.array_sort(F.collect_set(tag)).alias("hashtags")))
+    (schemas.IMAGE_HASHTAGS); an image whose tags all normalize to '' keeps an empty list.
+    `table` is a broadcast of tag_table(raw_map). Narrow: no shuffle."""
+    def fn(batches):
+        keys, codes, dictionary = table.value
+        for b in batches:
+            offsets, values = codes_per_row(b.column(1), keys, codes, len(dictionary))
+            yield pa.RecordBatch.from_arrays([b.column(0), list_array(offsets, dictionary.take(pa.array(values)))],
+                                             names=[MANIFEST_ID, "hashtags"])
+    return clean.select(MANIFEST_ID, TAGS).mapInArrow(fn, f"{MANIFEST_ID} string, hashtags array<string>")
 
 
-def image_hashtag_rows(per_image: DataFrame) -> DataFrame:
-    """(image_id, hashtag) rows of an IMAGE_HASHTAGS table: distinct by construction, no shuffle."""
-    return per_image.select(MANIFEST_ID, F.explode("hashtags").alias("hashtag"))
+def hashtag_counts(per_image: DataFrame) -> DataFrame:
+    """(hashtag, images) of an IMAGE_HASHTAGS table (hashtags distinct per image): per-partition
+    counts summed across partitions."""
+    def fn(batches):
+        parts = [value_counts(pc.list_flatten(b.column(0))) for b in batches]
+        parts = [(v, n) for v, n in parts if len(v)]
+        if parts:
+            t = pa.table({"hashtag": pa.concat_arrays([v for v, _ in parts]),
+                          "n": np.concatenate([n for _, n in parts])}).group_by("hashtag").aggregate([("n", "sum")])
+            yield from t.rename_columns(["hashtag", "n"]).to_batches()
+    return (per_image.select("hashtags").mapInArrow(fn, "hashtag string, n long")
+            .groupBy("hashtag").agg(F.sum("n").alias("images")))
 
 
 def lookup_synsets(hashtags: DataFrame, lexnames: tuple[str, ...], wordnet_dir_fn, calls=None) -> DataFrame:
@@ -80,23 +112,45 @@ def lookup_synsets(hashtags: DataFrame, lexnames: tuple[str, ...], wordnet_dir_f
     return hashtags.select("hashtag").mapInArrow(fn, "hashtag string, synsets array<string>")
 
 
-def canonical_vocabulary(img_tags: DataFrame, tag_counts: DataFrame, tag_synsets: DataFrame,
-                         p: VocabParams) -> tuple[DataFrame, DataFrame, dict]:
-    """(vocab, hashtag_map, dropped-hashtag counts by reason).
+def keyed_hashtags(tag_counts: DataFrame, tag_synsets: DataFrame) -> DataFrame:
+    """(hashtag, synsets, key, images): hashtags with non-empty synsets; key = the sorted synset
+    names joined with '+' (hashtags sharing a key form one label)."""
+    return (tag_synsets.filter(F.size("synsets") > 0)
+            .withColumn("key", F.array_join(F.array_sort("synsets"), "+"))
+            .join(tag_counts, "hashtag"))
 
-    tag_counts: (hashtag, images) for hashtags with images >= min_count; tag_synsets: their
-    (hashtag, synsets). Hashtags with identical non-empty synset sets form one label.
-    """
-    keyed = (tag_synsets.filter(F.size("synsets") > 0)
-             .withColumn("key", F.array_join(F.array_sort("synsets"), "+"))
-             .join(tag_counts, "hashtag"))
+
+def key_table(keyed: pa.Table) -> tuple[pa.Array, np.ndarray, pa.Array]:
+    """(hashtags, key code of each, distinct keys) for label_image_counts."""
+    keys = pc.unique(keyed.column("key").combine_chunks())
+    codes = pc.index_in(keyed.column("key"), value_set=keys).to_numpy(zero_copy_only=False)
+    return keyed.column("hashtag").combine_chunks(), codes.astype(np.int64), keys
+
+
+def label_image_counts(per_image: DataFrame, table) -> DataFrame:
+    """(key, images): images carrying each label key (an image counts once per key), from
+    per-partition counts; `table` is a broadcast of key_table(keyed)."""
+    def fn(batches):
+        tags, codes, keys = table.value
+        total = np.zeros(len(keys), dtype=np.int64)
+        for b in batches:
+            _, values = codes_per_row(b.column(0), tags, codes, len(keys))
+            total += np.bincount(values, minlength=len(keys))
+        hit = np.flatnonzero(total)
+        yield pa.RecordBatch.from_arrays([keys.take(pa.array(hit)), pa.array(total[hit], pa.int64())],
+                                         names=["key", "n"])
+    return (per_image.select("hashtags").mapInArrow(fn, "key string, n long")
+            .groupBy("key").agg(F.sum("n").alias("images")))
+
+
+def canonical_vocabulary(keyed: DataFrame, label_images: DataFrame, p: VocabParams) -> tuple[DataFrame, DataFrame, dict]:
+    """(vocab, hashtag_map, dropped-hashtag counts by reason) from keyed_hashtags' rows and the
+    (key, images) counts of label_image_counts. Labels are numbered by images desc, ties by key."""
     groups = keyed.groupBy("key").agg(
         F.first(F.array_sort("synsets")).alias("synsets"),
         F.array_sort(F.collect_list("hashtag")).alias("hashtags"),
         # display name: most frequent raw hashtag, ties -> lexicographically smallest
         F.min_by("hashtag", F.struct(-F.col("images"), F.col("hashtag"))).alias("name"))
-    label_images = (img_tags.join(keyed.select("hashtag", "key"), "hashtag")
-                    .select(MANIFEST_ID, "key").distinct().groupBy("key").agg(F.count("*").alias("images")))
     labels = groups.join(label_images, "key")
     dropped = {}
     if p.align_synsets is not None:
