@@ -24,7 +24,7 @@ import schemas  # noqa: E402
 from jobs.lib.config import parse_config  # noqa: E402
 from jobs.lib.output import atomic_output, write_json  # noqa: E402
 from jobs.lib.resampling import draw_counts, fixed_point_buckets, sampling_weights, shuffled_positions  # noqa: E402
-from jobs.lib.session import get_session  # noqa: E402
+from jobs.lib.session import get_session, input_bytes, tune_session  # noqa: E402
 from jobs.lib.tables import check_label_range, class_count, read_checked, with_class_count  # noqa: E402
 from pipeline.sampling import ALL, STRATEGIES, bucket_count, split_sizes  # noqa: E402
 
@@ -49,18 +49,22 @@ class ResampleConfig:
 
 
 def run(spark, cfg: ResampleConfig) -> dict:
-    labeled = read_checked(spark, f"{cfg.labeled}/labeled.parquet", schemas.LABELED.remove(1)).cache()
-    n_images = labeled.count()
     where = f"{cfg.labeled}/labeled.parquet"
-    num_classes, vocabulary = class_count(labeled, where)  # carried into samples.parquet for the shards
-    check_label_range(labeled, num_classes, where, vocabulary)
+    table = read_checked(spark, where, schemas.LABELED.remove(1))
+    tune_session(spark, input_bytes(spark, where))
+    num_classes, vocabulary = class_count(table, where)  # carried into samples.parquet for the shards
+    check_label_range(table.select("labels"), num_classes, where, vocabulary)
+    # the draw reads only what it weighs; the images' other columns are read once, by the final join
+    needs = ["image_id", "tail", "importance"] if cfg.strategy == "importance" else ["image_id", "labels"]
+    labeled = table.select(*needs).cache()
+    n_images = labeled.count()
     sizes = split_sizes(cfg.samples, cfg.alpha) if cfg.strategy == "importance" else {ALL: cfg.samples}
     buckets = fixed_point_buckets(sampling_weights(labeled, cfg.strategy), bucket_count(n_images, cfg.rows_per_bucket))
     counts, _ = draw_counts(buckets, sizes, cfg.seed)
     counts = counts.cache()
     copies = counts.select("image_id", F.explode(F.sequence(F.lit(0).cast("long"), F.col("count") - 1)).alias("copy"))
     samples = with_class_count(shuffled_positions(copies, cfg.samples, cfg.seed)
-                               .join(labeled.select("image_id", "image", "labels", "tail"), "image_id")
+                               .join(table.select("image_id", "image", "labels", "tail"), "image_id")
                                .select("position", "image_id", "image", "labels", "tail"), num_classes, vocabulary)
     n_files = max(1, cfg.samples // 1_000_000)
     with atomic_output(spark, cfg.out) as tmp:
