@@ -7,8 +7,9 @@ Generates a synthetic manifest once (cached under WORKDIR by its parameters), ru
 jobs' run() in one local[2] session, then bench/reference.py on the same manifest, prints
 seconds per stage, rows/s and Spark/reference ratios, checks that both computed the same
 vocabulary, labeled table and split sizes, and writes WORKDIR/results-<images>-s<seed>.json.
-The Spark row also shows the CPU seconds its Python workers used: Python work should grow with
-distinct hashtags, not rows.
+Per stage: CPU seconds of the whole process tree (Spark: JVM + Python workers + the driver;
+DuckDB: its process), the CPU seconds Spark's Python workers used (Python work should grow with
+distinct hashtags, not rows) and peak RSS (Spark's JVM, its Python driver; DuckDB's process).
 """
 from __future__ import annotations
 
@@ -84,6 +85,8 @@ class CpuSampler:
 
     def __init__(self, period: float = 0.25):
         self._seen: dict[int, tuple[str, float]] = {}  # pid -> (kind, last CPU seconds)
+        self._peak = {"jvm": 0, "python": 0, "driver": 0}  # bytes: JVM, largest Python worker, this process
+        self._page = os.sysconf("SC_PAGE_SIZE")
         self._lock = threading.Lock()
         self._stop = threading.Event()
         self._thread = threading.Thread(target=self._loop, args=(period,), daemon=True)
@@ -101,16 +104,20 @@ class CpuSampler:
             except OSError:
                 continue
             f = stat[stat.rindex(")") + 2:].split()  # fields from the 3rd on: state, ppid, ...
-            procs[int(d)] = (int(f[1]), (int(f[11]) + int(f[12])) / tick, "jvm" if exe.endswith(b"java") else "python")
+            procs[int(d)] = (int(f[1]), (int(f[11]) + int(f[12])) / tick, "jvm" if exe.endswith(b"java") else "python",
+                             int(f[21]) * self._page)  # rss
         children: dict[int, list[int]] = {}
-        for pid, (ppid, _, _) in procs.items():
+        for pid, (ppid, _, _, _) in procs.items():
             children.setdefault(ppid, []).append(pid)
         stack = list(children.get(os.getpid(), []))
         with self._lock:
+            if os.getpid() in procs:
+                self._peak["driver"] = max(self._peak["driver"], procs[os.getpid()][3])
             while stack:
                 pid = stack.pop()
-                _, cpu, kind = procs[pid]
+                _, cpu, kind, rss = procs[pid]
                 self._seen[pid] = (kind, cpu)
+                self._peak[kind] = max(self._peak[kind], rss)
                 stack += children.get(pid, [])
 
     def _loop(self, period: float) -> None:
@@ -124,6 +131,14 @@ class CpuSampler:
         with self._lock:
             for kind, cpu in self._seen.values():
                 out[kind] += cpu
+        return out
+
+    def take_peaks(self) -> dict[str, float]:
+        """Peak RSS in MB since the last call: the JVM, the largest Python worker, this process."""
+        self._sample()
+        with self._lock:
+            out = {k: v / 2**20 for k, v in self._peak.items()}
+            self._peak = dict.fromkeys(self._peak, 0)
         return out
 
     def close(self) -> None:
@@ -154,6 +169,7 @@ def run_spark(cfg: BenchConfig, manifest: Path, out: Path) -> dict:
                                                             samples=cfg.n_samples, alpha=cfg.alpha, seed=cfg.seed))),
     ]
     cpu = CpuSampler()
+    cpu.take_peaks()
     for name, fn in stages:
         spark.sparkContext.setLocalProperty("bench.stage", name)  # read by bench/spark_profile.py
         # as separate spark-submit runs: label must not reuse vocab's cached manifest and tags
@@ -161,10 +177,15 @@ def run_spark(cfg: BenchConfig, manifest: Path, out: Path) -> dict:
         cpu0, busy0, own0, t0 = cpu.totals(), machine_busy_seconds(), own_seconds(), time.perf_counter()
         stats = fn()
         dt, cpu1, busy1, own1 = time.perf_counter() - t0, cpu.totals(), machine_busy_seconds(), own_seconds()
-        res[name] = {"seconds": dt, "stats": stats, **{f"{k}_cpu_s": cpu1[k] - cpu0[k] for k in cpu0}}
+        res[name] = {"seconds": dt, "stats": stats, **{f"{k}_cpu_s": cpu1[k] - cpu0[k] for k in cpu0},
+                     "driver_cpu_s": own1 - own0, **{f"{k}_peak_rss_mb": v for k, v in cpu.take_peaks().items()}}
+        res[name]["cpu_s"] = res[name]["jvm_cpu_s"] + res[name]["python_cpu_s"] + res[name]["driver_cpu_s"]
         res[name]["others_cpu_s"] = max(0.0, busy1 - busy0 - (own1 - own0) - sum(cpu1[k] - cpu0[k] for k in cpu0))
         print(f"[bench] spark {name}: {dt:.1f}s (JVM CPU {res[name]['jvm_cpu_s']:.1f}s, Python workers CPU "
-              f"{res[name]['python_cpu_s']:.1f}s, other processes CPU {res[name]['others_cpu_s']:.1f}s)", flush=True)
+              f"{res[name]['python_cpu_s']:.1f}s, driver CPU {res[name]['driver_cpu_s']:.1f}s, other processes CPU "
+              f"{res[name]['others_cpu_s']:.1f}s; peak RSS JVM {res[name]['jvm_peak_rss_mb']:.0f} MB, "
+              f"Python worker {res[name]['python_peak_rss_mb']:.0f} MB, driver {res[name]['driver_peak_rss_mb']:.0f} MB)",
+              flush=True)
     cpu.close()
     spark.stop()
     return res
@@ -183,14 +204,18 @@ def run_reference(cfg: BenchConfig, manifest: Path, out: Path) -> dict:
         ("resample", lambda: reference.resample(out / "labeled", out / "samples", cfg.n_samples, cfg.alpha, cfg.seed)),
     ]
     res = {}
+    rss = CpuSampler()
     for name, fn in stages:
+        rss.take_peaks()
         busy0, own0, t0 = machine_busy_seconds(), own_seconds(), time.perf_counter()
         stats = fn()
         dt, busy1, own1 = time.perf_counter() - t0, machine_busy_seconds(), own_seconds()
         res[name] = {"seconds": dt, "stats": stats, "cpu_s": own1 - own0,
-                     "others_cpu_s": max(0.0, busy1 - busy0 - (own1 - own0))}
+                     "others_cpu_s": max(0.0, busy1 - busy0 - (own1 - own0)),
+                     "peak_rss_mb": rss.take_peaks()["driver"]}
         print(f"[bench] reference {name}: {dt:.1f}s (CPU {own1 - own0:.1f}s, other processes CPU "
               f"{res[name]['others_cpu_s']:.1f}s)", flush=True)
+    rss.close()
     con.close()
     return res
 
@@ -246,20 +271,26 @@ def compare(spark_out: Path, ref_out: Path, n_samples: int, alpha: float) -> dic
 def print_table(cfg: BenchConfig, spark: dict, ref: dict) -> dict:
     rows = {"vocab": cfg.images, "label": cfg.images, "resample": cfg.n_samples}
     head = f"{'stage':<10}{'Spark s':>10}{'ref s':>10}{'ratio':>8}{'rows':>12}{'Spark rows/s':>14}" \
-           f"{'ref rows/s':>13}{'Spark Py CPU s':>16}"
+           f"{'ref rows/s':>13}{'Spark CPU s':>13}{'ref CPU s':>11}{'Spark Py CPU s':>16}" \
+           f"{'JVM MB':>8}{'driver MB':>11}{'ref MB':>8}"
     print(head)
     print("-" * len(head))
     if "session" in spark:
         print(f"{'session':<10}{spark['session']['seconds']:>10.1f}{'-':>10}{'-':>8}")
     for name, n in rows.items():
         s, r = spark[name]["seconds"], ref[name]["seconds"]
+        sp = spark[name]
         print(f"{name:<10}{s:>10.1f}{r:>10.1f}{s / r:>8.2f}{n:>12,}{n / s:>14,.0f}{n / r:>13,.0f}"
-              f"{spark[name]['python_cpu_s']:>16.1f}")
+              f"{sp['cpu_s']:>13.1f}{ref[name]['cpu_s']:>11.1f}{sp['python_cpu_s']:>16.1f}"
+              f"{sp['jvm_peak_rss_mb']:>8.0f}{sp['driver_peak_rss_mb']:>11.0f}{ref[name]['peak_rss_mb']:>8.0f}")
     s, r = sum(spark[k]["seconds"] for k in rows), sum(ref[k]["seconds"] for k in rows)
     total = {"spark_s": s, "reference_s": r, "ratio": s / r,
              "ratio_with_session": (s + spark.get("session", {}).get("seconds", 0.0)) / r}
+    cs, cr = sum(spark[k]["cpu_s"] for k in rows), sum(ref[k]["cpu_s"] for k in rows)
+    total.update(spark_cpu_s=cs, reference_cpu_s=cr)
     print("-" * len(head))
-    print(f"{'total':<10}{s:>10.1f}{r:>10.1f}{s / r:>8.2f}   (with session start-up: {total['ratio_with_session']:.2f})")
+    print(f"{'total':<10}{s:>10.1f}{r:>10.1f}{s / r:>8.2f}{'':>12}{'':>14}{'':>13}{cs:>13.1f}{cr:>11.1f}"
+          f"   (with session start-up: {total['ratio_with_session']:.2f})")
     # the machine is shared: CPU others used while we measured makes the figures pessimistic
     for side, res, wall in (("Spark", spark, s), ("reference", ref, r)):
         others = sum(res[k].get("others_cpu_s", 0.0) for k in rows)
