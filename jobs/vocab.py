@@ -85,18 +85,16 @@ def run(spark, cfg: VocabConfig) -> dict:
         vocab.repartition(1).sortWithinPartitions("label").write.parquet(f"{tmp}/vocab.parquet")
         hashtag_map.orderBy("hashtag").write.parquet(f"{tmp}/hashtag_map.parquet")
         raw_map_df.orderBy("raw").write.parquet(f"{tmp}/raw_map.parquet")
-        n_hashtags = counts.count()
-        n_frequent = frequent.count()
+        n_hashtags, n_frequent = counts.agg(F.count("*"), F.sum((F.col("images") >= cfg.min_count).cast("long"))).first()
         n_no_synsets = synsets.filter(F.size("synsets") == 0).count()
-        n_labels = vocab.count()
-        n_kept = vocab.select(F.sum(F.size("hashtags"))).first()[0] or 0
+        n_labels, n_kept = vocab.agg(F.count("*"), F.sum(F.size("hashtags"))).first()
         stats = {
             "manifest": cfg.manifest, **row_stats,
             "distinct_raw_strings": raw_map.num_rows,
             "distinct_hashtags": n_hashtags,
-            "hashtags_kept": int(n_kept),
+            "hashtags_kept": int(n_kept or 0),
             "hashtags_dropped": {"empty_after_normalize": pc.sum(pc.equal(raw_map.column("hashtag"), "")).as_py() or 0,
-                                 "below_min_count": n_hashtags - n_frequent,
+                                 "below_min_count": n_hashtags - (n_frequent or 0),
                                  "no_synsets": n_no_synsets, **dropped},
             "vocab_size": n_labels,
             "get_synsets_calls": calls.value,
