@@ -1,10 +1,11 @@
 """The Spark chain vocab -> label -> resample against a single-process DuckDB reference.
 
     python -m bench.pipeline_bench [--images 10000000] [--samples M] [--workdir build/bench] [--seed 0] \
-        [--spark-conf spark.sql.shuffle.partitions=8,...]
+        [--no-single-thread] [--spark-conf spark.sql.shuffle.partitions=8,...]
 
 Generates a synthetic manifest once (cached under WORKDIR by its parameters), runs the three
-jobs' run() in one local[2] session, then bench/reference.py on the same manifest, prints
+jobs' run() in one local[2] session, then bench/reference.py on the same manifest (DuckDB with
+2 threads, then with 1 unless --no-single-thread), prints
 seconds per stage, rows/s and Spark/reference ratios, checks that both computed the same
 vocabulary, labeled table and split sizes, and writes WORKDIR/results-<images>-s<seed>.json.
 Per stage: CPU seconds of the whole process tree (Spark: JVM + Python workers + the driver;
@@ -37,6 +38,8 @@ class BenchConfig:
     alpha: float = field(default=0.7, metadata={"help": "resample --alpha"})
     driver_memory: str = field(default="8g", metadata={"help": "spark.driver.memory"})
     duckdb_memory: str = field(default="8GB", metadata={"help": "DuckDB memory_limit"})
+    single_thread: bool = field(default=True, metadata={
+        "help": "also time the reference with one DuckDB thread (its outputs are checked too)"})
     spark_conf: tuple[str, ...] = field(default=(), metadata={"help": "extra key=value Spark settings"})
 
     def __post_init__(self):
@@ -191,13 +194,13 @@ def run_spark(cfg: BenchConfig, manifest: Path, out: Path) -> dict:
     return res
 
 
-def run_reference(cfg: BenchConfig, manifest: Path, out: Path) -> dict:
+def run_reference(cfg: BenchConfig, manifest: Path, out: Path, threads: int = 2) -> dict:
     from bench import reference
     from pipeline import wordnet
 
     # the Spark driver loaded WordNet in this process; the reference pays its own load
     wordnet._load_wordnet.cache_clear()
-    con = reference.connect(threads=2, memory_limit=cfg.duckdb_memory)
+    con = reference.connect(threads=threads, memory_limit=cfg.duckdb_memory)
     stages = [
         ("vocab", lambda: reference.vocab(con, str(manifest), out / "vocab", cfg.min_count, wordnet.DEFAULT_LEXNAMES)),
         ("label", lambda: reference.label(con, str(manifest), out / "vocab", out / "labeled", cfg.tail_threshold)),
@@ -213,7 +216,7 @@ def run_reference(cfg: BenchConfig, manifest: Path, out: Path) -> dict:
         res[name] = {"seconds": dt, "stats": stats, "cpu_s": own1 - own0,
                      "others_cpu_s": max(0.0, busy1 - busy0 - (own1 - own0)),
                      "peak_rss_mb": rss.take_peaks()["driver"]}
-        print(f"[bench] reference {name}: {dt:.1f}s (CPU {own1 - own0:.1f}s, other processes CPU "
+        print(f"[bench] reference ({threads} thread{'s' * (threads > 1)}) {name}: {dt:.1f}s (CPU {own1 - own0:.1f}s, other processes CPU "
               f"{res[name]['others_cpu_s']:.1f}s)", flush=True)
     rss.close()
     con.close()
@@ -225,8 +228,9 @@ def _files(path: Path) -> str:
     return "'" + (str(path / "*.parquet") if path.is_dir() else str(path)).replace("'", "''") + "'"
 
 
-def compare(spark_out: Path, ref_out: Path, n_samples: int, alpha: float) -> dict[str, bool]:
-    """Checks that both sides computed the same thing, each printed; returns name -> passed."""
+def compare(spark_out: Path, ref_out: Path, n_samples: int, alpha: float, spark_side: bool = True) -> dict[str, bool]:
+    """Checks that both sides computed the same thing, each printed; returns name -> passed.
+    spark_side False: `spark_out` is another reference run (its draw is the reference's own)."""
     import duckdb
     import pyarrow.parquet as pq
 
@@ -257,18 +261,19 @@ def compare(spark_out: Path, ref_out: Path, n_samples: int, alpha: float) -> dic
                           f"FROM read_parquet({_files(d / 'samples' / 'samples.parquet')})").fetchall()[0]
         checks[f"{name} samples: M rows, positions 0..M-1, exact tail share"] = \
             got == (n_samples, n_samples, 0, n_samples - 1, want_tail)
-    # every Spark sample carries its image's labels and tail flag from the labeled table
-    bad = con.execute(f"""SELECT count(*) FROM read_parquet({_files(spark_out / 'samples' / 'samples.parquet')}) s
-        LEFT JOIN read_parquet({_files(spark_out / 'labeled' / 'labeled.parquet')}) l USING (image_id)
-        WHERE l.image_id IS NULL OR s.labels <> l.labels OR s.tail <> l.tail""").fetchall()[0][0]
-    checks["spark samples agree with labeled"] = bad == 0
+    if spark_side:
+        # every Spark sample carries its image's labels and tail flag from the labeled table
+        bad = con.execute(f"""SELECT count(*) FROM read_parquet({_files(spark_out / 'samples' / 'samples.parquet')}) s
+            LEFT JOIN read_parquet({_files(spark_out / 'labeled' / 'labeled.parquet')}) l USING (image_id)
+            WHERE l.image_id IS NULL OR s.labels <> l.labels OR s.tail <> l.tail""").fetchall()[0][0]
+        checks["spark samples agree with labeled"] = bad == 0
     con.close()
     for name, ok in checks.items():
-        print(f"[bench] check {'ok  ' if ok else 'FAIL'} {name}")
+        print(f"[bench] check {'ok  ' if ok else 'FAIL'} {name if spark_side else 'one DuckDB thread: ' + name}")
     return checks
 
 
-def print_table(cfg: BenchConfig, spark: dict, ref: dict) -> dict:
+def print_table(cfg: BenchConfig, spark: dict, ref: dict, ref1: dict | None = None) -> dict:
     rows = {"vocab": cfg.images, "label": cfg.images, "resample": cfg.n_samples}
     head = f"{'stage':<10}{'Spark s':>10}{'ref s':>10}{'ratio':>8}{'rows':>12}{'Spark rows/s':>14}" \
            f"{'ref rows/s':>13}{'Spark CPU s':>13}{'ref CPU s':>11}{'Spark Py CPU s':>16}" \
@@ -291,6 +296,11 @@ def print_table(cfg: BenchConfig, spark: dict, ref: dict) -> dict:
     print("-" * len(head))
     print(f"{'total':<10}{s:>10.1f}{r:>10.1f}{s / r:>8.2f}{'':>12}{'':>14}{'':>13}{cs:>13.1f}{cr:>11.1f}"
           f"   (with session start-up: {total['ratio_with_session']:.2f})")
+    if ref1 is not None:
+        r1 = {k: ref1[k]["seconds"] for k in rows}
+        total.update(reference_1thread_s=sum(r1.values()), ratio_1thread=s / sum(r1.values()))
+        print("one DuckDB thread: " + ", ".join(f"{k} {v:.1f}s" for k, v in r1.items())
+              + f", total {sum(r1.values()):.1f}s; Spark/reference {total['ratio_1thread']:.2f}")
     # the machine is shared: CPU others used while we measured makes the figures pessimistic
     for side, res, wall in (("Spark", spark, s), ("reference", ref, r)):
         others = sum(res[k].get("others_cpu_s", 0.0) for k in rows)
@@ -308,10 +318,15 @@ def main(argv: list[str] | None = None) -> dict:
           f"manifest {manifest} ({manifest.stat().st_size / 1e6:.0f} MB)", flush=True)
     spark = run_spark(cfg, manifest, (base / "spark").resolve())
     ref = run_reference(cfg, manifest, base / "reference")
-    total = print_table(cfg, spark, ref)
+    ref1 = run_reference(cfg, manifest, base / "reference-1thread", threads=1) if cfg.single_thread else None
+    total = print_table(cfg, spark, ref, ref1)
     checks = compare((base / "spark").resolve(), (base / "reference").resolve(), cfg.n_samples, cfg.alpha)
+    if ref1 is not None:
+        one = compare((base / "reference-1thread").resolve(), (base / "reference").resolve(), cfg.n_samples, cfg.alpha,
+                      spark_side=False)
+        checks.update({f"one thread: {k}": v for k, v in one.items()})
     result = {"config": asdict(cfg), "machine": {"cpus": os.cpu_count()}, "spark": spark, "reference": ref,
-              "total": total, "checks": checks}
+              "reference_1thread": ref1, "total": total, "checks": checks}
     path = Path(cfg.workdir) / f"results-{cfg.images}-s{cfg.seed}.json"
     path.write_text(json.dumps(result, indent=1, sort_keys=True, default=str) + "\n")
     print(f"[bench] results -> {path}")
