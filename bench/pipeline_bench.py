@@ -57,14 +57,15 @@ class BenchConfig:
 
 
 def cached_manifest(cfg: BenchConfig) -> Path:
-    """WORKDIR/manifest-<images>-s<seed>.parquet, generated only when absent (its sidecar last)."""
+    """WORKDIR/manifest-<images>-s<seed>.parquet, generated only when absent (its sidecar last), by
+    a child process: the generator's memory must not count in the Spark driver's peak RSS."""
     path = Path(cfg.workdir) / f"manifest-{cfg.images}-s{cfg.seed}.parquet"
     if not path.with_name(path.name + ".json").is_file():
-        from pipeline.synthetic import write_synthetic_manifest
-        from pipeline.wordnet import load_wordnet
+        import subprocess
 
         t0 = time.perf_counter()
-        write_synthetic_manifest(path, cfg.images, load_wordnet(), seed=cfg.seed)
+        subprocess.run([sys.executable, "-m", "pipeline.synthetic", "--images", str(cfg.images), "--out", str(path),
+                        "--seed", str(cfg.seed)], check=True)
         print(f"[bench] generated {path} in {time.perf_counter() - t0:.1f}s", flush=True)
     return path
 
