@@ -34,8 +34,18 @@ SEED ?= 0
 label: vocab
 	$(SPARK_SUBMIT) jobs/label.py --manifest $(PRETRAIN_MANIFEST) --vocab $(DEMO)/vocab --out $(DEMO)/labeled --tail-threshold $(TAIL_THRESHOLD)
 
-resample: label
-	$(SPARK_SUBMIT) jobs/resample.py --labeled $(DEMO)/labeled --out $(DEMO)/samples --samples $(SAMPLES) --alpha $(ALPHA) --seed $(SEED)
+# Shards store every labelled image once; the sample index (resample --shards) says which images
+# each epoch trains on, applied by the loaders: another alpha or strategy needs no new shards.
+FORMAT ?= wds,ffcv
+SHARD_SIZE ?= 250
+MAX_SIDE ?= 320
+shards: label
+	$(SPARK_SUBMIT) jobs/shards.py --labeled $(DEMO)/labeled --out $(DEMO)/shards --format $(FORMAT) --shard-size $(SHARD_SIZE) --max-side $(MAX_SIDE)
+
+EPOCHS ?= 1
+resample: shards
+	$(SPARK_SUBMIT) jobs/resample.py --labeled $(DEMO)/labeled --out $(DEMO)/samples --samples $(SAMPLES) --alpha $(ALPHA) --seed $(SEED) \
+		--shards $(DEMO)/shards --epochs $(EPOCHS)
 
 report: resample
 	$(PY) -m jobs.report --manifest $(PRETRAIN_MANIFEST) --vocab $(DEMO)/vocab --labeled $(DEMO)/labeled --samples $(DEMO)/samples --out $(DEMO)/card \
@@ -43,18 +53,12 @@ report: resample
 
 dataset: report
 
-FORMAT ?= wds,ffcv
-SHARD_SIZE ?= 1000
-MAX_SIDE ?= 320
-shards: dataset
-	$(SPARK_SUBMIT) jobs/shards.py --samples $(DEMO)/samples --out $(DEMO)/shards --format $(FORMAT) --shard-size $(SHARD_SIZE) --max-side $(MAX_SIDE)
-
 TORCHRUN := $(VENV)/bin/torchrun --standalone
 NPROC ?= 1
-pretrain: shards
+pretrain: dataset
 	rm -rf $(DEMO)/pretrain
 	$(TORCHRUN) --nproc_per_node=$(NPROC) -m trainer.pretrain --config trainer/configs/demo_cpu.yaml \
-		shards=$(DEMO)/shards vocab=$(DEMO)/vocab run_dir=$(DEMO)/pretrain
+		shards=$(DEMO)/shards samples=$(DEMO)/samples vocab=$(DEMO)/vocab run_dir=$(DEMO)/pretrain
 
 # MAWS on the demo: MAE pre-pretraining -> hashtag pretraining from its encoder -> linear probe,
 # next to plain hashtag pretraining of the same ViT given the same compute (measured step times).
@@ -67,16 +71,16 @@ VIT_IMG ?= 64
 $(DOWNSTREAM)/task.json: | $(DEMO)/manifest.parquet
 	$(PY) -m transfer.heldout_task --heldout $(DEMO)/heldout.parquet --out $(DOWNSTREAM)
 
-demo-maws: shards $(DOWNSTREAM)/task.json
+demo-maws: dataset $(DOWNSTREAM)/task.json
 	rm -rf $(MAWS)
 	mkdir -p $(MAWS)
 	$(PY) -m transfer.maws_compare cost --mae-config $(MAE_CONFIG) --pretrain-config $(VIT_CONFIG) \
 		--shards $(DEMO)/shards --out $(MAWS)/step_cost.json > $(MAWS)/plain_total_samples.txt
 	$(TORCHRUN) --nproc_per_node=$(NPROC) -m trainer.mae --config $(MAE_CONFIG) shards=$(DEMO)/shards run_dir=$(MAWS)/mae
 	$(TORCHRUN) --nproc_per_node=$(NPROC) -m trainer.pretrain --config $(VIT_CONFIG) shards=$(DEMO)/shards \
-		vocab=$(DEMO)/vocab run_dir=$(MAWS)/maws init_from=$(MAWS)/mae/export
+		samples=$(DEMO)/samples vocab=$(DEMO)/vocab run_dir=$(MAWS)/maws init_from=$(MAWS)/mae/export
 	$(TORCHRUN) --nproc_per_node=$(NPROC) -m trainer.pretrain --config $(VIT_CONFIG) shards=$(DEMO)/shards \
-		vocab=$(DEMO)/vocab run_dir=$(MAWS)/plain total_samples=$$(cat $(MAWS)/plain_total_samples.txt)
+		samples=$(DEMO)/samples vocab=$(DEMO)/vocab run_dir=$(MAWS)/plain total_samples=$$(cat $(MAWS)/plain_total_samples.txt)
 	$(PY) -m transfer.linear_probe model=$(MAWS)/maws/export data=$(DOWNSTREAM) out=$(MAWS)/probe_maws.json img_size=$(VIT_IMG)
 	$(PY) -m transfer.linear_probe model=$(MAWS)/plain/export data=$(DOWNSTREAM) out=$(MAWS)/probe_plain.json img_size=$(VIT_IMG)
 	$(PY) -m transfer.linear_probe model=random:vit_tiny_patch16_224 data=$(DOWNSTREAM) out=$(MAWS)/probe_random.json img_size=$(VIT_IMG)

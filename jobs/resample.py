@@ -1,16 +1,26 @@
 """Head/tail resampled sample index of exactly M samples (SWAG section 3.1; WSL's strategies).
 
     spark-submit jobs/resample.py --labeled build/demo/labeled --out build/demo/samples \
-        --samples 20000 [--alpha 0.7] [--strategy importance|sqrt|uniform|natural] [--seed 0]
+        --samples 20000 [--alpha 0.7] [--strategy importance|sqrt|uniform|natural] [--seed 0] \
+        [--shards build/demo/shards [--epochs E]] [--unique-images N]
 
 importance (SWAG): round(alpha*M) draws with replacement from head images, p_i proportional to
 the importance factor, the rest from tail images likewise. natural/sqrt/uniform (WSL): a hashtag
 drawn with probability proportional to f, sqrt(f) or 1, then one of its images uniformly; alpha
 does not apply. Writes OUT/samples.parquet (position-ordered; its labels column carries the class
 count recorded in labeled.parquet) and OUT/stats.json, atomically.
+
+--shards DIR binds the draw to a shard set of unique images (jobs/shards.py): OUT/index/ holds,
+per epoch, each sample's stored image (trainer/data/sample_index.py), which the loaders apply at
+read time; samples whose image the shards job rejected are dropped and counted per epoch.
+--epochs E draws E independent indices (epoch 0 with --seed, as samples.parquet; epoch e with a
+seed derived from (seed, e)): online rebalancing, one fresh draw per epoch. --unique-images N
+first keeps a seeded subset of N labelled images (the N smallest hashes of (seed, image_id)),
+then draws the same M samples from them: SWAG appendix C.2, unique images vs samples seen.
 """
 from __future__ import annotations
 
+import hashlib
 import sys
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -18,11 +28,13 @@ from pathlib import Path
 if __package__ in (None, ""):  # run as a script by spark-submit: make the project importable
     sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
+import numpy as np  # noqa: E402
 from pyspark.sql import functions as F  # noqa: E402
 
 import schemas  # noqa: E402
 from jobs.lib.config import parse_config  # noqa: E402
-from jobs.lib.output import atomic_output, write_json  # noqa: E402
+from jobs.lib.numbering import number_rows  # noqa: E402
+from jobs.lib.output import atomic_output, read_text, write_json  # noqa: E402
 from jobs.lib.resampling import draw_counts, fixed_point_buckets, sampling_weights, shuffled_positions  # noqa: E402
 from jobs.lib.session import get_session, input_bytes, tune_session  # noqa: E402
 from jobs.lib.tables import check_label_range, class_count, read_checked, with_class_count  # noqa: E402
@@ -38,6 +50,9 @@ class ResampleConfig:
     strategy: str = field(default="importance", metadata={"help": "|".join(STRATEGIES)})
     seed: int = field(default=0, metadata={"help": "seed of the draw and the shuffle"})
     rows_per_bucket: int = field(default=200_000, metadata={"help": "logical bucket size (memory bound)"})
+    shards: str | None = field(default=None, metadata={"help": "bind to this shard set (jobs/shards.py): OUT/index/"})
+    epochs: int = field(default=1, metadata={"help": "independent draws, one per epoch (needs --shards)"})
+    unique_images: int | None = field(default=None, metadata={"help": "draw from a seeded subset of N images"})
     master: str | None = field(default=None, metadata={"help": "Spark master (default: spark-submit's)"})
 
     def __post_init__(self):
@@ -46,6 +61,10 @@ class ResampleConfig:
             raise ValueError(f"unknown --strategy {self.strategy!r}; valid: {', '.join(STRATEGIES)}")
         if self.rows_per_bucket < 1:
             raise ValueError("--rows-per-bucket must be >= 1")
+        if self.epochs < 1 or (self.epochs > 1 and self.shards is None):
+            raise ValueError(f"--epochs {self.epochs}: must be >= 1, and more than 1 needs --shards")
+        if self.unique_images is not None and self.unique_images < 1:
+            raise ValueError(f"--unique-images must be >= 1, got {self.unique_images}")
 
 
 def run(spark, cfg: ResampleConfig) -> dict:
@@ -56,15 +75,24 @@ def run(spark, cfg: ResampleConfig) -> dict:
     check_label_range(table.select("labels"), num_classes, where, vocabulary)
     # the draw reads only what it weighs; the images' other columns are read once, by the final join
     needs = ["image_id", "tail", "importance"] if cfg.strategy == "importance" else ["image_id", "labels"]
-    labeled = table.select(*needs).cache()
+    labeled = table.select(*needs)
+    if cfg.unique_images is not None:
+        labeled = unique_subset(labeled, cfg.unique_images, cfg.seed)
+    labeled = labeled.cache()
     n_images = labeled.count()
+    if cfg.unique_images is not None and n_images < cfg.unique_images:
+        raise ValueError(f"--unique-images {cfg.unique_images}: {where} has only {n_images} images")
     sizes = split_sizes(cfg.samples, cfg.alpha) if cfg.strategy == "importance" else {ALL: cfg.samples}
     buckets = fixed_point_buckets(sampling_weights(labeled, cfg.strategy), bucket_count(n_images, cfg.rows_per_bucket))
-    counts, _ = draw_counts(buckets, sizes, cfg.seed)
-    counts = counts.cache()
-    copies = counts.select("image_id", F.explode(F.sequence(F.lit(0).cast("long"), F.col("count") - 1)).alias("copy"))
-    samples = with_class_count(shuffled_positions(copies, cfg.samples, cfg.seed)
-                               .join(table.select("image_id", "image", "labels", "tail"), "image_id")
+
+    def draw(seed: int):
+        counts, _ = draw_counts(buckets, sizes, seed)
+        counts = counts.cache()
+        copies = counts.select("image_id", F.explode(F.sequence(F.lit(0).cast("long"), F.col("count") - 1)).alias("copy"))
+        return shuffled_positions(copies, cfg.samples, seed), counts
+
+    positions, counts = draw(cfg.seed)
+    samples = with_class_count(positions.join(table.select("image_id", "image", "labels", "tail"), "image_id")
                                .select("position", "image_id", "image", "labels", "tail"), num_classes, vocabulary)
     n_files = max(1, cfg.samples // 1_000_000)
     with atomic_output(spark, cfg.out) as tmp:
@@ -79,8 +107,51 @@ def run(spark, cfg: ResampleConfig) -> dict:
         total = sum(v["samples"] for v in stats["splits"].values())
         if total != cfg.samples:
             raise AssertionError(f"drew {total} samples, expected {cfg.samples}")
+        if cfg.shards is not None:
+            stats["index"] = write_index(spark, cfg, f"{tmp}/index", positions, draw, n_files)
         write_json(spark, f"{tmp}/stats.json", stats)
     return stats
+
+
+def epoch_seed(seed: int, epoch: int) -> int:
+    """Epoch 0 draws with the seed itself (samples.parquet); epoch e with one derived from (seed, e)."""
+    return seed if epoch == 0 else int(np.random.SeedSequence([seed, epoch]).generate_state(1, np.uint32)[0])
+
+
+def unique_subset(labeled, n: int, seed: int):
+    """The n labelled images with the smallest hashes of (seed, image_id): a seeded subset."""
+    keyed = labeled.withColumn("_h", F.xxhash64(F.lit(seed), F.lit("subset"), "image_id"))
+    ranked = number_rows(keyed, ["_h", "image_id"], F.shiftright(F.col("_h"), 52), "_rank")
+    return ranked.filter(F.col("_rank") < n).drop("_h", "_rank")
+
+
+def write_index(spark, cfg: ResampleConfig, out: str, first, draw, n_files: int) -> dict:
+    """OUT/index/ (trainer/data/sample_index.py): each epoch's samples bound to stored images of
+    cfg.shards; samples of rejected images are dropped and counted."""
+    shards_json = read_text(spark, f"{cfg.shards}/shards.json")
+    images = (read_checked(spark, f"{cfg.shards}/images.parquet", schemas.SHARD_IMAGES)
+              .select("image_id", F.col("image").alias("_stored"), "shard"))
+    per_shard, kept, rejected = [], [], []
+    for e in range(cfg.epochs):
+        positions = first if e == 0 else draw(epoch_seed(cfg.seed, e))[0]
+        bound = positions.join(images, "image_id", "left").cache()
+        ok = bound.filter(F.col("_stored").isNotNull())
+        (ok.select(F.col("_stored").alias("image"), "position").repartitionByRange(n_files, "image")
+         .sortWithinPartitions("image", "position").write.parquet(f"{out}/epoch-{e:05d}"))
+        n_ok, n_bad = bound.agg(F.count("_stored"), F.sum(F.col("_stored").isNull().cast("long"))).first()
+        kept.append(int(n_ok))
+        rejected.append(int(n_bad or 0))
+        per_shard.append(ok.groupBy("shard").agg(F.count("*").alias("samples")).withColumn("epoch", F.lit(e)))
+        bound.unpersist()
+    union = per_shard[0]
+    for df in per_shard[1:]:
+        union = union.unionByName(df)
+    union.select("epoch", "shard", "samples").coalesce(1).write.parquet(f"{out}/shard_samples.parquet")
+    meta = {"epochs": cfg.epochs, "shards": cfg.shards, "shards_sha256": hashlib.sha256(shards_json.encode()).hexdigest(),
+            "samples": kept, "rejected_samples": rejected,
+            "seeds": [epoch_seed(cfg.seed, e) for e in range(cfg.epochs)]}
+    write_json(spark, f"{out}/index.json", meta)
+    return meta
 
 
 def main(argv: list[str] | None = None) -> dict:

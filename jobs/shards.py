@@ -1,18 +1,21 @@
-"""WebDataset tar shards and an FFCV .beton from the resampled sample index.
+"""WebDataset tar shards and an FFCV .beton of every labelled image, each stored once.
 
-    spark-submit jobs/shards.py --samples build/demo/samples --out build/demo/shards \
+    spark-submit jobs/shards.py --labeled build/demo/labeled --out build/demo/shards \
         [--format wds,ffcv] [--shard-size 1000] [--max-side 320] [--quality 90] [--image-root DIR]
 
-Each unique image is decoded and prepared once; bad images go to OUT/rejects.parquet with a
-reason. The class count (shards.json's num_classes) is the one samples.parquet's labels column
-records: the vocabulary's size, carried there by jobs/label.py and jobs/resample.py. Shards
-hold the accepted samples in position order with contiguous keys; shards.json, stats.json and
-_SUCCESS are written last. Reruns skip shards whose sha256 matches.
+One pass: images are grouped into shards by a hash of image_id (only paths and labels cross the
+shuffle), and each shard's writer reads, prepares and writes its own images (members
+`<slot>.jpg` + `<slot>.json` with image_id, labels, tail). Bad images go to OUT/rejects.parquet
+with a reason. OUT/images.parquet maps image_id -> `image` (the stored-image index: dense in
+shard order, the same in the .beton), shard and ordinal. Which samples an epoch trains on is a
+sample index (jobs/resample.py --shards OUT), applied by the loaders: resampling never rewrites
+shards. The class count (shards.json's num_classes) is the one labeled.parquet's labels column
+records. shards.json, stats.json and _SUCCESS are written last. A rerun skips a shard only when
+everything that determines its bytes (images, labels, image settings) is unchanged.
 OUT must be a POSIX path every executor can write (local disk or a shared filesystem).
 """
 from __future__ import annotations
 
-import hashlib
 import json
 import os
 import re
@@ -27,23 +30,24 @@ from pyspark.sql import functions as F  # noqa: E402
 
 import schemas  # noqa: E402
 from jobs.lib.config import parse_config  # noqa: E402
-from jobs.lib.output import atomic_output, read_text  # noqa: E402
-from jobs.lib.session import get_session  # noqa: E402
-from jobs.lib.sharding import SIDECARS, keyed_samples, prepare_unique, write_shards  # noqa: E402
+from jobs.lib.output import atomic_output  # noqa: E402
+from jobs.lib.session import get_session, input_bytes, tune_session  # noqa: E402
+from jobs.lib.sharding import SIDECARS, slotted, write_shards  # noqa: E402
 from jobs.lib.tables import check_label_range, class_count, read_checked  # noqa: E402
 from pipeline.atomic import write_text_atomic  # noqa: E402
 from pipeline.ffcv_writer import require_ffcv, write_beton  # noqa: E402
 from pipeline.images import REJECT_REASONS, ImageSpec  # noqa: E402
+from pipeline.wds import shard_name  # noqa: E402
 
 FORMATS = ("wds", "ffcv")
 
 
 @dataclass(frozen=True)
 class ShardsConfig:
-    samples: str = field(metadata={"help": "output directory of jobs/resample.py"})
+    labeled: str = field(metadata={"help": "output directory of jobs/label.py"})
     out: str = field(metadata={"help": "shard directory (local or shared POSIX path)"})
     format: tuple[str, ...] = field(default=("wds",), metadata={"help": "comma-separated: wds,ffcv"})
-    shard_size: int = field(default=1000, metadata={"help": "samples per tar shard"})
+    shard_size: int = field(default=1000, metadata={"help": "images per tar shard (fewer where images are rejected)"})
     max_side: int = field(default=320, metadata={"help": "shorter side at most this many pixels"})
     quality: int = field(default=90, metadata={"help": "JPEG quality"})
     max_pixels: int | None = field(default=None, metadata={"help": "reject larger images (default: Pillow's guard)"})
@@ -66,69 +70,67 @@ def run(spark, cfg: ShardsConfig) -> dict:
         require_ffcv()  # before any work
     spec = ImageSpec(cfg.max_side, cfg.quality, cfg.max_pixels)
     out = Path(cfg.out.removeprefix("file://"))
-    sample_stats = json.loads(read_text(spark, f"{cfg.samples}/stats.json"))  # the prepared images' fingerprint
-    where = f"{cfg.samples}/samples.parquet"
-    samples = read_checked(spark, where, schemas.SAMPLES.remove(2))
-    num_classes, vocabulary = class_count(samples, where)  # C: the vocabulary's, via label and resample
-    check_label_range(samples, num_classes, where, vocabulary)
+    where = f"{cfg.labeled}/labeled.parquet"
+    labeled = read_checked(spark, where, schemas.LABELED.remove(1))
+    tune_session(spark, input_bytes(spark, where))
+    num_classes, vocabulary = class_count(labeled, where)  # C: the vocabulary's, via the label job
+    check_label_range(labeled.select("labels"), num_classes, where, vocabulary)
     out.mkdir(parents=True, exist_ok=True)
     for marker in ("_SUCCESS", "shards.json", "stats.json"):  # nothing may look complete meanwhile
         (out / marker).unlink(missing_ok=True)
     for orphan in [*out.glob(".*.tmp"), *(out / SIDECARS).glob(".*.tmp")]:  # of writers killed earlier
         orphan.unlink(missing_ok=True)
 
-    fingerprint = hashlib.sha256(json.dumps([sample_stats, vars(spec), cfg.image_root], sort_keys=True,
-                                            default=str).encode()).hexdigest()
-    prepared_dir = out / "_prepared"
-    if _read(prepared_dir / "_fingerprint") != fingerprint:
-        with atomic_output(spark, str(prepared_dir)) as tmp:
-            prepare_unique(samples, spec, cfg.image_root).write.parquet(f"{tmp}/images.parquet")
-            Path(tmp.removeprefix("file:")).joinpath("_fingerprint").write_text(fingerprint)
-    prepared = spark.read.parquet(str(prepared_dir / "images.parquet"))
-    keyed, rejects = keyed_samples(samples, prepared, cfg.shard_size)
-    keyed = keyed.cache()
-    shard_rows = sorted((r.asDict() for r in write_shards(keyed, str(out)).collect()), key=lambda r: r["shard"])
-    for stale in out.glob("shard-*.tar"):  # left by an earlier run with more shards
-        if int(stale.stem.split("-")[1]) >= len(shard_rows):
+    outcomes = write_shards(slotted(labeled, cfg.shard_size), str(out), spec, cfg.image_root).cache()
+    shard_rows = sorted((r.asDict() for r in outcomes.filter(F.col("image_id").isNull()).collect()),
+                        key=lambda r: r["shard"])  # one row per shard
+    listed, first = [], 0
+    for r in shard_rows:
+        if r["ordinal"] > 0:
+            listed.append({"shard": r["shard"], "name": shard_name(r["shard"]), "images": r["ordinal"],
+                           "first_image": first, "bytes": r["bytes"], "sha256": r["sha256"], "skipped": r["skipped"]})
+            first += r["ordinal"]
+    names = {s["name"] for s in listed}
+    for stale in out.glob("shard-*.tar"):  # left by an earlier run with other images or settings
+        if stale.name not in names:
             stale.unlink()
             (out / SIDECARS / f"{stale.name}.json").unlink(missing_ok=True)
+    per_image = outcomes.filter(F.col("image_id").isNotNull())
+    offsets = spark.createDataFrame([(s["shard"], s["first_image"]) for s in listed] or [(-1, 0)],
+                                    "shard long, first_image long")
+    with atomic_output(spark, str(out / "images.parquet")) as tmp:
+        (per_image.filter(F.col("reason").isNull()).join(F.broadcast(offsets), "shard")
+         .select("image_id", (F.col("first_image") + F.col("ordinal")).alias("image"), "shard", "ordinal")
+         .write.parquet(tmp))
     with atomic_output(spark, str(out / "rejects.parquet")) as tmp:
-        rejects.orderBy("position").write.parquet(tmp)
-    by_reason = {r["reason"]: (r["samples"], r["images"]) for r in rejects.groupBy("reason").agg(
-        F.count("*").alias("samples"), F.countDistinct("image_id").alias("images")).collect()}
-    n_ok = sum(r["samples"] for r in shard_rows)
-    index = {"num_classes": num_classes, "samples": n_ok, "shard_size": cfg.shard_size,
-             "max_side": cfg.max_side,
-             "shards": [{k: r[k] for k in ("name", "samples", "bytes", "sha256", "first_position", "last_position")}
-                        for r in shard_rows],
-             "rejected_samples": {k: by_reason.get(k, (0, 0))[0] for k in REJECT_REASONS},
-             "rejected_images": {k: by_reason.get(k, (0, 0))[1] for k in REJECT_REASONS}}
+        per_image.filter(F.col("reason").isNotNull()).select("image_id", "reason", "detail").write.parquet(tmp)
+    by_reason = {r["reason"]: r["count"] for r in
+                 per_image.filter(F.col("reason").isNotNull()).groupBy("reason").count().collect()}
+    index = {"num_classes": num_classes, "images": first, "shard_size": cfg.shard_size,
+             "max_side": cfg.max_side, "quality": cfg.quality,
+             "shards": [{k: s[k] for k in ("name", "images", "first_image", "bytes", "sha256")} for s in listed],
+             "rejected_images": {k: by_reason.get(k, 0) for k in REJECT_REASONS}}
     if "ffcv" in cfg.format:
-        label_pad = keyed.select(F.max(F.size("labels"))).first()[0] or 1
-        index["ffcv"] = write_beton([str(out / r["name"]) for r in shard_rows], str(out / "samples.beton"),
+        label_pad = labeled.select(F.max(F.size("labels"))).first()[0] or 1
+        index["ffcv"] = write_beton([str(out / s["name"]) for s in listed], str(out / "images.beton"),
                                     label_pad, cfg.quality, num_workers=os.cpu_count() or 1)
-    stats = {**index, "samples_in": samples.count(), "shards_written": sum(not r["skipped"] for r in shard_rows),
-             "shards_skipped": sum(r["skipped"] for r in shard_rows), "config": vars(cfg)}
-    stats["shards"] = len(shard_rows)
+    stats = {**index, "images_in": sum(r["ordinal"] for r in shard_rows) + sum(by_reason.values()),
+             "shards_written": sum(not s["skipped"] for s in listed),
+             "shards_skipped": sum(s["skipped"] for s in listed), "config": vars(cfg)}
+    stats["shards"] = len(listed)
+    outcomes.unpersist()
     write_text_atomic(out / "shards.json", json.dumps(index, indent=2, sort_keys=True))
     write_text_atomic(out / "stats.json", json.dumps(stats, indent=2, sort_keys=True, default=list))
     write_text_atomic(out / "_SUCCESS", "")
     return stats
 
 
-def _read(p: Path):
-    try:
-        return p.read_text()
-    except OSError:
-        return None
-
-
 def main(argv: list[str] | None = None) -> dict:
     cfg = parse_config(ShardsConfig, argv, __doc__.splitlines()[0])
     stats = run(get_session("shards", cfg.master), cfg)
-    print(f"shards: {stats['samples']} of {stats['samples_in']} samples in {stats['shards']} shards "
+    print(f"shards: {stats['images']} of {stats['images_in']} images in {stats['shards']} shards "
           f"({stats['shards_written']} written, {stats['shards_skipped']} unchanged); rejected: "
-          f"{ {k: v for k, v in stats['rejected_samples'].items() if v} } -> {cfg.out}")
+          f"{ {k: v for k, v in stats['rejected_images'].items() if v} } -> {cfg.out}")
     return stats
 
 

@@ -1,4 +1,5 @@
-"""FFCV .beton from finished WebDataset shards (same samples, same order).
+"""FFCV .beton from finished WebDataset shards (the same stored images, in the same order: sample
+i of the .beton is stored image i of shards.json).
 
 FFCV has no variable-length field: labels are a fixed-size int32 array padded with -1 plus a
 count; the padding size is the largest label count in the data and is recorded in shards.json.
@@ -59,7 +60,7 @@ class ShardSamples:
         img = np.asarray(Image.open(io.BytesIO(jpg)).convert("RGB"))
         labels = np.full(self.label_pad, LABEL_PAD_VALUE, dtype=np.int32)
         labels[: len(meta["labels"])] = meta["labels"]
-        return img, labels, len(meta["labels"]), int(meta["position"])
+        return img, labels, len(meta["labels"]), i
 
 
 def write_beton(shard_paths: list[str], out_path: str, label_pad: int, quality: int = 90,
@@ -74,9 +75,9 @@ def write_beton(shard_paths: list[str], out_path: str, label_pad: int, quality: 
     # side <= max_side, so no further resize: both formats hold the same pixels.
     fields = {"image": RGBImageField(write_mode="jpg", max_resolution=None, jpeg_quality=quality),
               "labels": NDArrayField(np.dtype("int32"), (label_pad,)),
-              "num_labels": IntField(), "position": IntField()}
+              "num_labels": IntField(), "index": IntField()}
     os.environ.setdefault("TQDM_DISABLE", "1")  # FFCV's per-sample progress bar floods job logs
     with atomic_path(out) as tmp:
         DatasetWriter(str(tmp), fields, num_workers=num_workers).from_indexed_dataset(ds)
-    return {"file": out.name, "samples": len(ds), "label_pad": label_pad, "bytes": out.stat().st_size,
+    return {"file": out.name, "images": len(ds), "label_pad": label_pad, "bytes": out.stat().st_size,
             "jpeg_quality": quality}

@@ -56,6 +56,15 @@ RAW_MAP = pa.schema([
     pa.field("hashtag", pa.string(), nullable=False),
 ])
 
+# Each image a shard set stores (jobs/shards.py OUT/images.parquet): `image` is the stored-image
+# index, dense in shard order (shards.json first_image + ordinal), the sample number in the .beton.
+SHARD_IMAGES = pa.schema([
+    pa.field("image_id", pa.string(), nullable=False),
+    pa.field("image", pa.int64(), nullable=False),
+    pa.field("shard", pa.int64(), nullable=False),
+    pa.field("ordinal", pa.int64(), nullable=False),
+])
+
 
 def spark_schema(schema: pa.Schema):
     """The Spark StructType for a pyarrow schema (the only place types are translated)."""

@@ -82,6 +82,8 @@ class ShardTrainConfig(TrainConfig):
     run_dir: str = key(help="run directory: config.yaml, metrics.jsonl, tb/, checkpoints/, export/")
     total_samples: int = key(help="training length in samples (steps = total_samples // batch_size)")
     data_format: str = key("wds", "shard format: wds | ffcv")
+    samples: str | None = key(None, "sample index bound to the shards (jobs/resample.py --shards); "
+                                    "default: every stored image once per epoch")
 
     def __post_init__(self):
         super().__post_init__()

@@ -3,8 +3,12 @@ schedule, steps, gradient scaling and clipping, metrics, progress, checkpoints a
 
 An entry point prepares its run (trainer/prepare.py) and says, in a Task, how a batch becomes a
 loss and what else it checkpoints. Resuming is exact: the checkpoint holds the model, optimizer,
-scaler, CPU RNG and the task's state; the loader's order is a function of (seed, epoch), so the
-batches of the interrupted epoch already trained on are skipped, the same ones in the same order.
+scaler, CPU RNG, the task's state and the loader's (epoch, batch); the loader's order is a
+function of (seed, epoch), and it starts the interrupted epoch at that batch without reading or
+decoding the ones before (`set_epoch(epoch, start)`).
+
+A loader gives `set_epoch(epoch, start=0)` and `epoch_batches(epoch)` (the same on every rank;
+epochs may differ in length when each has its own sample index).
 """
 from __future__ import annotations
 
@@ -68,7 +72,8 @@ class StopFlag:
 def train_loader(cfg: ShardTrainConfig, d: DistInfo, make=make_loader):
     """This rank's loader of the shards: its share of every global batch of cfg.batch_size."""
     return make(cfg.data_format, cfg.shards, batch_size=cfg.batch_size // d.world_size, rank=d.rank,
-                world_size=d.world_size, num_workers=cfg.workers, train=True, size=cfg.img_size, seed=cfg.seed)
+                world_size=d.world_size, num_workers=cfg.workers, train=True, size=cfg.img_size, seed=cfg.seed,
+                samples=cfg.samples)
 
 
 def fit(cfg: TrainConfig, run: Run, task: Task, loader, steps: int, peak: float) -> dict:
@@ -76,11 +81,16 @@ def fit(cfg: TrainConfig, run: Run, task: Task, loader, steps: int, peak: float)
     the same on every rank), the LR a function of samples seen with peak `peak`.
     Returns {"step", "loss" (the last logged), "stopped" (by SIGTERM)}."""
     d, model, optimizer, scaler, step = run.d, run.model, run.optimizer, run.scaler, run.step
-    per_epoch = len(loader)
-    if per_epoch == 0:
+    if loader.epoch_batches(0) == 0:
         raise ValueError(f"the training data holds fewer samples than one global batch of {cfg.batch_size}")
     if run.resumed is not None:
         task.load_state_dict(run.resumed)
+        where = locate(step, loader)
+        saved = run.resumed_loader
+        if saved is not None and (saved["epoch"], saved["batch"]) != where:
+            raise ValueError(f"checkpoint of step {step} was taken at epoch {saved['epoch']} batch {saved['batch']}, "
+                             f"but this run's data puts step {step} at epoch {where[0]} batch {where[1]}: the shards, "
+                             "sample index, batch size or world size changed since")
     metrics = MetricsLog(run.run_dir, d.is_main, resume_step=step)
     progress = Progress(steps * cfg.batch_size, step * cfg.batch_size, d.is_main)
     stop = StopFlag()
@@ -90,7 +100,8 @@ def fit(cfg: TrainConfig, run: Run, task: Task, loader, steps: int, peak: float)
             save_checkpoint(run.run_dir / "checkpoints", step, {
                 "step": step, "samples": step * cfg.batch_size, "model": model.state_dict(),
                 "optimizer": optimizer.state_dict(), "scaler": scaler.state_dict(),
-                "rng_cpu": torch.get_rng_state(), "config": to_dict(cfg), "extra": task.state_dict()},
+                "rng_cpu": torch.get_rng_state(), "config": to_dict(cfg), "extra": task.state_dict(),
+                "loader": dict(zip(("epoch", "batch"), locate(step, loader)))},
                 cfg.keep_ckpts)
         if dist.is_initialized():
             dist.barrier()
@@ -98,11 +109,12 @@ def fit(cfg: TrainConfig, run: Run, task: Task, loader, steps: int, peak: float)
     run.net.train()
     last_loss = float("nan")
     while step < steps and not stop.requested:
-        epoch, skip = divmod(step, per_epoch)
-        loader.set_epoch(epoch)
-        for i, batch in enumerate(loader):
-            if i < skip:  # resuming mid-epoch: the same batches, in the same order, are skipped
-                continue
+        epoch, start = locate(step, loader)
+        loader.set_epoch(epoch, start)  # resuming mid-epoch: the loader starts at batch `start`
+        if start == 0 and d.is_main and hasattr(loader, "epoch_stats"):  # samples, and those no rank reads
+            with open(run.run_dir / "epochs.jsonl", "a") as f:
+                f.write(json.dumps({"epoch": epoch, "step": step, **loader.epoch_stats(epoch)}) + "\n")
+        for batch in loader:
             lr = lr_at(step * cfg.batch_size, steps * cfg.batch_size, peak, cfg.warmup_frac)
             for g in optimizer.param_groups:
                 g["lr"] = lr
@@ -134,6 +146,19 @@ def fit(cfg: TrainConfig, run: Run, task: Task, loader, steps: int, peak: float)
     progress.close()
     metrics.close()
     return {"step": step, "loss": last_loss, "stopped": stop.requested}
+
+
+def locate(step: int, loader) -> tuple[int, int]:
+    """(epoch, batch within it) of global step `step`."""
+    epoch = 0
+    while True:
+        n = loader.epoch_batches(epoch)
+        if n <= 0:
+            raise ValueError(f"epoch {epoch} of the training data has no batch")
+        if step < n:
+            return epoch, step
+        step -= n
+        epoch += 1
 
 
 def finish(run: Run, result: dict, write_outputs: Callable[[], None]) -> dict:

@@ -79,6 +79,7 @@ class Run:
     std: torch.Tensor
     step: int                      # the first step to run: 0, or the resumed checkpoint's step
     resumed: dict | None           # the resumed checkpoint's entry-point state (Task.load_state_dict)
+    resumed_loader: dict | None = None  # the resumed checkpoint's loader position {epoch, batch}
 
     def inputs(self, images: torch.Tensor) -> torch.Tensor:
         x = images.to(self.d.device, non_blocking=True).float().sub_(self.mean).div_(self.std)
@@ -118,4 +119,5 @@ def prepare(cfg: TrainConfig, d: DistInfo, model: nn.Module,
         write_text_atomic(run_dir / "config.yaml", yaml.safe_dump(to_dict(cfg), sort_keys=False))
     as_image = lambda v: torch.tensor(v, device=d.device).view(1, 3, 1, 1) * 255  # noqa: E731
     return Run(d, run_dir, model, net, optimizer, scaler, precision, sync_bn, fmt, as_image(mean), as_image(std),
-               state["step"] if state else 0, state.get("extra", {}) if state else None)
+               state["step"] if state else 0, state.get("extra", {}) if state else None,
+               state.get("loader") if state else None)

@@ -97,18 +97,34 @@ class SeededImages(Dataset):
             return self.images[i]
 
 
-class FinetuneLoader(DataLoader):
-    """This rank's batches (DistributedSampler: every rank the same number); set_epoch(e) before
-    each epoch reshuffles with (seed, e) and redraws the augmentations."""
+class StartSampler(DistributedSampler):
+    """DistributedSampler that can start an epoch part-way (at index `start` of the rank's order),
+    so a resumed run loads nothing it already trained on."""
+    start = 0
 
-    def set_epoch(self, epoch: int) -> None:
+    def __iter__(self):
+        return iter(list(super().__iter__())[self.start:])
+
+    def __len__(self) -> int:
+        return super().__len__() - self.start
+
+
+class FinetuneLoader(DataLoader):
+    """This rank's batches (DistributedSampler: every rank the same number); set_epoch(e[, start])
+    before each epoch reshuffles with (seed, e), redraws the augmentations and starts at batch start."""
+
+    def set_epoch(self, epoch: int, start: int = 0) -> None:
         self.sampler.set_epoch(epoch)
+        self.sampler.start = start * self.batch_size
         self.dataset.epoch = epoch  # workers start per epoch (not persistent) and see it
+
+    def epoch_batches(self, epoch: int) -> int:
+        return DistributedSampler.__len__(self.sampler) // self.batch_size
 
 
 def finetune_loader(split: Split, cfg: FinetuneConfig, d: DistInfo) -> FinetuneLoader:
     images = SeededImages(ImageSet(split, cfg.img_size, train=True), cfg.seed)
-    sampler = DistributedSampler(images, d.world_size, d.rank, shuffle=True, seed=cfg.seed, drop_last=True)
+    sampler = StartSampler(images, d.world_size, d.rank, shuffle=True, seed=cfg.seed, drop_last=True)
     # a generator of its own: DataLoader would draw its worker seeds from the global RNG otherwise
     loader = FinetuneLoader(images, batch_size=cfg.batch_size // d.world_size, sampler=sampler,
                             num_workers=cfg.workers, drop_last=True,

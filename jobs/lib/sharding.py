@@ -1,12 +1,16 @@
-"""DataFrame transforms of the shards job.
+"""DataFrame transforms of the shards job: every labelled image stored once, in one pass.
 
-Phase 1 prepares each unique image once (resampling repeats head images several times);
-phase 2 numbers the accepted samples densely in position order and writes one tar per shard
-from the executors. Shards are idempotent units: a shard whose file matches its sidecar's
-sha256 is skipped on a rerun.
+Images are ordered by a hash of image_id (a seeded-free, content-derived order, so each shard is
+a random slice of the corpus) and numbered densely (`slot`); slot // shard_size is the shard.
+Only the small rows (image_id, path, labels, tail) cross the one shuffle that groups a shard;
+its writer reads, prepares and writes the image bytes itself. A shard is an idempotent unit:
+its sidecar records a fingerprint of everything that determines its bytes (the images, their
+labels, the image settings), and a rerun skips a shard only when that fingerprint and the tar's
+sha256 match.
 """
 from __future__ import annotations
 
+import hashlib
 import json
 from pathlib import Path
 
@@ -19,67 +23,83 @@ from pipeline.atomic import write_text_atomic
 from pipeline.images import ImageRejected, ImageSpec, prepare_image, read_image_bytes
 from pipeline.wds import file_sha256, shard_name, write_shard
 
-PREPARED_SCHEMA = "image_id string, jpeg binary, width int, height int, reason string, detail string"
-SHARD_STATS_SCHEMA = ("shard long, name string, samples long, bytes long, sha256 string, "
-                      "first_position long, last_position long, first_key long, skipped boolean")
 SIDECARS = "_shards"  # per-shard JSON written after its tar: the idempotence record
+# one row per image (image_id set) and one per shard (image_id null: ordinal = images stored)
+OUTCOME_SCHEMA = ("shard long, ordinal long, image_id string, reason string, detail string, "
+                  "bytes long, sha256 string, skipped boolean")
+_HASH = "_order_hash"
 
 
-def prepare_unique(samples: DataFrame, spec: ImageSpec, image_root: str | None) -> DataFrame:
-    """(image_id, jpeg, width, height, reason, detail) once per distinct image_id."""
-    def fn(batches):
-        for b in batches:
-            ids, images = b.column(0).to_pylist(), b.column(1).to_pylist()
-            cols = {k: [] for k in ("image_id", "jpeg", "width", "height", "reason", "detail")}
-            for image_id, image in zip(ids, images):
-                jpeg = w = h = reason = detail = None
-                try:
-                    jpeg, w, h = prepare_image(read_image_bytes(image, image_root), spec)
-                except ImageRejected as e:
-                    reason, detail = e.reason, e.detail[:300]
-                for k, v in zip(cols, (image_id, jpeg, w, h, reason, detail)):
-                    cols[k].append(v)
-            yield pa.RecordBatch.from_pydict(cols, schema=pa.schema([
-                ("image_id", pa.string()), ("jpeg", pa.binary()), ("width", pa.int32()), ("height", pa.int32()),
-                ("reason", pa.string()), ("detail", pa.string())]))
-    unique = samples.select("image_id", "image").dropDuplicates(["image_id"])
-    return unique.mapInArrow(fn, PREPARED_SCHEMA)
+def slotted(labeled: DataFrame, shard_size: int) -> DataFrame:
+    """(image_id, image, labels, tail, slot, shard): dense slots in (hash of image_id, image_id) order."""
+    rows = labeled.select("image_id", "image", "labels", "tail").withColumn(_HASH, F.xxhash64(F.lit("shard"), "image_id"))
+    # coarse ranges for the dense numbering: the hash's top 12 bits (4,096 ranges, one small row each)
+    numbered = number_rows(rows, [_HASH, "image_id"], F.shiftright(F.col(_HASH), 52), "slot")
+    return numbered.drop(_HASH).withColumn("shard", (F.col("slot") / F.lit(shard_size)).cast("long"))
 
 
-def keyed_samples(samples: DataFrame, prepared: DataFrame, shard_size: int) -> tuple[DataFrame, DataFrame]:
-    """(accepted samples with dense `key` and `shard`, rejected samples with their reason)."""
-    joined = samples.select("position", "image_id", "labels", "tail").join(prepared, "image_id")
-    rejects = joined.filter(F.col("reason").isNotNull()).select("position", "image_id", "reason", "detail")
-    ok = joined.filter(F.col("reason").isNull()).drop("reason", "detail")
-    ok = number_rows(ok, ["position"], (F.col("position") / F.lit(1_000_000)).cast("long"), "key")
-    return ok.withColumn("shard", (F.col("key") / F.lit(shard_size)).cast("long")), rejects
+def fingerprint(t: pa.Table, spec: ImageSpec, image_root: str | None) -> str:
+    """sha256 of what determines a shard's bytes: its images in slot order, their labels and
+    tail flags, the image settings and where relative paths resolve."""
+    h = hashlib.sha256(json.dumps([vars(spec), image_root], sort_keys=True).encode())
+    for row in zip(t["slot"].to_pylist(), t["image_id"].to_pylist(), t["image"].to_pylist(),
+                   t["labels"].to_pylist(), t["tail"].to_pylist()):
+        h.update(json.dumps(row).encode())
+    return h.hexdigest()
 
 
-def write_shards(keyed: DataFrame, out_dir: str) -> DataFrame:
-    """One tar per shard, written by the executors; a row of shard stats per shard."""
+def write_shards(rows: DataFrame, out_dir: str, spec: ImageSpec, image_root: str | None) -> DataFrame:
+    """One tar per shard, written by the executors: OUTCOME_SCHEMA rows (per image, per shard)."""
     def fn(t: pa.Table) -> pa.Table:
-        t = t.sort_by("key")
+        t = t.sort_by("slot")
         shard = t["shard"][0].as_py()
         name = shard_name(shard)
         path, sidecar = Path(out_dir) / name, Path(out_dir) / SIDECARS / f"{name}.json"
-        expect = {"samples": t.num_rows, "first_position": t["position"][0].as_py(),
-                  "last_position": t["position"][-1].as_py(), "first_key": t["key"][0].as_py()}
+        fp = fingerprint(t, spec, image_root)
         prev = _read_json(sidecar)
-        if prev and path.exists() and all(prev.get(k) == v for k, v in expect.items()) \
-                and file_sha256(path) == prev.get("sha256"):
+        ids = t["image_id"].to_pylist()
+        if prev and prev.get("fingerprint") == fp and (prev["images"] == 0 or (
+                path.exists() and file_sha256(path) == prev.get("sha256"))):
             rec, skipped = prev, True
         else:
-            rows = zip(t["key"].to_pylist(), t["jpeg"].to_pylist(), t["image_id"].to_pylist(),
-                       t["labels"].to_pylist(), t["tail"].to_pylist(), t["position"].to_pylist())
-            written = write_shard(path, ((f"{k:09d}", jpeg, {"image_id": i, "labels": lb, "tail": tl, "position": p})
-                                         for k, jpeg, i, lb, tl, p in rows))
-            rec, skipped = {**expect, **written, "name": name}, False
+            rec, skipped = _write(t, path, spec, image_root), False
+            rec["fingerprint"] = fp
+            if rec["images"] == 0:
+                path.unlink(missing_ok=True)  # every image rejected: no tar, none left from before
             write_text_atomic(sidecar, json.dumps(rec, sort_keys=True))
-        return pa.table({"shard": [shard], "name": [name], "samples": [rec["samples"]], "bytes": [rec["bytes"]],
-                         "sha256": [rec["sha256"]], "first_position": [rec["first_position"]],
-                         "last_position": [rec["last_position"]], "first_key": [rec["first_key"]],
-                         "skipped": [skipped]})
-    return keyed.groupBy("shard").applyInArrow(fn, SHARD_STATS_SCHEMA)
+        rejected = {i: (r, d) for i, r, d in rec["rejects"]}
+        out = {k: [] for k in ("shard", "ordinal", "image_id", "reason", "detail", "bytes", "sha256", "skipped")}
+        n = 0
+        for image_id in ids:
+            reason, detail = rejected.get(image_id, (None, None))
+            _append(out, shard, n if reason is None else -1, image_id, reason, detail)
+            n += reason is None
+        _append(out, shard, rec["images"], None, None, None, rec.get("bytes"), rec.get("sha256"), skipped)
+        return pa.table(out)
+    return rows.groupBy("shard").applyInArrow(fn, OUTCOME_SCHEMA)
+
+
+def _append(out: dict, *values) -> None:
+    for k, v in zip(out, (*values, *([None] * (len(out) - len(values))))):
+        out[k].append(v)
+
+
+def _write(t: pa.Table, path: Path, spec: ImageSpec, image_root: str | None) -> dict:
+    rejects = []
+
+    def members():
+        for slot, image_id, image, labels, tail in zip(t["slot"].to_pylist(), t["image_id"].to_pylist(),
+                                                       t["image"].to_pylist(), t["labels"].to_pylist(),
+                                                       t["tail"].to_pylist()):
+            try:
+                jpeg, _, _ = prepare_image(read_image_bytes(image, image_root), spec)
+            except ImageRejected as e:
+                rejects.append([image_id, e.reason, e.detail[:300]])
+                continue
+            yield f"{slot:012d}", jpeg, {"image_id": image_id, "labels": labels, "tail": tail}
+    written = write_shard(path, members())
+    return {"images": written["samples"], "bytes": written["bytes"], "sha256": written["sha256"],
+            "rejects": rejects, "name": path.name}
 
 
 def _read_json(path: Path):

@@ -1,17 +1,17 @@
 """FFCV .beton -> batches of (uint8 images, soft targets, positions) for one DDP rank.
 
+The .beton holds every stored image once (sample i = stored image i). The epoch's order is the
+sample index's (trainer/data/sample_index.py): its samples in position order (the draw's seeded
+shuffle), handed to FFCV as its own traversal order (`IndexOrder`), so FFCV's JIT pipeline is
+untouched. Rank r takes samples r, r + world, ... of that order, n = floor(M / (world * B))
+batches each, the same on every rank; evaluation reads every stored image once in file order.
+Resuming at batch s starts the order at sample s * B of the rank's share: nothing before it is
+read or decoded.
+
 What the trainer must know about FFCV 1.0.2's Loader:
-- distributed=True builds torch's DistributedSampler without num_replicas/rank, so it reads them
-  from torch.distributed: the process group must be initialized first. We take rank/world_size
-  explicitly and refuse to start if they disagree with the process group.
-- That sampler pads (drop_last=False) to ceil(N / world) samples per rank by repeating samples from
-  the start of the order; the Loader then drops the last partial batch, so every rank gets
-  ceil(N / world) // batch_size batches, the same on every rank. That can be one batch more than
-  the WebDataset reader's floor(N / (world * batch_size)); use len(loader), not a formula.
-- Order: training is a permutation seeded with seed + epoch (one rank) or DistributedSampler's
-  (seed, epoch); evaluation is file order (one rank) or DistributedSampler's interleaving
-  r, r + world, ... (several ranks). The random crops and flips use numba's RNG, which the seed
-  does not reach: training batches are not bit-reproducible.
+- The random crops and flips use numba's RNG, which no seed reaches: training batches are not
+  bit-reproducible, and a resumed run's crops differ from an uninterrupted one's (the samples and
+  their order do not).
 - "Workers" are threads of one process (numba's thread count is process-wide: the last Loader
   built sets it). Output tensors are reused buffers: move batches to the device before keeping them.
 - CenterCropRGBImageDecoder(ratio) crops the central square of side ratio * shorter side, then
@@ -23,8 +23,11 @@ from __future__ import annotations
 
 from typing import Iterator
 
+import numpy as np
+
 from pipeline.wds import ShardError
 from trainer.data.batch import Batch
+from trainer.data.sample_index import SampleIndex
 from trainer.data.shard_index import batches_per_rank, check_rank, load_index
 from trainer.data.targets import soft_targets
 
@@ -40,44 +43,88 @@ def import_ffcv():
     return ffcv
 
 
+def index_order(sequence):
+    """An FFCV traversal order that is a given sequence of sample indices (reset every epoch)."""
+    from ffcv.traversal_order.base import TraversalOrder
+
+    class _Order(TraversalOrder):
+        def __init__(self, seq):  # FFCV 1.0.2 calls an order instance with the loader
+            self.sequence = seq
+
+        def __call__(self, loader):
+            self.loader, self.indices, self.seed = loader, loader.indices, loader.seed
+            self.distributed, self.sampler = False, None
+            return self
+
+        def sample_order(self, epoch: int):
+            return self.sequence
+    return _Order(sequence)
+
+
+class FfcvLoader:
+    """Iterable of Batch; call set_epoch(e[, start]) before each epoch. len() = batches per rank."""
+
+    def __init__(self, loader, order, samples, num_classes: int, rank: int, world_size: int, batch_size: int,
+                 train: bool, epoch: int):
+        self.loader, self.order, self.samples, self.num_classes = loader, order, samples, num_classes
+        self.rank, self.world_size, self.batch_size, self.train = rank, world_size, batch_size, train
+        self.epoch, self.start = epoch, 0
+
+    def epoch_batches(self, epoch: int) -> int:
+        return batches_per_rank(self.samples.samples(epoch), self.batch_size, self.world_size)
+
+    def epoch_stats(self, epoch: int) -> dict:
+        n = self.samples.samples(epoch)
+        return {"samples": n, "dropped": n - self.epoch_batches(epoch) * self.batch_size * self.world_size}
+
+    def set_epoch(self, epoch: int, start: int = 0) -> None:
+        n = self.epoch_batches(epoch)
+        if not 0 <= start <= n:
+            raise ValueError(f"start batch {start} outside [0, {n}] for epoch {epoch}")
+        self.epoch, self.start = epoch, start
+
+    def __len__(self) -> int:
+        return self.epoch_batches(self.epoch)
+
+    def share(self, epoch: int, start: int = 0):
+        """(stored images, positions) this rank reads in the epoch from batch `start` on."""
+        images, positions = self.samples.epoch_order(epoch)
+        n, b = self.epoch_batches(epoch), self.batch_size
+        sl = slice(self.rank, n * b * self.world_size, self.world_size)
+        images, positions = images[sl][start * b:], positions[sl][start * b:]
+        return images.astype(np.uint64), positions
+
+    def __iter__(self) -> Iterator[Batch]:
+        import torch
+
+        images, positions = self.share(self.epoch, self.start)
+        self.order.sequence = images
+        self.loader.first_traversal_order = images  # FFCV's len() and truncation read it
+        self.loader.next_epoch = self.epoch
+        b = self.batch_size
+        for k, (imgs, labels) in enumerate(self.loader):
+            yield Batch(imgs, soft_targets(labels, self.num_classes),
+                        torch.from_numpy(positions[k * b:(k + 1) * b].astype("int64")))
+
+
 def check_process_group(rank: int, world_size: int) -> None:
-    """FFCV's distributed sampler reads torch.distributed; it must agree with our rank/world_size."""
+    """Where torch.distributed runs, it must agree with our rank/world_size."""
     import torch.distributed as dist
 
     check_rank(rank, world_size)
-    initialized = dist.is_available() and dist.is_initialized()
-    if not initialized:
-        if world_size > 1:
-            raise RuntimeError(f"FFCV shards data by torch.distributed's rank: call "
-                               f"torch.distributed.init_process_group before ffcv_loader(world_size={world_size})")
+    if not (dist.is_available() and dist.is_initialized()):
         return
     if (dist.get_rank(), dist.get_world_size()) != (rank, world_size):
         raise ValueError(f"ffcv_loader(rank={rank}, world_size={world_size}) disagrees with torch.distributed "
                          f"(rank {dist.get_rank()} of {dist.get_world_size()})")
 
 
-class FfcvLoader:
-    """Iterable of Batch; call set_epoch(e) before each epoch. len() = batches per rank."""
-
-    def __init__(self, loader, num_classes: int, epoch: int):
-        self.loader, self.num_classes, self.epoch = loader, num_classes, epoch
-
-    def set_epoch(self, epoch: int) -> None:
-        self.epoch = epoch
-
-    def __len__(self) -> int:
-        return len(self.loader)
-
-    def __iter__(self) -> Iterator[Batch]:
-        self.loader.next_epoch = self.epoch  # FFCV counts epochs itself; ours is explicit, like the WDS reader
-        for images, labels, positions in self.loader:
-            yield Batch(images, soft_targets(labels, self.num_classes), positions.long())
-
-
 def ffcv_loader(root, batch_size: int, rank: int, world_size: int, num_workers: int, train: bool, size: int = 224,
                 seed: int = 0, epoch: int = 0, crop_ratio: float = 1.0, os_cache: bool = True,
-                batches_ahead: int = 3) -> FfcvLoader:
-    """Batches of one rank's share of ROOT/samples.beton (written by jobs/shards.py --format ffcv)."""
+                batches_ahead: int = 3, samples=None) -> FfcvLoader:
+    """Batches of one rank's share of ROOT's .beton (jobs/shards.py --format ffcv), the epochs given
+    by the sample index in SAMPLES (jobs/resample.py --shards ROOT); without one, and always for
+    evaluation, every stored image once per epoch (shuffled with (seed, epoch) when training)."""
     index = load_index(root)
     if not index.ffcv:
         raise ShardError(f"{index.root}/shards.json has no ffcv entry: rerun jobs/shards.py with --format wds,ffcv")
@@ -86,14 +133,14 @@ def ffcv_loader(root, batch_size: int, rank: int, world_size: int, num_workers: 
     path = index.root / index.ffcv["file"]
     if not path.is_file():
         raise ShardError(f"{path}: missing, though shards.json lists it")
-    batches_per_rank(index.samples, batch_size, world_size)  # refuse an epoch without a full batch
+    sample_index = SampleIndex(index, samples if train else None, shuffle_seed=seed if train else None)
+    batches_per_rank(sample_index.samples(epoch), batch_size, world_size)  # refuse an epoch without a full batch
     import_ffcv()
     check_process_group(rank, world_size)
 
-    from ffcv.fields.decoders import (CenterCropRGBImageDecoder, IntDecoder, NDArrayDecoder,
-                                      RandomResizedCropRGBImageDecoder)
-    from ffcv.loader import Loader, OrderOption
-    from ffcv.transforms import RandomHorizontalFlip, Squeeze, ToTensor, ToTorchImage
+    from ffcv.fields.decoders import CenterCropRGBImageDecoder, NDArrayDecoder, RandomResizedCropRGBImageDecoder
+    from ffcv.loader import Loader
+    from ffcv.transforms import RandomHorizontalFlip, ToTensor, ToTorchImage
 
     if train:
         image = [RandomResizedCropRGBImageDecoder((size, size)), RandomHorizontalFlip()]
@@ -102,15 +149,15 @@ def ffcv_loader(root, batch_size: int, rank: int, world_size: int, num_workers: 
     pipelines = {"image": image + [ToTensor(), ToTorchImage()],
                  "labels": [NDArrayDecoder(), ToTensor()],
                  "num_labels": None,  # the -1 padding already says it
-                 "position": [IntDecoder(), ToTensor(), Squeeze()]}
+                 "index": None}       # the order says which image each sample is
+    order = index_order(np.zeros(0, dtype=np.uint64))
     loader = Loader(str(path), batch_size=batch_size, num_workers=max(1, num_workers), os_cache=os_cache,
-                    order=OrderOption.RANDOM if train else OrderOption.SEQUENTIAL, distributed=world_size > 1,
-                    seed=seed, pipelines=pipelines, drop_last=True, batches_ahead=batches_ahead)
-    if loader.reader.num_samples != index.samples:
-        raise ShardError(f"{path} holds {loader.reader.num_samples} samples, shards.json says {index.samples}")
+                    order=order, distributed=False, seed=seed, pipelines=pipelines, drop_last=True,
+                    batches_ahead=batches_ahead)
+    if loader.reader.num_samples != index.images:
+        raise ShardError(f"{path} holds {loader.reader.num_samples} images, shards.json says {index.images}")
     labels_shape = tuple(int(d) for d in loader.reader.handlers["labels"].shape)
     if labels_shape != (int(index.ffcv["label_pad"]),):
         raise ShardError(f"{path}: labels field has shape {labels_shape}, shards.json says "
                          f"label_pad {index.ffcv['label_pad']}")
-    return FfcvLoader(loader, index.num_classes, epoch)
-
+    return FfcvLoader(loader, order, sample_index, index.num_classes, rank, world_size, batch_size, train, epoch)

@@ -1,5 +1,9 @@
 """The shard directory's index (shards.json), read only once the shards job has finished: the one
-reader of shards.json (the FFCV reader checks its `ffcv` entry)."""
+reader of shards.json (the FFCV reader checks its `ffcv` entry).
+
+Shards hold every stored image once. Stored images are numbered densely in shard order: shard i
+holds images first_image .. first_image + images - 1, in file order; the FFCV file holds the same
+images in the same order, so one number names an image in both formats."""
 from __future__ import annotations
 
 import json
@@ -12,15 +16,16 @@ from pipeline.wds import ShardError
 @dataclass(frozen=True)
 class ShardInfo:
     path: Path
-    samples: int
+    images: int
     bytes: int
+    first_image: int
 
 
 @dataclass(frozen=True)
 class ShardIndex:
     root: Path
     num_classes: int
-    samples: int
+    images: int
     shards: tuple[ShardInfo, ...]
     ffcv: dict | None  # {"file": "samples.beton", "label_pad": L, ...} when the job wrote one
 
@@ -36,17 +41,21 @@ def load_index(root) -> ShardIndex:
     try:
         meta = json.loads((root / "shards.json").read_text())
         names = [str(s["name"]) for s in meta["shards"]]
-        shards = tuple(ShardInfo(root / n, int(s["samples"]), int(s["bytes"])) for n, s in zip(names, meta["shards"]))
-        num_classes, samples = int(meta["num_classes"]), int(meta["samples"])
+        shards = tuple(ShardInfo(root / n, int(s["images"]), int(s["bytes"]), int(s["first_image"]))
+                       for n, s in zip(names, meta["shards"]))
+        num_classes, images = int(meta["num_classes"]), int(meta["images"])
     except (OSError, ValueError, KeyError, TypeError) as e:
-        raise ShardError(f"{root}/shards.json is unreadable or lacks num_classes/samples/shards: {e!r}") from e
+        raise ShardError(f"{root}/shards.json is unreadable or lacks num_classes/images/shards: {e!r}") from e
+    first = 0
     for n, s in zip(names, shards):
-        if s.samples < 1 or "/" in n or "\\" in n or n in ("", ".", ".."):  # names stay inside root
-            raise ShardError(f"{root}/shards.json: bad shard entry {n!r} with {s.samples} samples")
-    if sum(s.samples for s in shards) != samples:
-        raise ShardError(f"{root}/shards.json: shard samples sum to {sum(s.samples for s in shards)}, "
-                         f"not {samples}")
-    return ShardIndex(root, num_classes, samples, shards, meta.get("ffcv"))
+        if s.images < 1 or "/" in n or "\\" in n or n in ("", ".", ".."):  # names stay inside root
+            raise ShardError(f"{root}/shards.json: bad shard entry {n!r} with {s.images} images")
+        if s.first_image != first:
+            raise ShardError(f"{root}/shards.json: shard {n} starts at image {s.first_image}, expected {first}")
+        first += s.images
+    if first != images:
+        raise ShardError(f"{root}/shards.json: shard images sum to {first}, not {images}")
+    return ShardIndex(root, num_classes, images, shards, meta.get("ffcv"))
 
 
 def batches_per_rank(samples: int, batch_size: int, world_size: int) -> int:

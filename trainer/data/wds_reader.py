@@ -1,16 +1,16 @@
-"""WebDataset shards -> batches of (uint8 images, soft targets, positions) for one DDP rank.
+"""WebDataset shards of unique images -> batches of (uint8 images, soft targets, positions) for one
+DDP rank, the epoch's samples given by a sample index (trainer/data/sample_index.py).
 
-Epochs are sample counts and every rank yields the same number of full batches,
-floor(N / (world_size * batch_size)), so DDP never waits on a rank that ran out of data
-(webdataset issues 188, 250). How an epoch is laid out, a pure function of the shard sizes:
+The layout of an epoch is a pure function of the index's per-shard sample counts, the seed and
+the epoch (trainer/data/epoch_plan.py): shards are read sequentially, each in one piece, in a
+seeded order (streaming: no range reads); each image is read once and emitted as many times as
+the epoch's index holds it, through a shuffle window that holds encoded bytes and decodes only
+what it emits. Every rank yields the same number of full batches; the samples beyond are
+counted (`dropped`), never silently repeated. Augmentations use a torch RNG seeded from
+(seed, epoch, rank, batch), so a batch is the same whichever worker builds it.
 
-- Training shuffles the shard order with (seed, epoch), the same on every rank; evaluation keeps
-  the file order. Shard i of that order goes to global worker i mod (world_size * workers),
-  numbered worker * world_size + rank, so ranks differ by at most one shard.
-- A rank's batches are split between its loader workers in proportion to their samples. A worker
-  that runs out starts its shards again; one with more samples than its quota stops early.
-- Training passes each worker's samples through a bounded shuffle buffer, and augments with a
-  torch RNG seeded from (seed, epoch, rank, worker): the same arguments give the same batches.
+Resuming at batch s (set_epoch(epoch, start=s)) decodes nothing before s and opens no shard all
+of whose samples were emitted before s; the cost does not grow with s.
 
 Shards are read with pipeline.wds.iter_shard, which refuses unsafe members; nothing is unpickled,
 images are decoded by Pillow (its decompression-bomb guard stays on) and must be JPEG.
@@ -18,8 +18,8 @@ images are decoded by Pillow (its decompression-bomb guard stays on) and must be
 from __future__ import annotations
 
 import io
-import itertools
 import json
+from dataclasses import dataclass
 from typing import Iterator
 
 import numpy as np
@@ -29,33 +29,21 @@ from torch.utils.data import DataLoader, IterableDataset, get_worker_info
 
 from pipeline.wds import ShardError, iter_shard
 from trainer.data.batch import Batch
-from trainer.data.shard_index import ShardIndex, batches_per_rank, check_rank, load_index
+from trainer.data.epoch_plan import (ReaderItems, assign_shards, logical_worker, rank_batches, reader_items,
+                                     shard_order, worker_batches)
+from trainer.data.sample_index import SampleIndex
+from trainer.data.shard_index import ShardIndex, check_rank, load_index
 from trainer.data.targets import pad_labels, soft_targets
 from trainer.data.transforms import eval_transform, train_transform
 
 
-def plan_epoch(shard_samples: list[int], order: list[int], world_size: int, workers: int,
-               batch_size: int) -> list[list[tuple[list[int], int]]]:
-    """plan[rank][worker] = (shard indices in reading order, number of batches to yield)."""
-    total = world_size * workers
-    if len(shard_samples) < total:
-        raise ValueError(f"{len(shard_samples)} shards cannot feed {world_size} ranks x {workers} loader workers "
-                         f"= {total} readers: write smaller shards or use fewer workers")
-    shards = [[[] for _ in range(workers)] for _ in range(world_size)]
-    for i, s in enumerate(order):
-        g = i % total
-        shards[g % world_size][g // world_size].append(s)
-    n_batches = batches_per_rank(sum(shard_samples), batch_size, world_size)
-    plan = []
-    for rank_shards in shards:
-        sizes = [sum(shard_samples[s] for s in ws) for ws in rank_shards]
-        # largest-remainder split of the rank's batches in proportion to each worker's samples
-        quota = [n_batches * n // sum(sizes) for n in sizes]
-        by_remainder = sorted(range(workers), key=lambda w: (-(n_batches * sizes[w] % sum(sizes)), w))
-        for w in by_remainder[: n_batches - sum(quota)]:
-            quota[w] += 1
-        plan.append(list(zip(rank_shards, quota)))
-    return plan
+@dataclass(frozen=True)
+class EpochLayout:
+    readers: list[list[int]]   # shards of global reader g = worker * world_size + rank, reading order
+    reader_samples: np.ndarray
+    batches: int               # per rank
+    samples: int               # in the epoch's index
+    dropped: int               # of them, beyond the ranks' equal number of full batches
 
 
 def decode_jpeg(data: bytes, where: str) -> torch.Tensor:
@@ -73,108 +61,156 @@ def decode_jpeg(data: bytes, where: str) -> torch.Tensor:
 class WdsEpochs(IterableDataset):
     """One rank's epoch as an iterable of full batches; len() is the number of batches."""
 
-    def __init__(self, index: ShardIndex, batch_size: int, rank: int, world_size: int, num_workers: int,
-                 train: bool, size: int, seed: int, epoch: int, shuffle_buffer: int):
+    def __init__(self, index: ShardIndex, samples: SampleIndex, batch_size: int, rank: int, world_size: int,
+                 num_workers: int, train: bool, size: int, seed: int, epoch: int, shuffle_buffer: int):
         check_rank(rank, world_size)
         if shuffle_buffer < 1:
             raise ValueError(f"shuffle_buffer must be >= 1, got {shuffle_buffer}")
-        self.index, self.batch_size, self.rank, self.world_size = index, batch_size, rank, world_size
-        self.workers, self.train, self.seed, self.epoch = max(1, num_workers), train, seed, epoch
-        self.shuffle_buffer = shuffle_buffer
+        if batch_size < 1:
+            raise ValueError(f"batch_size must be >= 1, got {batch_size}")
+        self.index, self.samples, self.batch_size, self.rank = index, samples, batch_size, rank
+        self.world_size, self.workers, self.train, self.seed = world_size, max(1, num_workers), train, seed
+        self.epoch, self.start, self.shuffle_buffer = epoch, 0, shuffle_buffer
         self.transform = train_transform(size) if train else eval_transform(size)
-        self.plan(epoch)  # fail now, not in a worker, on too few shards or an empty epoch
+        self.decoded = 0  # images decoded by this process (workers count their own)
+        self._layouts: dict[int, EpochLayout] = {}
+        self.layout(epoch)  # fail now, not in a worker, on too few shards or an empty epoch
         for s in index.shards:
             if not s.path.is_file() or s.path.stat().st_size != s.bytes:
                 raise ShardError(f"{s.path}: missing, or not the {s.bytes} bytes shards.json records")
 
-    def set_epoch(self, epoch: int) -> None:
-        self.epoch = epoch
+    def set_epoch(self, epoch: int, start: int = 0) -> None:
+        n = self.layout(epoch).batches
+        if not 0 <= start <= n:
+            raise ValueError(f"start batch {start} outside [0, {n}] for epoch {epoch}")
+        self.epoch, self.start = epoch, start
 
     def __len__(self) -> int:
-        return batches_per_rank(self.index.samples, self.batch_size, self.world_size)
+        return self.layout(self.epoch).batches
 
-    def plan(self, epoch: int) -> list[list[tuple[list[int], int]]]:
-        n = len(self.index.shards)
-        order = np.random.default_rng([self.seed, epoch]).permutation(n).tolist() if self.train else list(range(n))
-        return plan_epoch([s.samples for s in self.index.shards], order, self.world_size, self.workers,
-                          self.batch_size)
+    def layout(self, epoch: int) -> EpochLayout:
+        if epoch not in self._layouts:
+            counts = self.samples.shard_samples(epoch)
+            order = shard_order(len(counts), self.seed, epoch, self.train)
+            order = order[counts[order] > 0]  # shards with no sample this epoch are not read
+            readers = assign_shards(counts, order, self.world_size * self.workers)
+            per = np.array([counts[r].sum() if r else 0 for r in readers], dtype=np.int64)
+            n = rank_batches(per, self.world_size, self.workers, self.batch_size)
+            if n == 0:
+                raise ValueError(f"epoch {epoch}: {int(counts.sum())} samples in {len(order)} shards make no full "
+                                 f"batch of {self.batch_size} on every one of {self.world_size} ranks x "
+                                 f"{self.workers} loader workers: use fewer workers, smaller batches or shards")
+            total = int(counts.sum())
+            self._layouts[epoch] = EpochLayout(readers, per, n, total, total - n * self.batch_size * self.world_size)
+        return self._layouts[epoch]
+
+    def reader(self, epoch: int, worker: int) -> ReaderItems:
+        """The items of logical `worker` of this rank in the epoch."""
+        lay = self.layout(epoch)
+        g = worker * self.world_size + self.rank
+        shards = lay.readers[g]
+        images, copies, positions = self.samples.rows(epoch, shards)  # images ascending
+        rng = np.random.default_rng([self.seed, epoch, self.rank, worker]) if self.train else None
+        return reader_items(images, copies, positions, shards, self.samples.shard_first, self.samples.shard_images,
+                            self.shuffle_buffer, rng)
 
     def __iter__(self) -> Iterator[Batch]:
         info = get_worker_info()
-        worker, workers = (0, 1) if info is None else (info.id, info.num_workers)
+        physical, workers = (0, 1) if info is None else (info.id, info.num_workers)
         if workers != self.workers:
             raise RuntimeError(f"planned for {self.workers} loader workers, running in {workers}")
-        shard_ids, n_batches = self.plan(self.epoch)[self.rank][worker]
-        seeds = np.random.SeedSequence([self.seed, self.epoch, self.rank, worker])
-        rng = np.random.default_rng(seeds)
-        torch_seed = int(seeds.generate_state(1, np.uint64)[0] >> np.uint64(1))
-        samples = itertools.islice(self._passes(shard_ids, rng), n_batches * self.batch_size)
-        rng_state = None
-        for _ in range(n_batches):
-            chunk = list(itertools.islice(samples, self.batch_size))
+        epoch, start, b = self.epoch, self.start, self.batch_size
+        w = logical_worker(physical, workers, start)
+        local = worker_batches(self.layout(epoch).batches, workers, w, start)
+        if not local:
+            return
+        items = self.reader(epoch, w)
+        lo, hi = local.start * b, local.stop * b
+        emitted_image, emitted_position = items.image, items.position
+        needed = emitted_image[lo:hi]
+        wanted, want_count = np.unique(needed, return_counts=True)
+        remaining = dict(zip(wanted.tolist(), want_count.tolist()))
+        first_read = int(items.read_rank[lo:hi].min())  # nothing read before it is needed
+        stream = self._stream(items, first_read, remaining)
+        held: dict[int, tuple[bytes, list[int], str]] = {}
+        for L in local:
+            chunk = []
+            for k in range(L * b, (L + 1) * b):
+                img = int(emitted_image[k])
+                while img not in held:
+                    got, data = next(stream)
+                    held[got] = data
+                jpg, labels, where = held[img]
+                remaining[img] -= 1
+                if remaining[img] == 0:
+                    del held[img]
+                chunk.append((jpg, labels, int(emitted_position[k]), where))
+            j = L * workers + w  # the rank's batch number
+            gen = torch.Generator().manual_seed(int(np.random.SeedSequence(
+                [self.seed, epoch, self.rank, j]).generate_state(1, np.uint64)[0] >> np.uint64(1)))
             # private CPU RNG for the augmentations: the trainer's global RNG stays untouched
             with torch.random.fork_rng(devices=[]):
-                if rng_state is None:
-                    torch.random.default_generator.manual_seed(torch_seed)
-                else:
-                    torch.set_rng_state(rng_state)
+                torch.random.default_generator.set_state(gen.get_state())
                 images = torch.stack([self.transform(decode_jpeg(jpg, where)) for jpg, _, _, where in chunk])
-                rng_state = torch.get_rng_state()
+            self.decoded += len(chunk)
             targets = soft_targets(pad_labels([lb for _, lb, _, _ in chunk]), self.index.num_classes)
             yield Batch(images, targets, torch.tensor([p for _, _, p, _ in chunk], dtype=torch.int64))
 
-    def _passes(self, shard_ids: list[int], rng: np.random.Generator) -> Iterator[tuple]:
-        """The worker's samples, pass after pass (each pass shuffled on its own when training)."""
-        for _ in itertools.count():
-            samples = self._read(shard_ids)
-            yield from (self._shuffled(samples, rng) if self.train else samples)
-
-    def _shuffled(self, samples: Iterator[tuple], rng: np.random.Generator) -> Iterator[tuple]:
-        buf = []
-        for s in samples:
-            buf.append(s)
-            if len(buf) >= self.shuffle_buffer:
-                j = int(rng.integers(len(buf)))
-                buf[j], buf[-1] = buf[-1], buf[j]
-                yield buf.pop()
-        rng.shuffle(buf)
-        yield from buf
-
-    def _read(self, shard_ids: list[int]) -> Iterator[tuple[bytes, list[int], int, str]]:
-        """(jpeg, labels, position, 'shard:key') per sample, with the metadata checked."""
+    def _stream(self, items: ReaderItems, first_read: int, remaining: dict) -> Iterator[tuple[int, tuple]]:
+        """(image, (jpeg, labels, 'shard:key')) for the reader's images still needed, in reading
+        order from the shard holding read rank `first_read`; other images are not kept or decoded."""
+        info = self.index.shards
+        first = self.samples.shard_first
+        start_image = int(items.read_image[first_read])
+        start_shard = int(np.searchsorted(first, start_image, side="right") - 1)
+        shards = items.shards.tolist()
         num_classes = self.index.num_classes
-        for s in shard_ids:
-            info = self.index.shards[s]
-            n = 0
-            for key, parts in iter_shard(info.path):
-                where = f"{info.path}:{key}"
+        for s in shards[shards.index(start_shard):]:
+            shard, n = info[s], 0
+            for key, parts in iter_shard(shard.path):
+                img = int(first[s]) + n
+                n += 1
+                if remaining.get(img, 0) <= 0:
+                    continue
+                where = f"{shard.path}:{key}"
                 if set(parts) != {"jpg", "json"}:
                     raise ShardError(f"{where}: expected members .jpg and .json, found {sorted(parts)}")
                 try:
-                    meta = json.loads(parts["json"])
-                    labels, position = [int(x) for x in meta["labels"]], int(meta["position"])
+                    labels = [int(x) for x in json.loads(parts["json"])["labels"]]
                 except (ValueError, KeyError, TypeError) as e:
                     raise ShardError(f"{where}: bad metadata: {e!r}") from e
                 if not labels or not all(0 <= x < num_classes for x in labels):
                     raise ShardError(f"{where}: labels {labels} empty or outside [0, {num_classes})")
-                yield parts["jpg"], labels, position, where
-                n += 1
-            if n != info.samples:
-                raise ShardError(f"{info.path}: holds {n} samples, shards.json says {info.samples}")
+                yield img, (parts["jpg"], labels, where)
+            if n != shard.images:
+                raise ShardError(f"{shard.path}: holds {n} images, shards.json says {shard.images}")
+        raise ShardError(f"{self.index.root}: the reader's shards ended before every needed image was read")
 
 
 class WdsLoader(DataLoader):
-    """A DataLoader over WdsEpochs; call set_epoch(e) before each epoch (as with DistributedSampler)."""
+    """A DataLoader over WdsEpochs; call set_epoch(e[, start]) before each epoch (as with
+    DistributedSampler); epoch_batches(e) is epoch e's number of batches (len() the current one's)."""
 
-    def set_epoch(self, epoch: int) -> None:
-        self.dataset.set_epoch(epoch)
+    def set_epoch(self, epoch: int, start: int = 0) -> None:
+        self.dataset.set_epoch(epoch, start)
+
+    def epoch_batches(self, epoch: int) -> int:
+        return self.dataset.layout(epoch).batches
+
+    def epoch_stats(self, epoch: int) -> dict:
+        lay = self.dataset.layout(epoch)
+        return {"samples": lay.samples, "dropped": lay.dropped}
 
 
 def wds_loader(root, batch_size: int, rank: int, world_size: int, num_workers: int, train: bool, size: int = 224,
-               seed: int = 0, epoch: int = 0, shuffle_buffer: int = 1000, pin_memory: bool = False) -> WdsLoader:
-    """Batches of one rank's share of the WebDataset shards in ROOT; len() = batches per rank."""
-    ds = WdsEpochs(load_index(root), batch_size, rank, world_size, num_workers, train, size, seed, epoch,
-                   shuffle_buffer)
+               seed: int = 0, epoch: int = 0, shuffle_buffer: int = 10000, pin_memory: bool = False,
+               samples=None) -> WdsLoader:
+    """Batches of one rank's share of the WebDataset shards in ROOT, the epochs given by the sample
+    index in SAMPLES (jobs/resample.py --shards ROOT); without one, and always for evaluation,
+    every stored image once per epoch. len() = batches per rank."""
+    index = load_index(root)
+    ds = WdsEpochs(index, SampleIndex(index, samples if train else None), batch_size, rank, world_size, num_workers,
+                   train, size, seed, epoch, shuffle_buffer)
     # Workers are started per epoch (not persistent) so that they see set_epoch's value. Our own
     # generator: DataLoader draws a seed from it every epoch, from the global RNG otherwise.
     return WdsLoader(ds, batch_size=None, num_workers=num_workers, pin_memory=pin_memory,
