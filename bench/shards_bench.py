@@ -1,20 +1,27 @@
-"""Shard writing and shard loading on the same openclipart-derived JPEGs, against plain baselines.
+"""Shard writing, bytes on disk, loading with a sample index and resuming, on openclipart-derived JPEGs.
 
-    python -m bench.shards_bench [--images 2000] [--workdir build/bench] [--epochs 4] [--workers 1,2]
+    python -m bench.shards_bench [--sizes 2000,20000] [--samples 20000] [--workdir build/bench] \
+        [--epochs 2] [--workers 1,2] [--resume-workers 0,2]     # smoke: --sizes 60,200 --samples 2000 --epochs 1
 
-(a) jobs/shards.py (Spark local[2]) on a samples table of N JPEGs vs a single-process Pillow loop
-doing the same work (open, RGB, shorter side to 320 with LANCZOS, JPEG q90), and
-pipeline.images.prepare_image alone, as images/s per core (target: Spark overhead <= 15%).
-(b) images/s of decode + RandomResizedCrop(224) + flip, batch 64, for the trainer's WebDataset and
-FFCV readers and a torchvision ImageFolder DataLoader over the same JPEG bytes as the WebDataset
-shards, with 1 and 2 workers, one warm-up epoch excluded (targets: FFCV >= 3x ImageFolder per
-core, WebDataset >= 1x). The source JPEGs (RGB, 480 px shorter side, class = openclipart
-category) are made once under WORKDIR/jpegs; results go to WORKDIR/shards-results-<N>.json.
+(1) Writing: jobs/shards.py (Spark local[2], --format wds) on a labeled table of N images at two
+sizes N, against a single-process Pillow loop doing the same work (open, RGB, shorter side to 320
+with LANCZOS, JPEG q90) over the same files. CPU seconds of the job's whole process tree (JVM,
+Python workers, driver); the per-image slope (cpu(N2) - cpu(N1)) / (N2 - N1) of job and loop
+separates the job's fixed cost out (target: slope ratio <= 1.15). A rerun adding the FFCV
+.beton is timed apart. Beyond the distinct usable PNGs, files repeat under distinct image ids.
+(2) Bytes: the unique-image shards (tars, .beton) against the old layout, which stored every
+sample's JPEG: estimated from a real sample index (jobs/resample.py --shards, --samples M) as the
+sum over its samples of the stored JPEG size + 1024 bytes of tar headers and json per sample.
+(3) Loaders with that sample index: decode + RandomResizedCrop(224) + flip, batch 64, 1 and 2
+workers: the WebDataset and FFCV readers against torchvision ImageFolder over the shards' own
+JPEG bytes (targets: FFCV >= 3x, WebDataset >= 1x per core); how often one image lands twice in
+a WebDataset/FFCV batch, against random permutations of the same multiset.
+(4) Resume: time to the first batch at 90% of an epoch against at batch 0 (target <= 1.5x).
+Source JPEGs (480 px shorter side, class = openclipart category) are made once under
+WORKDIR/jpegs-*; shard sets go to WORKDIR/shards-<N>, results to WORKDIR/shards-results-<sizes>.json.
 """
 from __future__ import annotations
 
-import hashlib
-import io
 import json
 import os
 import shutil
@@ -24,319 +31,330 @@ from dataclasses import asdict, dataclass, field
 from pathlib import Path
 
 import numpy as np
-from PIL import Image
 
-from bench.pipeline_bench import CpuSampler, machine_busy_seconds, own_seconds
+from bench.pipeline_bench import machine_busy_seconds, own_seconds
+from bench.shards_bench_lib import (TAR_PAIR_OVERHEAD, SelfTimedSampler, batch_repeats, busy_flag, imagefolder_loader,
+                                    plain_loop, read_back, resume_times, rows_for, source_jpegs, time_loader,
+                                    write_labeled)
 from jobs.lib.config import parse_config
 
 MASTER, SPARK_CORES = "local[2]", 2
-OPENCLIPART = Path("/usr/share/openclipart/png")
 _LOADERS_ALIVE = []  # numba's finalizers print KeyErrors when a used FFCV Loader is collected
 
 
 @dataclass(frozen=True)
 class ShardsBenchConfig:
-    images: int = field(default=2000, metadata={"help": "openclipart PNGs to turn into source JPEGs"})
+    sizes: tuple[str, ...] = field(default=("2000", "20000"), metadata={"help": "images of the writing runs"})
+    samples: int = field(default=20000, metadata={"help": "M of the sample index (bytes, loaders, resume)"})
     workdir: str = field(default="build/bench", metadata={"help": "JPEG cache and outputs"})
     source_side: int = field(default=480, metadata={"help": "shorter side of the source JPEGs"})
     max_side: int = field(default=320, metadata={"help": "shards job --max-side (and the plain loop's)"})
     quality: int = field(default=90, metadata={"help": "JPEG quality of the shards and the plain loop"})
-    shard_size: int = field(default=250, metadata={"help": "samples per tar shard"})
+    shard_size: int = field(default=250, metadata={"help": "images per tar shard (lowered to give every worker "
+                                                           "two shards of the largest set)"})
+    alpha: float = field(default=0.7, metadata={"help": "resample --alpha"})
+    strategy: str = field(default="importance", metadata={"help": "resample --strategy"})
+    index_epochs: int = field(default=1, metadata={"help": "resample --epochs (loader epoch e reads e mod E)"})
     batch_size: int = field(default=64, metadata={"help": "loader batch size"})
     size: int = field(default=224, metadata={"help": "RandomResizedCrop output side"})
-    epochs: int = field(default=4, metadata={"help": "measured loader epochs (after one warm-up epoch)"})
+    epochs: int = field(default=2, metadata={"help": "timed loader epochs (after a few warm-up batches)"})
     workers: tuple[str, ...] = field(default=("1", "2"), metadata={"help": "loader worker counts"})
-    seed: int = field(default=0, metadata={"help": "image selection and loader seed"})
+    resume_workers: tuple[str, ...] = field(default=("0", "2"), metadata={"help": "WebDataset workers of (4)"})
+    seed: int = field(default=0, metadata={"help": "image selection, draw and loader seed"})
     spark_conf: tuple[str, ...] = field(default=(), metadata={"help": "extra key=value Spark settings"})
 
     def __post_init__(self):
-        if self.images < self.batch_size:
-            raise ValueError(f"--images must be >= --batch-size ({self.batch_size}), got {self.images}")
-        if self.epochs < 1 or not self.workers or not all(w.isdigit() and int(w) > 0 for w in self.workers):
-            raise ValueError("--epochs must be >= 1 and --workers positive integers")
-        if -(-self.images // self.shard_size) < max(int(w) for w in self.workers):
-            raise ValueError("need at least as many shards as loader workers: lower --shard-size")
+        if len(self.sizes) < 2 or not all(s.isdigit() for s in self.sizes) or len(set(self.n_sizes)) < 2 \
+                or self.n_sizes[0] < 1:
+            raise ValueError(f"--sizes takes two or more distinct positive image counts, got {self.sizes}")
+        if self.samples < 2 * self.batch_size:
+            raise ValueError(f"--samples must be >= 2 batches ({2 * self.batch_size}), got {self.samples}")
+        if self.epochs < 1 or self.index_epochs < 1:
+            raise ValueError("--epochs and --index-epochs must be >= 1")
+        if not self.workers or not all(w.isdigit() and int(w) > 0 for w in self.workers) or \
+                not all(w.isdigit() for w in self.resume_workers):
+            raise ValueError("--workers must be positive integers, --resume-workers non-negative ones")
         if any("=" not in kv for kv in self.spark_conf):
             raise ValueError(f"--spark-conf takes key=value pairs, got {self.spark_conf}")
 
+    @property
+    def n_sizes(self) -> list[int]:
+        return sorted({int(s) for s in self.sizes})
 
-# --- inputs ------------------------------------------------------------------------------------
-
-def on_white(im: Image.Image) -> Image.Image:
-    """RGB with any transparency composited on white (clipart is mostly transparent)."""
-    im = im.convert("RGBA")
-    white = Image.new("RGB", im.size, (255, 255, 255))
-    white.paste(im, mask=im.getchannel("A"))
-    return white
-
-
-def source_jpegs(cfg: ShardsBenchConfig) -> list[tuple[str, Path, str]]:
-    """(image_id, path, category) of N JPEGs under WORKDIR/jpegs-<N>, made once (list.json last)."""
-    root = Path(cfg.workdir) / f"jpegs-{cfg.images}-{cfg.source_side}-s{cfg.seed}"
-    listing = root / "list.json"
-    if not listing.is_file():
-        t0 = time.perf_counter()
-        pngs = sorted(OPENCLIPART.rglob("*.png"))
-        rng = np.random.default_rng(cfg.seed)
-        rows = []
-        for i in rng.permutation(len(pngs)):
-            p = pngs[i]
-            with Image.open(p) as im:
-                w, h = im.size
-                if max(w, h) > 3 * min(w, h) or min(w, h) < 16:  # banners and specks: not photos
-                    continue
-                rgb = on_white(im)
-            s = cfg.source_side / min(w, h)
-            rgb = rgb.resize((max(1, round(w * s)), max(1, round(h * s))), Image.Resampling.LANCZOS)
-            rel = p.relative_to(OPENCLIPART)
-            category, image_id = rel.parts[0], "__".join(rel.with_suffix("").parts)
-            out = root / category / f"{image_id}.jpg"
-            out.parent.mkdir(parents=True, exist_ok=True)
-            rgb.save(out, "JPEG", quality=95)
-            rows.append((image_id, str(out.resolve()), category))
-            if len(rows) == cfg.images:
-                break
-        if len(rows) < cfg.images:
-            raise ValueError(f"only {len(rows)} usable openclipart PNGs in {OPENCLIPART}, asked for {cfg.images}")
-        listing.write_text(json.dumps(rows))
-        print(f"[shards-bench] made {len(rows)} source JPEGs in {root} in {time.perf_counter() - t0:.0f}s", flush=True)
-    return [(i, Path(p), c) for i, p, c in json.loads(listing.read_text())]
+    @property
+    def shard_images(self) -> int:
+        most = max(int(w) for w in (*self.workers, *self.resume_workers, "1"))
+        return max(1, min(self.shard_size, self.n_sizes[-1] // (2 * most)))
 
 
-def write_samples_table(rows, out: Path) -> list[str]:
-    """A samples table (schemas.SAMPLES) with one sample per image; label = category index."""
-    import pyarrow as pa
-    import pyarrow.parquet as pq
+# --- (1) writing -------------------------------------------------------------------------------
 
-    import schemas
-
-    classes = sorted({c for _, _, c in rows})
-    table = pa.Table.from_pylist([{"position": k, "image_id": i, "image": str(p), "labels": [classes.index(c)],
-                                   "tail": False} for k, (i, p, c) in enumerate(rows)], schema=schemas.SAMPLES)
-    shutil.rmtree(out, ignore_errors=True)
-    (out / "samples.parquet").mkdir(parents=True)
-    table = schemas.with_class_count(table, len(classes), "categories")
-    pq.write_table(table, out / "samples.parquet" / "part-0.parquet")
-    (out / "stats.json").write_text(json.dumps({"samples": len(rows)}))
-    return classes
-
-
-# --- (a) writing -------------------------------------------------------------------------------
-
-def plain_loop(paths: list[Path], side: int, quality: int) -> tuple[float, float, dict]:
-    """Single-process Pillow: (wall s, CPU s, image path -> sha256 of the JPEG)."""
-    out = {}
-    c0, t0 = own_seconds(), time.perf_counter()
-    for p in paths:
-        with Image.open(p) as im:
-            rgb = im.convert("RGB")
-        w, h = rgb.size
-        s = side / min(w, h)
-        if s < 1:
-            rgb = rgb.resize((max(1, round(w * s)), max(1, round(h * s))), Image.Resampling.LANCZOS, reducing_gap=3.0)
-        buf = io.BytesIO()
-        rgb.save(buf, "JPEG", quality=quality)
-        out[str(p)] = hashlib.sha256(buf.getvalue()).hexdigest()
-    return time.perf_counter() - t0, own_seconds() - c0, out
-
-
-def prepare_loop(paths: list[Path], side: int, quality: int) -> tuple[float, float]:
-    from pipeline.images import ImageSpec, prepare_image, read_image_bytes
-
-    spec = ImageSpec(side, quality)
-    c0, t0 = own_seconds(), time.perf_counter()
-    for p in paths:
-        prepare_image(read_image_bytes(str(p)), spec)
-    return time.perf_counter() - t0, own_seconds() - c0
-
-
-def spark_shards(cfg: ShardsBenchConfig, samples: Path, out: Path) -> dict:
-    """Session start-up, the shards job (wds) on a fresh OUT, then a rerun adding the FFCV .beton."""
+def start_spark(cfg: ShardsBenchConfig):
     os.environ.setdefault("PYSPARK_PYTHON", sys.executable)
     os.environ.setdefault("PYSPARK_DRIVER_PYTHON", sys.executable)
     from jobs.lib.session import get_session
-    from jobs.shards import ShardsConfig, run
 
-    shutil.rmtree(out, ignore_errors=True)
     t0 = time.perf_counter()
     conf = {"spark.ui.enabled": "false", "spark.ui.showConsoleProgress": "false", "spark.driver.memory": "2g",
             **dict(kv.split("=", 1) for kv in cfg.spark_conf)}
     spark = get_session("shards-bench", MASTER, conf)
     spark.range(1).count()
-    res = {"session_s": time.perf_counter() - t0}
-    cpu = CpuSampler()
-    for name, fmt in (("wds", ("wds",)), ("ffcv_rerun", ("wds", "ffcv"))):
-        c0, busy0, own0, t0 = cpu.totals(), machine_busy_seconds(), own_seconds(), time.perf_counter()
-        stats = run(spark, ShardsConfig(samples=str(samples), out=str(out), format=fmt, shard_size=cfg.shard_size,
-                                        max_side=cfg.max_side, quality=cfg.quality))
-        dt, c1, busy1, own1 = time.perf_counter() - t0, cpu.totals(), machine_busy_seconds(), own_seconds()
-        used = sum(c1.values()) - sum(c0.values()) + own1 - own0
-        res[name] = {"seconds": dt, "cpu_s": used, "others_cpu_s": max(0.0, busy1 - busy0 - used),
-                     "samples": stats["samples"], "rejected": sum(stats["rejected_samples"].values()),
-                     "written": stats["shards_written"]}
-        print(f"[shards-bench] spark {name}: {dt:.1f}s, CPU {used:.1f}s (JVM {c1['jvm'] - c0['jvm']:.1f}, Python "
-              f"workers {c1['python'] - c0['python']:.1f}, driver {own1 - own0:.1f})", flush=True)
-    cpu.close()
-    spark.stop()
+    return spark, time.perf_counter() - t0
+
+
+def shards_job(cfg: ShardsBenchConfig, spark, cpu: SelfTimedSampler, labeled: Path, out: Path, fmt: tuple) -> dict:
+    """jobs/shards.py run() with the CPU seconds of the whole process tree (the driver's without
+    the sampler's own /proc readings)."""
+    from jobs.shards import ShardsConfig, run
+
+    c0, s0, busy0, own0, t0 = cpu.totals(), cpu.overhead_s, machine_busy_seconds(), own_seconds(), time.perf_counter()
+    stats = run(spark, ShardsConfig(labeled=str(labeled), out=str(out), format=fmt, shard_size=cfg.shard_images,
+                                    max_side=cfg.max_side, quality=cfg.quality))
+    dt, c1, s1 = time.perf_counter() - t0, cpu.totals(), cpu.overhead_s
+    busy1, own1 = machine_busy_seconds(), own_seconds()
+    parts = {"jvm_cpu_s": c1["jvm"] - c0["jvm"], "python_cpu_s": c1["python"] - c0["python"],
+             "driver_cpu_s": own1 - own0 - (s1 - s0)}
+    used = sum(parts.values())
+    return {"seconds": dt, "cpu_s": used, **parts, "sampler_cpu_s": s1 - s0,
+            "others_cpu_s": max(0.0, busy1 - busy0 - used - (s1 - s0)),
+            "images": stats["images"], "rejected": sum(stats["rejected_images"].values()),
+            "written": stats["shards_written"], "skipped": stats["shards_skipped"]}
+
+
+def section_write(cfg: ShardsBenchConfig, work: Path, base: list, classes: list[str], spark, cpu) -> dict:
+    warm = rows_for(base, min(50, cfg.n_sizes[0]))  # Python workers started, JVM code paths compiled
+    write_labeled(warm, classes, work / "shards-labeled-warmup")
+    shutil.rmtree(work / "shards-warmup", ignore_errors=True)
+    res = {"warmup": shards_job(cfg, spark, cpu, work / "shards-labeled-warmup", work / "shards-warmup", ("wds",))}
+    for n in cfg.n_sizes:
+        rows = rows_for(base, n)
+        paths = [p for _, p, _ in rows]
+        for p in set(paths):  # page cache warm for both contenders
+            p.read_bytes()
+        loop = plain_loop(paths, cfg.max_side, cfg.quality)
+        labeled, out = work / f"shards-labeled-{n}", work / f"shards-{n}"
+        tail_rule = write_labeled(rows, classes, labeled)
+        shutil.rmtree(out, ignore_errors=True)
+        job = shards_job(cfg, spark, cpu, labeled, out, ("wds",))
+        if job["rejected"] or job["images"] != n:
+            raise SystemExit(f"[shards-bench] the shards job stored {job['images']} of {n} images")
+        ffcv = shards_job(cfg, spark, cpu, labeled, out, ("wds", "ffcv"))
+        res[n] = {"loop": loop, "job": job, "ffcv_rerun": ffcv, "tail_rule": tail_rule,
+                  "distinct_files": len(set(paths))}
+        print(f"[shards-bench] {n} images: loop {loop['seconds']:.1f}s (CPU {loop['cpu_s']:.1f}s); job "
+              f"{job['seconds']:.1f}s, CPU {job['cpu_s']:.1f}s (JVM {job['jvm_cpu_s']:.1f}, Python workers "
+              f"{job['python_cpu_s']:.1f}, driver {job['driver_cpu_s']:.1f}); FFCV rerun {ffcv['seconds']:.1f}s",
+              flush=True)
+    lo, hi = cfg.n_sizes[0], cfg.n_sizes[-1]
+    for side in ("job", "loop"):
+        for key in ("cpu_s", "seconds"):
+            slope = (res[hi][side][key] - res[lo][side][key]) / (hi - lo)
+            res[f"{side}_{key}_per_image"] = slope
+            res[f"{side}_{key}_fixed"] = res[lo][side][key] - slope * lo
+    res["slope_ratio"] = res["job_cpu_s_per_image"] / res["loop_cpu_s_per_image"]
     return res
 
 
-def shard_hashes(out: Path) -> dict[str, tuple[str, bytes, list[int]]]:
-    """image_id -> (sha256, jpeg, labels) of every sample in the WebDataset shards."""
-    from pipeline.wds import iter_shard
+def build_index(cfg: ShardsBenchConfig, spark, labeled: Path, shards: Path, out: Path) -> dict:
+    from jobs.resample import ResampleConfig, run
 
-    res = {}
-    for s in json.loads((out / "shards.json").read_text())["shards"]:
-        for _, parts in iter_shard(out / s["name"]):
-            meta = json.loads(parts["json"])
-            res[meta["image_id"]] = (hashlib.sha256(parts["jpg"]).hexdigest(), parts["jpg"], meta["labels"])
+    t0 = time.perf_counter()
+    stats = run(spark, ResampleConfig(labeled=str(labeled), out=str(out), samples=cfg.samples, alpha=cfg.alpha,
+                                      strategy=cfg.strategy, seed=cfg.seed, shards=str(shards),
+                                      epochs=cfg.index_epochs))
+    return {"seconds": time.perf_counter() - t0, "splits": stats["splits"], "index": stats["index"]}
+
+
+# --- (2) bytes, (3) loaders, (4) resume --------------------------------------------------------
+
+def sample_index(shards: Path, samples: Path):
+    from trainer.data.sample_index import SampleIndex
+    from trainer.data.shard_index import load_index
+
+    return SampleIndex(load_index(shards), samples)
+
+
+def section_bytes(shards: Path, samples: Path, back: dict) -> dict:
+    meta = json.loads((shards / "shards.json").read_text())
+    images, _ = sample_index(shards, samples).epoch_order(0)
+    size = back["size"]
+    beton = shards / "images.beton"
+    res = {"unique_images": len(size), "samples": len(images), "distinct_in_samples": len(np.unique(images)),
+           "tar_bytes": sum(s["bytes"] for s in meta["shards"]), "tar_files": len(meta["shards"]),
+           "beton_bytes": beton.stat().st_size if beton.is_file() else None,
+           "unique_jpeg_bytes": int(size.sum()), "sample_jpeg_bytes": int(size[images].sum())}
+    res["old_tar_bytes_est"] = res["sample_jpeg_bytes"] + TAR_PAIR_OVERHEAD * len(images)
+    res["unique_tar_bytes_formula"] = res["unique_jpeg_bytes"] + TAR_PAIR_OVERHEAD * len(size)
+    if res["beton_bytes"]:  # the old .beton also held every sample's JPEG: scale by JPEG bytes
+        res["old_beton_bytes_est"] = res["beton_bytes"] * res["sample_jpeg_bytes"] / res["unique_jpeg_bytes"]
+    res["ratio_tar"] = res["old_tar_bytes_est"] / res["tar_bytes"]
     return res
 
 
-def imagefolder_tree(shards: dict, classes: list[str], root: Path) -> Path:
-    """The shards' own JPEG bytes as ROOT/<category>/<image_id>.jpg: ImageFolder reads what WDS reads."""
-    shutil.rmtree(root, ignore_errors=True)
-    for image_id, (_, jpg, labels) in shards.items():
-        d = root / classes[labels[0]]
-        d.mkdir(parents=True, exist_ok=True)
-        (d / f"{image_id}.jpg").write_bytes(jpg)
-    return root
+def loader_kw(cfg: ShardsBenchConfig, workers: int, samples: Path) -> dict:
+    return dict(batch_size=cfg.batch_size, rank=0, world_size=1, num_workers=workers, train=True, size=cfg.size,
+                seed=cfg.seed, samples=str(samples))
 
 
-# --- (b) loading -------------------------------------------------------------------------------
-
-def imagefolder_loader(root: Path, batch_size: int, workers: int, size: int, seed: int):
-    import torch
-    from torchvision.datasets import ImageFolder
-    from torchvision.transforms import v2
-
-    tf = v2.Compose([v2.RandomResizedCrop(size, antialias=True), v2.RandomHorizontalFlip(), v2.PILToTensor()])
-    return torch.utils.data.DataLoader(ImageFolder(str(root), transform=tf), batch_size=batch_size, shuffle=True,
-                                       num_workers=workers, drop_last=True,
-                                       generator=torch.Generator().manual_seed(seed))
-
-
-def tree_cpu_seconds() -> float:
-    """CPU seconds of this process and its reaped children: the DataLoader workers are joined at the
-    end of every epoch, so this counts them exactly, with no sampling thread taking CPU meanwhile."""
-    t = os.times()
-    return t.user + t.system + t.children_user + t.children_system
-
-
-def time_loader(loader, epochs: int) -> dict:
-    """One warm-up epoch, then `epochs` timed ones (worker start-up per epoch included: it is real)."""
-    times, n, cpu_s, others = [], 0, 0.0, 0.0
-    for e in range(epochs + 1):
-        if hasattr(loader, "set_epoch"):
-            loader.set_epoch(e)
-        c0, busy0, t0 = tree_cpu_seconds(), machine_busy_seconds(), time.perf_counter()
-        k = 0
-        for batch in loader:
-            k += batch[0].shape[0]
-        dt, c1, busy1 = time.perf_counter() - t0, tree_cpu_seconds(), machine_busy_seconds()
-        if e > 0:
-            times.append(dt)
-            n, cpu_s, others = n + k, cpu_s + c1 - c0, others + max(0.0, busy1 - busy0 - (c1 - c0))
-    return {"images": n, "seconds": sum(times), "epoch_s": times, "cpu_s": cpu_s, "others_cpu_s": others,
-            "img_per_s": n / sum(times), "img_per_cpu_s": n / cpu_s if cpu_s else float("nan")}
-
-
-def run_loaders(cfg: ShardsBenchConfig, shards: Path, folder: Path) -> dict:
+def section_loaders(cfg: ShardsBenchConfig, shards: Path, samples: Path, folder: Path) -> dict:
     from trainer.data import make_loader
 
-    res = {}
+    index, res = sample_index(shards, samples), {}
     for w in (int(x) for x in cfg.workers):
-        makers = {
-            "ImageFolder": lambda: imagefolder_loader(folder, cfg.batch_size, w, cfg.size, cfg.seed),
-            "WebDataset": lambda: make_loader("wds", shards, batch_size=cfg.batch_size, rank=0, world_size=1,
-                                              num_workers=w, train=True, size=cfg.size, seed=cfg.seed),
-            "FFCV": lambda: make_loader("ffcv", shards, batch_size=cfg.batch_size, rank=0, world_size=1,
-                                        num_workers=w, train=True, size=cfg.size, seed=cfg.seed),
-        }
+        makers = {"ImageFolder": lambda: imagefolder_loader(folder, cfg.batch_size, w, cfg.size, cfg.seed),
+                  "WebDataset": lambda: make_loader("wds", shards, **loader_kw(cfg, w, samples)),
+                  "FFCV": lambda: make_loader("ffcv", shards, **loader_kw(cfg, w, samples))}
         for name, make in makers.items():
             _LOADERS_ALIVE.append(make())
-            r = res[f"{name}/{w}"] = {"loader": name, "workers": w, **time_loader(_LOADERS_ALIVE[-1], cfg.epochs)}
+            r = {"loader": name, "workers": w, **time_loader(_LOADERS_ALIVE[-1], cfg.epochs)}
+            positions = r.pop("positions")
+            if positions:
+                r["repeats"] = batch_repeats(index, positions)
+            res[f"{name}/{w}"] = r
             print(f"[shards-bench] {name} {w} worker(s): {r['img_per_s']:.0f} img/s, {r['img_per_cpu_s']:.0f} img per "
                   f"CPU s (epochs {', '.join(f'{t:.1f}' for t in r['epoch_s'])} s)", flush=True)
     return res
 
 
+def section_resume(cfg: ShardsBenchConfig, shards: Path, samples: Path) -> dict:
+    from trainer.data import make_loader
+
+    res = {}
+    for w in (int(x) for x in cfg.resume_workers):
+        res[f"WebDataset/{w}"] = {"loader": "WebDataset", "workers": w, **resume_times(
+            make_loader("wds", shards, **loader_kw(cfg, w, samples)))}
+    w = max(int(x) for x in cfg.workers)
+    _LOADERS_ALIVE.append(make_loader("ffcv", shards, **loader_kw(cfg, w, samples)))
+    res[f"FFCV/{w}"] = {"loader": "FFCV", "workers": w, **resume_times(_LOADERS_ALIVE[-1])}
+    for k, r in res.items():
+        print(f"[shards-bench] resume {k}: first batch {r['first_batch_s_0']:.3f}s at 0, {r['first_batch_s_90']:.3f}s "
+              f"at batch {r['start_90']}", flush=True)
+    return res
+
+
 # --- report ------------------------------------------------------------------------------------
 
-def print_tables(a: dict, b: dict) -> dict:
-    n = a["images"]
-    print(f"\n(a) shard writing, {n} images ({a['source']}) -> shorter side {a['max_side']}, JPEG q{a['quality']}"
-          + (f"; Spark conf {', '.join(a['spark_conf'])}" if a["spark_conf"] else ""))
-    head = f"{'writer':<34}{'wall s':>8}{'cores':>7}{'img/s':>9}{'img/s/core':>12}{'CPU s':>8}{'img/CPU s':>11}"
+def print_write(cfg: ShardsBenchConfig, a: dict, session_s: float) -> None:
+    print(f"\n(1) shard writing -> shorter side {cfg.max_side}, JPEG q{cfg.quality}, {cfg.shard_images} images per "
+          f"shard, Spark {MASTER}" + (f"; Spark conf {', '.join(cfg.spark_conf)}" if cfg.spark_conf else ""))
+    head = (f"{'images':>8}{'files':>7}{'loop s':>8}{'loop CPU s':>11}{'ms/img':>8}{'job s':>8}{'job CPU s':>10}"
+            f"{'JVM':>7}{'Py':>7}{'driver':>7}{'ms/img':>8}{'x loop':>7}{'+FFCV s':>9}")
     print(head + "\n" + "-" * len(head))
-    rows = [("Pillow loop (1 process)", a["plain"]["seconds"], 1, a["plain"]["cpu_s"]),
-            ("prepare_image (1 process)", a["prepare"]["seconds"], 1, a["prepare"]["cpu_s"]),
-            (f"shards job wds, Spark {MASTER}", a["spark"]["wds"]["seconds"], SPARK_CORES, a["spark"]["wds"]["cpu_s"]),
-            ("  + session start-up", a["spark"]["wds"]["seconds"] + a["spark"]["session_s"], SPARK_CORES, None),
-            ("  rerun adding FFCV .beton", a["spark"]["ffcv_rerun"]["seconds"], SPARK_CORES,
-             a["spark"]["ffcv_rerun"]["cpu_s"])]
-    for name, s, cores, cpu in rows:
-        print(f"{name:<34}{s:>8.1f}{cores:>7}{n / s:>9.1f}{n / s / cores:>12.1f}"
-              + (f"{cpu:>8.1f}{n / cpu:>11.1f}" if cpu else f"{'-':>8}{'-':>11}"))
-    plain_pc = n / a["plain"]["seconds"]
-    spark_pc = n / a["spark"]["wds"]["seconds"] / SPARK_CORES
-    summary = {"write_overhead_pct": 100 * (plain_pc / spark_pc - 1),
-               "write_overhead_cpu_pct": 100 * (a["spark"]["wds"]["cpu_s"] / a["plain"]["cpu_s"] - 1),
-               "prepare_vs_plain_pct": 100 * (a["prepare"]["seconds"] / a["plain"]["seconds"] - 1)}
-    print(f"Spark overhead per core vs the Pillow loop: {summary['write_overhead_pct']:+.0f}% wall-clock per core, "
-          f"{summary['write_overhead_cpu_pct']:+.0f}% CPU seconds (target <= +15%); prepare_image vs the loop: "
-          f"{summary['prepare_vs_plain_pct']:+.0f}%; shard JPEGs byte-identical to the loop's: {a['identical']}/{n}")
+    for n in cfg.n_sizes:
+        lp, jb = a[n]["loop"], a[n]["job"]
+        print(f"{n:>8}{a[n]['distinct_files']:>7}{lp['seconds']:>8.1f}{lp['cpu_s']:>11.1f}{1e3 * lp['cpu_s'] / n:>8.2f}"
+              f"{jb['seconds']:>8.1f}{jb['cpu_s']:>10.1f}{jb['jvm_cpu_s']:>7.1f}{jb['python_cpu_s']:>7.1f}"
+              f"{jb['driver_cpu_s']:>7.1f}{1e3 * jb['cpu_s'] / n:>8.2f}{jb['cpu_s'] / lp['cpu_s']:>7.2f}"
+              f"{a[n]['ffcv_rerun']['seconds']:>9.1f}")
+        for what, r in (("loop", lp), ("job", jb), ("FFCV rerun", a[n]["ffcv_rerun"])):
+            flag = busy_flag(r["others_cpu_s"], r["seconds"])
+            if flag:
+                print(f"{'':>8}{what} at {n}:{flag}")
+    lo, hi = cfg.n_sizes[0], cfg.n_sizes[-1]
+    print(f"per-image slope between {lo} and {hi} images: job {1e3 * a['job_cpu_s_per_image']:.2f} CPU ms/img "
+          f"({1e3 * a['job_seconds_per_image'] * SPARK_CORES:.2f} wall ms x {SPARK_CORES} cores), loop "
+          f"{1e3 * a['loop_cpu_s_per_image']:.2f} CPU ms/img: ratio {a['slope_ratio']:.2f} (target <= 1.15)")
+    print(f"fixed cost: job {a['job_cpu_s_fixed']:.1f} CPU s ({a['job_seconds_fixed']:.1f} s wall), loop "
+          f"{a['loop_cpu_s_fixed']:.1f} CPU s; not in the job's figures: session start-up {session_s:.1f} s, a warm-up "
+          f"job on {a['warmup']['images']} images {a['warmup']['seconds']:.1f} s. +FFCV s: the rerun that skips the "
+          f"unchanged tars and writes the .beton. Labeled table: {a[hi]['tail_rule']}")
 
-    print(f"\n(b) loaders: decode + RandomResizedCrop({a['size']}) + flip, batch {a['batch_size']}, "
-          f"{a['epochs']} epochs after a warm-up epoch")
-    head = (f"{'loader':<13}{'workers':>8}{'img/s':>9}{'img/s/worker':>14}{'x IF':>7}{'CPU s':>8}{'img/CPU s':>11}"
-            f"{'x IF':>7}{'others CPU s':>14}")
+
+def print_bytes(cfg: ShardsBenchConfig, b: dict, idx: dict) -> None:
+    splits = ", ".join(f"{k} {v['samples']} samples of {v['unique_images']} images" for k, v in idx["splits"].items())
+    print(f"\n(2) bytes on disk: {b['unique_images']} stored images vs the old per-sample layout of {b['samples']} "
+          f"samples ({b['distinct_in_samples']} distinct images; resample --strategy {cfg.strategy} --alpha "
+          f"{cfg.alpha}: {splits})")
+    head = f"{'layout':<48}{'bytes':>14}{'MB':>9}{'x new':>7}"
     print(head + "\n" + "-" * len(head))
-    order = ["ImageFolder", "WebDataset", "FFCV"]
-    for key, r in sorted(b.items(), key=lambda kv: (kv[1]["workers"], order.index(kv[1]["loader"]))):
-        ref = b[f"ImageFolder/{r['workers']}"]
-        r["ratio"] = r["img_per_s"] / ref["img_per_s"]
-        r["ratio_cpu"] = r["img_per_cpu_s"] / ref["img_per_cpu_s"]
-        print(f"{r['loader']:<13}{r['workers']:>8}{r['img_per_s']:>9.0f}{r['img_per_s'] / r['workers']:>14.0f}"
-              f"{r['ratio']:>7.2f}{r['cpu_s']:>8.1f}{r['img_per_cpu_s']:>11.0f}{r['ratio_cpu']:>7.2f}"
-              f"{r['others_cpu_s']:>14.1f}")
-    summary["loaders"] = {k: {"x_imagefolder": r["ratio"], "x_imagefolder_cpu": r["ratio_cpu"]} for k, r in b.items()}
-    print("x IF: ratio to ImageFolder with the same workers (targets: FFCV >= 3, WebDataset >= 1); per worker and "
-          "per CPU second. 'others CPU s': CPU other processes used meanwhile (a busy machine skews the figures).")
-    return summary
+    rows = [("unique-image tars (measured)", b["tar_bytes"]),
+            ("  same, as JPEG + 1024 B per image", b["unique_tar_bytes_formula"]),
+            ("old tars: JPEG + 1024 B per sample (estimate)", b["old_tar_bytes_est"])]
+    if b["beton_bytes"]:
+        rows += [("unique-image .beton (measured)", b["beton_bytes"]),
+                 ("old .beton, scaled by sample JPEG bytes (est.)", b["old_beton_bytes_est"])]
+    for name, v in rows:
+        ref = b["beton_bytes"] if "beton" in name else b["tar_bytes"]
+        print(f"{name:<48}{v:>14,.0f}{v / 1e6:>9.1f}{v / ref:>7.2f}")
+    print(f"the old layout would take {b['ratio_tar']:.2f}x the tar bytes (tar padding to 512 B not counted in "
+          f"the estimate: it understates the old layout)")
+
+
+def print_loaders(cfg: ShardsBenchConfig, c: dict, d: dict) -> dict:
+    print(f"\n(3) loaders with a sample index of {cfg.samples} samples: decode + RandomResizedCrop({cfg.size}) + flip, "
+          f"batch {cfg.batch_size}, {cfg.epochs} epoch(s) after warm-up batches")
+    head = (f"{'loader':<13}{'workers':>8}{'img/epoch':>10}{'img/s':>9}{'img/s/worker':>14}{'x IF':>7}{'CPU s':>8}"
+            f"{'img/CPU s':>11}{'x IF':>7}")
+    print(head + "\n" + "-" * len(head))
+    order, out = ["ImageFolder", "WebDataset", "FFCV"], {}
+    for key, r in sorted(c.items(), key=lambda kv: (kv[1]["workers"], order.index(kv[1]["loader"]))):
+        ref = c[f"ImageFolder/{r['workers']}"]
+        r["ratio"], r["ratio_cpu"] = r["img_per_s"] / ref["img_per_s"], r["img_per_cpu_s"] / ref["img_per_cpu_s"]
+        out[key] = {"x_imagefolder": r["ratio"], "x_imagefolder_cpu": r["ratio_cpu"]}
+        print(f"{r['loader']:<13}{r['workers']:>8}{r['images'] // cfg.epochs:>10}{r['img_per_s']:>9.0f}"
+              f"{r['img_per_s'] / r['workers']:>14.0f}{r['ratio']:>7.2f}{r['cpu_s']:>8.1f}{r['img_per_cpu_s']:>11.0f}"
+              f"{r['ratio_cpu']:>7.2f}{busy_flag(r['others_cpu_s'], r['seconds'])}")
+    print("x IF: ratio to ImageFolder (every stored image once per epoch) with the same workers, per worker and per "
+          "CPU second (targets: FFCV >= 3, WebDataset >= 1)")
+    print(f"\nrepeated images within a batch (batch {cfg.batch_size}) vs random permutations of the same samples")
+    head = (f"{'loader':<13}{'workers':>8}{'batches':>9}{'frac w/ repeat':>16}{'ideal':>8}{'pairs/batch':>13}"
+            f"{'ideal':>8}")
+    print(head + "\n" + "-" * len(head))
+    for key, r in c.items():
+        if "repeats" in r:
+            g, i = r["repeats"]["loader"], r["repeats"]["ideal"]
+            print(f"{r['loader']:<13}{r['workers']:>8}{g['batches']:>9}{g['frac_with_repeat']:>16.3f}"
+                  f"{i['frac_with_repeat']:>8.3f}{g['pairs_per_batch']:>13.3f}{i['pairs_per_batch']:>8.3f}")
+            out[key].update(repeat_frac=g["frac_with_repeat"], repeat_frac_ideal=i["frac_with_repeat"])
+    print("ideal: the epoch's samples in 5 seeded random orders, cut into as many batches")
+    print("\n(4) resume: time from iter() to the first batch, median of 3, at batch 0 vs at 90% of epoch 0")
+    head = f"{'loader':<13}{'workers':>8}{'batches':>9}{'at 0 s':>9}{'at 90% s':>10}{'x':>7}{'decoded':>9}"
+    print(head + "\n" + "-" * len(head))
+    for key, r in d.items():
+        dec = f"{r['decoded_0']}/{r['decoded_90']}" if r["loader"] == "WebDataset" and r["workers"] == 0 else "-"
+        print(f"{r['loader']:<13}{r['workers']:>8}{r['batches']:>9}{r['first_batch_s_0']:>9.3f}"
+              f"{r['first_batch_s_90']:>10.3f}{r['ratio']:>7.2f}{dec:>9}")
+        out[f"resume {key}"] = r["ratio"]
+    print("x: at 90% / at 0 (target <= 1.5); decoded: images this process decoded before the first batch (0 workers)")
+    return out
 
 
 def main(argv: list[str] | None = None) -> dict:
     cfg = parse_config(ShardsBenchConfig, argv, __doc__.splitlines()[0])
     work = Path(cfg.workdir).resolve()
-    rows = source_jpegs(cfg)
-    paths = [p for _, p, _ in rows]
-    classes = write_samples_table(rows, work / f"shards-samples-{cfg.images}")
-    for p in paths:  # page cache warm for every contender
-        p.read_bytes()
-    print(f"[shards-bench] {len(rows)} JPEGs, {len(classes)} classes; load average {os.getloadavg()}", flush=True)
-
-    plain_s, plain_cpu, plain_sha = plain_loop(paths, cfg.max_side, cfg.quality)
-    prep_s, prep_cpu = prepare_loop(paths, cfg.max_side, cfg.quality)
-    print(f"[shards-bench] Pillow loop {plain_s:.1f}s, prepare_image {prep_s:.1f}s", flush=True)
-    out = work / f"shards-{cfg.images}"
-    spark = spark_shards(cfg, work / f"shards-samples-{cfg.images}", out)
-    if spark["wds"]["rejected"] or spark["wds"]["samples"] != len(rows):
-        raise SystemExit(f"[shards-bench] the shards job kept {spark['wds']['samples']} of {len(rows)} images")
-    shards = shard_hashes(out)
-    identical = sum(shards[i][0] == plain_sha[str(p)] for i, p, _ in rows)
-    folder = imagefolder_tree(shards, classes, work / f"imagefolder-{cfg.images}")
-    del shards
-    a = {"images": len(rows), "source": f"openclipart, {cfg.source_side} px shorter side", "max_side": cfg.max_side,
-         "quality": cfg.quality, "size": cfg.size, "batch_size": cfg.batch_size, "epochs": cfg.epochs,
-         "plain": {"seconds": plain_s, "cpu_s": plain_cpu}, "prepare": {"seconds": prep_s, "cpu_s": prep_cpu},
-         "spark": spark, "identical": identical, "spark_conf": list(cfg.spark_conf)}
-    b = run_loaders(cfg, out, folder)
-    summary = print_tables(a, b)
-    result = {"config": asdict(cfg), "machine": {"cpus": os.cpu_count(), "loadavg_end": os.getloadavg()},
-              "writing": a, "loaders": b, "summary": summary}
-    path = work / f"shards-results-{cfg.images}.json"
-    path.write_text(json.dumps(result, indent=1, sort_keys=True, default=str) + "\n")
+    work.mkdir(parents=True, exist_ok=True)
+    big = cfg.n_sizes[-1]
+    base = source_jpegs(work, big, cfg.source_side, cfg.seed)
+    classes = sorted({c for _, _, c in base})
+    print(f"[shards-bench] {len(base)} distinct source JPEGs, {len(classes)} classes; sizes {cfg.n_sizes}; load "
+          f"average {os.getloadavg()}", flush=True)
+    spark, session_s = start_spark(cfg)
+    cpu = SelfTimedSampler()
+    a = section_write(cfg, work, base, classes, spark, cpu)
+    shards, samples = work / f"shards-{big}", work / f"shards-samples-{big}-m{cfg.samples}"
+    idx = build_index(cfg, spark, work / f"shards-labeled-{big}", shards, samples)
+    cpu.close()
+    spark.stop()
+    folder = work / f"imagefolder-{big}"
+    back = read_back(shards, classes, folder)
+    path_of = {i: str(p) for i, p, _ in rows_for(base, big)}
+    sha = a[big]["loop"]["sha"]
+    a["identical"] = sum(s == sha[path_of[i]] for i, s in zip(back["image_id"], back["sha"]))
+    for n in cfg.n_sizes:
+        del a[n]["loop"]["sha"]
+    b = section_bytes(shards, samples, back)
+    c = section_loaders(cfg, shards, samples, folder)
+    d = section_resume(cfg, shards, samples)
+    print_write(cfg, a, session_s)
+    print(f"shard JPEGs byte-identical to the loop's: {a['identical']}/{big}")
+    print_bytes(cfg, b, idx)
+    summary = {"slope_ratio": a["slope_ratio"], "job_fixed_cpu_s": a["job_cpu_s_fixed"], "bytes_ratio": b["ratio_tar"],
+               **print_loaders(cfg, c, d)}
+    result = {"config": asdict(cfg), "shard_images": cfg.shard_images, "session_s": session_s,
+              "machine": {"cpus": os.cpu_count(), "loadavg_end": os.getloadavg()},
+              "writing": a, "index": idx, "bytes": b, "loaders": c, "resume": d, "summary": summary}
+    path = work / f"shards-results-{'-'.join(map(str, cfg.n_sizes))}.json"
+    path.write_text(json.dumps(result, indent=1, default=str) + "\n")
     print(f"[shards-bench] results -> {path}; load average {os.getloadavg()}")
     return result
 

@@ -93,8 +93,11 @@ class TimedLoader:
         self.threads = None  # torch intra-op threads while training (FFCV's Loader sets them)
         self.carry = 0.0  # time blocked in an epoch's final, empty next(): charged to the next batch
 
-    def set_epoch(self, epoch: int) -> None:
-        self.inner.set_epoch(epoch)
+    def set_epoch(self, epoch: int, start: int = 0) -> None:
+        self.inner.set_epoch(epoch, start)
+
+    def epoch_batches(self, epoch: int) -> int:
+        return self.inner.epoch_batches(epoch)
 
     def __len__(self) -> int:
         return len(self.inner)
@@ -124,8 +127,11 @@ class PairedLoader:
     def __init__(self, batch, bare_step: BareStep):
         self.batch, self.bare_step, self.bare, self.trainer = batch, bare_step, [], []
 
-    def set_epoch(self, epoch: int) -> None:
+    def set_epoch(self, epoch: int, start: int = 0) -> None:
         pass
+
+    def epoch_batches(self, epoch: int) -> int:
+        return len(self)
 
     def __len__(self) -> int:
         return 10**9

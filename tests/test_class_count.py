@@ -1,6 +1,6 @@
 """The class count C has one source, the vocabulary: jobs/label.py records it in labeled.parquet's
 labels column, jobs/resample.py carries it into samples.parquet, jobs/shards.py writes it into
-shards.json. A table whose labels or recorded count disagree is refused, naming both sources."""
+shards.json (from labeled.parquet). A table whose labels or recorded count disagree is refused, naming both sources."""
 import json
 
 import pyarrow as pa
@@ -15,7 +15,7 @@ from jobs.resample import ResampleConfig, run as resample
 from jobs.shards import ShardsConfig, run as shards
 from jobs.vocab import VocabConfig, run as vocab
 from tests.test_resample_job import toy_rows, write_labeled
-from tests.test_shards_job import write_samples
+from tests.test_shards_job import write_labeled as write_labeled_images
 from tests.test_vocab_job import ROWS
 
 
@@ -32,11 +32,13 @@ def test_vocabulary_size_travels_to_shards_json_and_the_card(spark, tmp_path):
     # dog, eggplant+aubergine, brownbear+ursus_arctos, ice_cream+icecream (tests/test_vocab_job.py)
     label(spark, LabelConfig(manifest=str(manifest), vocab=d["vocab"], out=d["lab"], tail_threshold=3))
     assert schemas.class_count_of(tmp_path / "lab" / "labeled.parquet") == (4, d["vocab"])
-    resample(spark, ResampleConfig(labeled=d["lab"], out=d["s"], samples=40, alpha=1.0, seed=0))
-    assert schemas.class_count_of(tmp_path / "s" / "samples.parquet") == (4, d["vocab"])
-    shards(spark, ShardsConfig(samples=d["s"], out=d["sh"], shard_size=16, max_side=32))
+    shards(spark, ShardsConfig(labeled=d["lab"], out=d["sh"], shard_size=2, max_side=32))
     index = json.loads((tmp_path / "sh" / "shards.json").read_text())
-    assert index["num_classes"] == 4 and index["samples"] == 40
+    n_labeled = pq.read_table(tmp_path / "lab" / "labeled.parquet").num_rows
+    assert index["num_classes"] == 4 and index["images"] == n_labeled
+    resample(spark, ResampleConfig(labeled=d["lab"], out=d["s"], samples=40, alpha=1.0, seed=0, shards=d["sh"]))
+    assert schemas.class_count_of(tmp_path / "s" / "samples.parquet") == (4, d["vocab"])
+    assert json.loads((tmp_path / "s" / "index" / "index.json").read_text())["samples"] == [40]
 
     report(["--manifest", str(manifest), "--vocab", d["vocab"], "--labeled", d["lab"], "--samples", d["s"],
             "--out", d["card"], "--threads", "1"])
@@ -61,16 +63,16 @@ def test_labels_outside_the_recorded_class_count_are_refused(spark, tmp_path):
     assert not (tmp_path / "s").exists()
 
 
-def test_samples_outside_the_recorded_class_count_are_refused(spark, tmp_path):
-    images = {"x": ("x.png", None)}  # refused before any image is read
-    write_samples(tmp_path / "s", images, 50, vocab_size=5)
-    part = tmp_path / "s" / "samples.parquet" / "part-0.parquet"
+def test_shards_of_labels_outside_the_recorded_class_count_are_refused(spark, tmp_path):
+    images = {f"x{i}": (f"x{i}.png", None) for i in range(30)}  # refused before any image is read
+    write_labeled_images(tmp_path / "lab", images, vocab_size=5)
+    part = tmp_path / "lab" / "labeled.parquet" / "part-0.parquet"
     t = pq.read_table(part).replace_schema_metadata(None)
     pq.write_table(schemas.with_class_count(t, 3, "some/vocab"), part)
-    with pytest.raises(ValueError, match=r"samples.parquet: label [34] is outside \[0, 3\), the class count of "
+    with pytest.raises(ValueError, match=r"labeled.parquet: label [34] is outside \[0, 3\), the class count of "
                                          r"the vocabulary some/vocab"):
-        shards(spark, ShardsConfig(samples=str(tmp_path / "s"), out=str(tmp_path / "sh")))
+        shards(spark, ShardsConfig(labeled=str(tmp_path / "lab"), out=str(tmp_path / "sh")))
     pq.write_table(t, part)
-    with pytest.raises(ValueError, match="samples.parquet: the labels column records no class count"):
-        shards(spark, ShardsConfig(samples=str(tmp_path / "s"), out=str(tmp_path / "sh")))
+    with pytest.raises(ValueError, match="labeled.parquet: the labels column records no class count"):
+        shards(spark, ShardsConfig(labeled=str(tmp_path / "lab"), out=str(tmp_path / "sh")))
     assert not (tmp_path / "sh" / "shards.json").exists()

@@ -15,7 +15,7 @@ import torch
 from PIL import Image
 from safetensors.torch import load_file
 
-from pipeline.wds import shard_name, write_shard
+from tests.shardkit import write_shard_set
 
 ROOT = Path(__file__).resolve().parents[1]
 TINY = ["model=test_vit", "img_size=64", "decoder_depth=1", "decoder_width=64", "decoder_heads=4", "workers=1",
@@ -29,27 +29,17 @@ def gradient_shards(out: Path, n: int = 96, shard_size: int = 16, size: int = 72
     visible patches reaches the decoder. tests/shardkit's flat colours carry no such signal."""
     rng = np.random.default_rng(seed)
     ramp = np.linspace(-1, 1, size)
-    out.mkdir(parents=True, exist_ok=True)
-    shards = []
-    for s in range(0, n, shard_size):
-        rows = []
-        for i in range(s, min(n, s + shard_size)):
-            direction = rng.integers(4)
-            wave = np.tile(ramp * (1 if direction < 2 else -1), (size, 1))
-            wave = wave if direction % 2 == 0 else wave.T
-            colour = rng.uniform(0.4, 1.0, 3)
-            a = np.clip(127.5 + 120 * wave[..., None] * colour, 0, 255).astype(np.uint8)
-            b = io.BytesIO()
-            Image.fromarray(a).save(b, "JPEG", quality=95)
-            rows.append((f"{i:09d}", b.getvalue(), {"image_id": f"im{i}", "labels": [i % 3], "tail": False,
-                                                    "position": i}))
-        name = shard_name(len(shards))
-        shards.append({"name": name, "first_position": s, "last_position": s + len(rows) - 1,
-                       **write_shard(out / name, rows)})
-    (out / "shards.json").write_text(json.dumps({"num_classes": 3, "samples": n, "shard_size": shard_size,
-                                                 "max_side": size, "shards": shards}))
-    (out / "_SUCCESS").write_text("")
-    return out
+    members = []
+    for i in range(n):
+        direction = rng.integers(4)
+        wave = np.tile(ramp * (1 if direction < 2 else -1), (size, 1))
+        wave = wave if direction % 2 == 0 else wave.T
+        colour = rng.uniform(0.4, 1.0, 3)
+        a = np.clip(127.5 + 120 * wave[..., None] * colour, 0, 255).astype(np.uint8)
+        b = io.BytesIO()
+        Image.fromarray(a).save(b, "JPEG", quality=95)
+        members.append((b.getvalue(), [i % 3]))
+    return write_shard_set(out, members, shard_size, num_classes=3, max_side=size)
 
 
 @pytest.fixture(scope="module")

@@ -24,22 +24,28 @@ def test_openclipart_round_trip(spark, tmp_path):
     m = str(tmp_path / "m" / "manifest.parquet")
     vocab(spark, VocabConfig(manifest=m, out=str(tmp_path / "vocab")))
     label(spark, LabelConfig(manifest=m, vocab=str(tmp_path / "vocab"), out=str(tmp_path / "lab"), tail_threshold=10))
-    resample(spark, ResampleConfig(labeled=str(tmp_path / "lab"), out=str(tmp_path / "s"), samples=3000, seed=1))
-    stats = shards(spark, ShardsConfig(samples=str(tmp_path / "s"), out=str(tmp_path / "sh"), shard_size=250,
+    stats = shards(spark, ShardsConfig(labeled=str(tmp_path / "lab"), out=str(tmp_path / "sh"), shard_size=250,
                                        max_side=96))
-    samples = {r["position"]: r for r in pq.read_table(tmp_path / "s" / "samples.parquet").to_pylist()}
-    rejects = {r["position"]: r["reason"] for r in pq.read_table(tmp_path / "sh" / "rejects.parquet").to_pylist()}
+    resample(spark, ResampleConfig(labeled=str(tmp_path / "lab"), out=str(tmp_path / "s"), samples=3000, seed=1,
+                                   shards=str(tmp_path / "sh")))
+    labeled = {r["image_id"]: r for r in pq.read_table(tmp_path / "lab" / "labeled.parquet").to_pylist()}
+    rejects = {r["image_id"]: r["reason"] for r in pq.read_table(tmp_path / "sh" / "rejects.parquet").to_pylist()}
     index = json.loads((tmp_path / "sh" / "shards.json").read_text())
-    seen = {}
+    seen = []
     for s in index["shards"]:
         for key, parts in iter_shard(tmp_path / "sh" / s["name"]):
             meta = json.loads(parts["json"])
             im = Image.open(io.BytesIO(parts["jpg"]))
             im.load()
             assert im.mode == "RGB" and min(im.size) <= 96
-            seen[meta["position"]] = meta
-    assert set(seen) | set(rejects) == set(samples) and not set(seen) & set(rejects)
-    for p, meta in seen.items():
-        assert meta["labels"] == samples[p]["labels"] and meta["image_id"] == samples[p]["image_id"]
-    assert len(seen) == stats["samples"] and len(rejects) == sum(index["rejected_samples"].values())
+            assert meta["labels"] == labeled[meta["image_id"]]["labels"]
+            seen.append(meta["image_id"])
+    assert len(seen) == len(set(seen)) == stats["images"]  # every stored image once
+    assert set(seen) | set(rejects) == set(labeled) and not set(seen) & set(rejects)
+    assert len(rejects) == sum(index["rejected_images"].values())
+    # the sample index: the draw's samples of stored images, those of rejected images counted
+    samples = pq.read_table(tmp_path / "s" / "samples.parquet").to_pylist()
+    bound = json.loads((tmp_path / "s" / "index" / "index.json").read_text())
+    n_rejected = sum(r["image_id"] in rejects for r in samples)
+    assert bound["rejected_samples"] == [n_rejected] and bound["samples"] == [3000 - n_rejected]
     assert set(rejects.values()) <= {"too_large"}  # openclipart's only bad images are its giants

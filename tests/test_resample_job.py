@@ -139,6 +139,81 @@ def test_same_seed_same_output_whatever_the_partitioning(spark, tmp_path):
     assert content(tmp_path / "a") == content(tmp_path / "d")
 
 
+def fake_shard_set(d: Path, image_ids: list[str], shard_size: int) -> Path:
+    """shards.json + images.parquet as jobs/shards.py writes them (stored image k = image_ids[k]);
+    the tars are not needed to bind an index."""
+    d.mkdir(parents=True)
+    n = len(image_ids)
+    shards = [{"name": f"shard-{s:06d}.tar", "images": min(shard_size, n - f), "first_image": f, "bytes": 0,
+               "sha256": ""} for s, f in enumerate(range(0, n, shard_size))]
+    (d / "shards.json").write_text(json.dumps({"num_classes": 7, "images": n, "shards": shards}))
+    (d / "images.parquet").mkdir()
+    pq.write_table(pa.table({"image_id": image_ids, "image": np.arange(n), "shard": np.arange(n) // shard_size,
+                             "ordinal": np.arange(n) % shard_size}, schema=schemas.SHARD_IMAGES),
+                   d / "images.parquet" / "part-0.parquet")
+    return d
+
+
+def read_epoch(samples: Path, e: int) -> list[tuple[int, int]]:
+    t = pq.read_table(samples / "index" / f"epoch-{e:05d}")
+    return sorted(zip(t["position"].to_pylist(), t["image"].to_pylist()))
+
+
+def test_index_bound_to_shards_per_epoch(spark, tmp_path):
+    rows = toy_rows(60, 40, seed=4)
+    lab = write_labeled(tmp_path / "lab", rows)
+    rejected = {r["image_id"] for r in rows[::9]}  # images the shards job could not store
+    stored = [r["image_id"] for r in rows if r["image_id"] not in rejected][::-1]  # any stored order
+    shards = fake_shard_set(tmp_path / "shards", stored, shard_size=8)
+    out = tmp_path / "s"
+    stats = resample(spark, ResampleConfig(labeled=lab, out=str(out), samples=3000, seed=5, shards=str(shards),
+                                           epochs=3))
+    samples, _ = read_samples(out)
+    image_of = {i: k for k, i in enumerate(stored)}
+    # epoch 0 is samples.parquet's draw, bound: each sample of a stored image keeps its position
+    assert read_epoch(out, 0) == sorted((s["position"], image_of[s["image_id"]]) for s in samples
+                                        if s["image_id"] in image_of)
+    n_rejected = sum(s["image_id"] in rejected for s in samples)
+    meta = json.loads((out / "index" / "index.json").read_text())
+    assert n_rejected > 0 and meta["rejected_samples"][0] == n_rejected and meta["samples"][0] == 3000 - n_rejected
+    assert meta["epochs"] == 3 and stats["index"]["epochs"] == 3
+    epochs = [read_epoch(out, e) for e in range(3)]
+    assert epochs[1] != epochs[0] and epochs[2] != epochs[1]  # a fresh draw per epoch
+    per_shard = pq.read_table(out / "index" / "shard_samples.parquet").to_pylist()
+    for e in range(3):
+        assert len(epochs[e]) == meta["samples"][e] == sum(r["samples"] for r in per_shard if r["epoch"] == e)
+        want = Counter(img // 8 for _, img in epochs[e])
+        assert {r["shard"]: r["samples"] for r in per_shard if r["epoch"] == e} == dict(want)
+    # the later epochs follow the same importance weights as the first (chi-square on stored images)
+    w = {image_of[r["image_id"]]: r["importance"] for r in rows if r["image_id"] in image_of}
+    for e in (1, 2):
+        head = [img for _, img in epochs[e] if not rows_by_image(rows, stored[img])["tail"]]
+        imgs = sorted(k for k in w if not rows_by_image(rows, stored[k])["tail"])
+        got = np.array([Counter(head)[k] for k in imgs])
+        expect = np.array([w[k] for k in imgs])
+        assert st.chisquare(got, got.sum() * expect / expect.sum()).pvalue > 0.001
+
+
+def rows_by_image(rows, image_id):
+    return next(r for r in rows if r["image_id"] == image_id)
+
+
+def test_unique_images_subset_is_seeded(spark, tmp_path):
+    rows = toy_rows(300, 200, seed=6)
+    lab = write_labeled(tmp_path / "lab", rows)
+    for name, seed in (("a", 1), ("b", 1), ("c", 2)):
+        resample(spark, ResampleConfig(labeled=lab, out=str(tmp_path / name), samples=4000, seed=seed,
+                                       unique_images=100))
+    ids = {k: {s["image_id"] for s in read_samples(tmp_path / k)[0]} for k in "abc"}
+    assert len(ids["a"]) <= 100 and ids["a"] == ids["b"] and ids["a"] != ids["c"]
+    samples, stats = read_samples(tmp_path / "a")
+    assert len(samples) == 4000 and stats["labeled_images"] == 100
+    with pytest.raises(ValueError, match="has only 500 images"):
+        resample(spark, ResampleConfig(labeled=lab, out=str(tmp_path / "d"), samples=10, unique_images=501))
+    with pytest.raises(ValueError, match="needs --shards"):
+        ResampleConfig(labeled=lab, out="x", samples=10, epochs=2)
+
+
 def test_guard_rails(spark, tmp_path):
     head_only = [r for r in toy_rows() if not r["tail"]]
     lab = write_labeled(tmp_path / "lab", head_only)

@@ -1,4 +1,5 @@
-"""jobs/shards.py: bad images counted by reason, contiguous shards, idempotent reruns, FFCV."""
+"""jobs/shards.py: every labelled image stored once, bad ones counted by reason, the image table,
+idempotent reruns that never keep a stale shard, FFCV."""
 import io
 import json
 import os
@@ -47,18 +48,16 @@ def image_files(d: Path) -> dict:
     return out
 
 
-def write_samples(d: Path, images: dict, n: int, vocab_size: int = 5, seed: int = 0):
+def write_labeled(d: Path, images: dict, vocab_size: int = 5, seed: int = 0):
+    """labeled.parquet (one row per image, as jobs/label.py writes it) for `images`."""
     rng = np.random.default_rng(seed)
-    ids = sorted(images)
     rows = []
-    for p in range(n):
-        i = ids[int(rng.integers(0, len(ids)))]
+    for k, i in enumerate(sorted(images)):
         labels = sorted({int(x) for x in rng.integers(0, vocab_size, int(rng.integers(1, 4)))})
-        rows.append({"position": p, "image_id": i, "image": images[i][0], "labels": labels, "tail": bool(p % 3 == 0)})
-    (d / "samples.parquet").mkdir(parents=True)
-    table = schemas.with_class_count(pa.Table.from_pylist(rows, schema=schemas.SAMPLES), vocab_size, "vocab")
-    pq.write_table(table, d / "samples.parquet" / "part-0.parquet")
-    (d / "stats.json").write_text(json.dumps({"samples": n}))
+        rows.append({"image_id": i, "image": images[i][0], "labels": labels, "importance": 0.5, "tail": k % 3 == 0})
+    (d / "labeled.parquet").mkdir(parents=True)
+    table = schemas.with_class_count(pa.Table.from_pylist(rows, schema=schemas.LABELED), vocab_size, "vocab")
+    pq.write_table(table, d / "labeled.parquet" / "part-0.parquet")
     return rows
 
 
@@ -68,37 +67,45 @@ def read_all(out: Path):
     for s in index["shards"]:
         assert file_sha256(out / s["name"]) == s["sha256"]
         members = list(iter_shard(out / s["name"]))
-        assert len(members) == s["samples"]
+        assert len(members) == s["images"]
         got += members
     return index, got
 
 
-def test_bad_images_counted_and_every_sample_accounted_for(spark, tmp_path):
+def test_every_image_stored_once_bad_ones_counted(spark, tmp_path):
     images = image_files(tmp_path / "img")
-    rows = write_samples(tmp_path / "samples", images, 60)
+    for k in range(12):  # and some plain good images
+        (tmp_path / "img" / f"good{k}.jpg").write_bytes(encode(quadrants(), "JPEG"))
+        images[f"good{k:02d}"] = (f"good{k}.jpg", None)
+    rows = {r["image_id"]: r for r in write_labeled(tmp_path / "labeled", images)}
     out = tmp_path / "shards"
-    cfg = ShardsConfig(samples=str(tmp_path / "samples"), out=str(out), format=("wds", "ffcv"), shard_size=7,
+    cfg = ShardsConfig(labeled=str(tmp_path / "labeled"), out=str(out), format=("wds", "ffcv"), shard_size=4,
                        max_side=64, image_root=str(tmp_path / "img"))
     stats = shards(spark, cfg)
     assert (out / "_SUCCESS").exists()
     index, got = read_all(out)
     rejects = pq.read_table(out / "rejects.parquet").to_pylist()
-    expected_rejects = {r["position"]: images[r["image_id"]][1] for r in rows if images[r["image_id"]][1]}
-    assert {r["position"]: r["reason"] for r in rejects} == expected_rejects
-    accepted = [r for r in rows if images[r["image_id"]][1] is None]
-    assert len(got) + len(rejects) == len(rows) == stats["samples_in"]
-    assert [int(k) for k, _ in got] == list(range(len(accepted)))  # contiguous keys
-    assert [s["samples"] for s in index["shards"]][:-1] == [7] * (len(index["shards"]) - 1)
-    for (key, parts), row in zip(got, accepted):  # position order is kept
+    expected_rejects = {i: reason for i, (_, reason) in images.items() if reason}
+    assert {r["image_id"]: r["reason"] for r in rejects} == expected_rejects
+    stored = [json.loads(parts["json"])["image_id"] for _, parts in got]
+    assert sorted(stored) == sorted(i for i in images if i not in expected_rejects)  # each good image once
+    assert len(got) + len(rejects) == len(images) == stats["images_in"] and index["images"] == len(got)
+    # stored image k is the k-th member in shards.json order; images.parquet says so
+    table = {r["image_id"]: r for r in pq.read_table(out / "images.parquet").to_pylist()}
+    assert {i: table[i]["image"] for i in table} == {i: k for k, i in enumerate(stored)}
+    first = 0
+    for s in index["shards"]:
+        assert s["first_image"] == first and 1 <= s["images"] <= 4
+        first += s["images"]
+    for (_, parts), image_id in zip(got, stored):
         meta = json.loads(parts["json"])
-        assert (meta["position"], meta["image_id"], meta["labels"], meta["tail"]) == \
-               (row["position"], row["image_id"], row["labels"], row["tail"])
+        assert (meta["labels"], meta["tail"]) == (rows[image_id]["labels"], rows[image_id]["tail"])
         im = Image.open(io.BytesIO(parts["jpg"]))
         assert im.format == "JPEG" and im.mode == "RGB" and min(im.size) <= 64
-    by_reason = {k: v for k, v in index["rejected_samples"].items() if v}
+    by_reason = {k: v for k, v in index["rejected_images"].items() if v}
     assert by_reason == {r: sum(1 for v in expected_rejects.values() if v == r) for r in set(expected_rejects.values())}
     assert index["num_classes"] == 5
-    assert index["ffcv"]["samples"] == len(accepted) and (out / "samples.beton").stat().st_size > 0
+    assert index["ffcv"]["images"] == len(got) and (out / "images.beton").stat().st_size > 0
     # a rerun skips every shard and gives the same index
     again = shards(spark, cfg)
     assert again["shards_skipped"] == len(index["shards"]) and again["shards_written"] == 0
@@ -107,13 +114,19 @@ def test_bad_images_counted_and_every_sample_accounted_for(spark, tmp_path):
     (out / index["shards"][1]["name"]).write_bytes(b"garbage")
     assert shards(spark, cfg)["shards_written"] == 1
     assert json.loads((out / "shards.json").read_text()) == index
+    # other image settings rewrite every shard: no tar of the old settings survives
+    smaller = shards(spark, ShardsConfig(**{**vars(cfg), "max_side": 32}))
+    assert smaller["shards_written"] == len(index["shards"]) and smaller["shards_skipped"] == 0
+    index32, got32 = read_all(out)
+    assert all(min(Image.open(io.BytesIO(parts["jpg"])).size) <= 32 for _, parts in got32)
+    assert sorted(p.name for p in out.glob("shard-*.tar")) == sorted(s["name"] for s in index32["shards"])
 
 
 def test_ffcv_missing_or_bad_format_is_a_clear_error(tmp_path):
     with pytest.raises(ValueError, match="valid: wds, ffcv"):
-        ShardsConfig(samples="s", out="o", format=("tfrecord",))
+        ShardsConfig(labeled="s", out="o", format=("tfrecord",))
     with pytest.raises(ValueError, match="POSIX path"):
-        ShardsConfig(samples="s", out="s3://bucket/x")
+        ShardsConfig(labeled="s", out="s3://bucket/x")
 
 
 @pytest.mark.slow
@@ -122,14 +135,14 @@ def test_killed_job_rerun_equals_uninterrupted(spark, tmp_path):
     img.mkdir()
     rng = np.random.default_rng(0)
     images = {}
-    for i in range(40):
+    for i in range(300):
         Image.fromarray(rng.integers(0, 255, (120, 160, 3), dtype=np.uint8)).save(img / f"{i}.png")
-        images[f"im{i:02d}"] = (str(img / f"{i}.png"), None)
-    write_samples(tmp_path / "samples", images, 600)
+        images[f"im{i:03d}"] = (str(img / f"{i}.png"), None)
+    write_labeled(tmp_path / "labeled", images)
     env = {**os.environ, "PYSPARK_PYTHON": sys.executable, "PYSPARK_DRIVER_PYTHON": sys.executable}
     killed = tmp_path / "killed"
     p = subprocess.Popen([str(Path(sys.executable).parent / "spark-submit"), "--master", "local[1]",
-                          str(ROOT / "jobs" / "shards.py"), "--samples", str(tmp_path / "samples"),
+                          str(ROOT / "jobs" / "shards.py"), "--labeled", str(tmp_path / "labeled"),
                           "--out", str(killed), "--shard-size", "5"], env=env, stdout=subprocess.DEVNULL,
                          stderr=subprocess.DEVNULL, start_new_session=True)
     try:
@@ -140,9 +153,9 @@ def test_killed_job_rerun_equals_uninterrupted(spark, tmp_path):
         os.killpg(p.pid, signal.SIGKILL)
         p.wait()
     done = len(list(killed.glob("_shards/*.json")))
-    assert 10 <= done < 120, done
+    assert 10 <= done < 60, done
     assert not (killed / "_SUCCESS").exists() and not (killed / "shards.json").exists()
-    cfg = dict(samples=str(tmp_path / "samples"), shard_size=5)
+    cfg = dict(labeled=str(tmp_path / "labeled"), shard_size=5)
     rerun = shards(spark, ShardsConfig(out=str(killed), **cfg))
     assert rerun["shards_skipped"] >= done - 2  # a shard being written at the kill may be redone
     shards(spark, ShardsConfig(out=str(tmp_path / "clean"), **cfg))

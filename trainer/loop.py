@@ -77,7 +77,7 @@ def train_loader(cfg: ShardTrainConfig, d: DistInfo, make=make_loader):
 
 
 def fit(cfg: TrainConfig, run: Run, task: Task, loader, steps: int, peak: float) -> dict:
-    """Trains from run.step to `steps` on `loader` (set_epoch(e) and len() = batches per epoch,
+    """Trains from run.step to `steps` on `loader` (set_epoch(e, start), epoch_batches(e),
     the same on every rank), the LR a function of samples seen with peak `peak`.
     Returns {"step", "loss" (the last logged), "stopped" (by SIGTERM)}."""
     d, model, optimizer, scaler, step = run.d, run.model, run.optimizer, run.scaler, run.step

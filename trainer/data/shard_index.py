@@ -27,7 +27,7 @@ class ShardIndex:
     num_classes: int
     images: int
     shards: tuple[ShardInfo, ...]
-    ffcv: dict | None  # {"file": "samples.beton", "label_pad": L, ...} when the job wrote one
+    ffcv: dict | None  # {"file": "images.beton", "label_pad": L, ...} when the job wrote one
 
 
 def load_index(root) -> ShardIndex:
