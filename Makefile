@@ -53,6 +53,24 @@ report: resample
 
 dataset: report
 
+# Sampling ablations from one shard set (WSL's natural / sqrt / uniform against SWAG's importance):
+# `make ablation` draws one index per strategy and pretrains on each; `make pretrain-unique
+# UNIQUE_IMAGES=N` is SWAG appendix C.2 (the same samples drawn from a seeded subset of N images).
+STRATEGIES := importance natural sqrt uniform
+UNIQUE_IMAGES ?= 1000
+$(addprefix index-,$(STRATEGIES)): index-%: shards
+	$(SPARK_SUBMIT) jobs/resample.py --labeled $(DEMO)/labeled --out $(DEMO)/samples-$* --samples $(SAMPLES) --alpha $(ALPHA) \
+		--seed $(SEED) --strategy $* --shards $(DEMO)/shards
+index-unique: shards
+	$(SPARK_SUBMIT) jobs/resample.py --labeled $(DEMO)/labeled --out $(DEMO)/samples-unique --samples $(SAMPLES) --alpha $(ALPHA) \
+		--seed $(SEED) --unique-images $(UNIQUE_IMAGES) --shards $(DEMO)/shards
+$(addprefix pretrain-,$(STRATEGIES) unique): pretrain-%: index-%
+	rm -rf $(DEMO)/pretrain-$*
+	$(TORCHRUN) --nproc_per_node=$(NPROC) -m trainer.pretrain --config trainer/configs/demo_cpu.yaml \
+		shards=$(DEMO)/shards samples=$(DEMO)/samples-$* vocab=$(DEMO)/vocab run_dir=$(DEMO)/pretrain-$*
+ablation: $(addprefix pretrain-,$(STRATEGIES))
+.PHONY: ablation index-unique $(addprefix index-,$(STRATEGIES)) $(addprefix pretrain-,$(STRATEGIES) unique)
+
 TORCHRUN := $(VENV)/bin/torchrun --standalone
 NPROC ?= 1
 pretrain: dataset

@@ -48,7 +48,8 @@ _KEEP = []  # FFCV Loaders stay referenced: numba's finalizers print KeyErrors w
 @dataclass(frozen=True)
 class GpuCheckConfig:
     tiny: bool = field(default=False, metadata={"help": "smoke mode (always without CUDA)"})
-    loader: str = field(default="auto", metadata={"help": "training loader: auto (ffcv if importable) | ffcv | wds"})
+    loader: str = field(default="auto", metadata={"help": "training loader: auto (ffcv on CUDA if importable, "
+                                                              "else wds) | ffcv | wds"})
     workdir: str | None = field(default=None, metadata={"help": "data directory (default: a temp dir, removed)"})
     ddp_step: bool = field(default=False, metadata={"help": "internal: the process torchrun starts"})
     backend: str = field(default="nccl", metadata={"help": "internal: the --ddp-step backend"})
@@ -269,7 +270,9 @@ def run(cfg: GpuCheckConfig) -> dict:
         root = Path(cfg.workdir) if cfg.workdir else Path(stack.enter_context(tempfile.TemporaryDirectory()))
         data = build_data(root, p)
         have_ffcv = data["ffcv_error"] is None
-        fmt = ("ffcv" if have_ffcv else "wds") if cfg.loader == "auto" else cfg.loader
+        # auto: FFCV on CUDA; the CPU smoke trains from the WebDataset reader in-process (FFCV's
+        # Loader sets torch's thread count on every epoch) and times FFCV alone
+        fmt = ("ffcv" if have_ffcv and cuda else "wds") if cfg.loader == "auto" else cfg.loader
         if fmt == "ffcv" and not have_ffcv:
             raise SystemExit(f"--loader ffcv: {data['ffcv_error']}")
         cores = os.cpu_count() or 1
@@ -280,7 +283,7 @@ def run(cfg: GpuCheckConfig) -> dict:
                    data={"images": p["images"], "side": p["side"], "samples": p["samples"],
                          "seconds": data["seconds"], "ffcv_error": data["ffcv_error"]})
         log(f"data ready ({data['seconds']:.1f}s); training loader {fmt} with {workers} workers")
-        if not cuda:  # smoke: one intra-op thread (FFCV's Loader sets its worker count) spins no CPU on a busy host
+        if not cuda:  # smoke: one intra-op thread, which spins no CPU away on a busy host
             torch.set_num_threads(1)
         out["torch_threads"] = torch.get_num_threads()
         for role, model in p["models"].items():

@@ -185,8 +185,8 @@ def section_bytes(shards: Path, samples: Path, back: dict) -> dict:
            "unique_jpeg_bytes": int(size.sum()), "sample_jpeg_bytes": int(size[images].sum())}
     res["old_tar_bytes_est"] = res["sample_jpeg_bytes"] + TAR_PAIR_OVERHEAD * len(images)
     res["unique_tar_bytes_formula"] = res["unique_jpeg_bytes"] + TAR_PAIR_OVERHEAD * len(size)
-    if res["beton_bytes"]:  # the old .beton also held every sample's JPEG: scale by JPEG bytes
-        res["old_beton_bytes_est"] = res["beton_bytes"] * res["sample_jpeg_bytes"] / res["unique_jpeg_bytes"]
+    if res["beton_bytes"]:  # the old .beton held every sample's JPEG: add the repeats' (FFCV's page padding once)
+        res["old_beton_bytes_est"] = res["beton_bytes"] + res["sample_jpeg_bytes"] - res["unique_jpeg_bytes"]
     res["ratio_tar"] = res["old_tar_bytes_est"] / res["tar_bytes"]
     return res
 
@@ -196,16 +196,22 @@ def loader_kw(cfg: ShardsBenchConfig, workers: int, samples: Path) -> dict:
                 seed=cfg.seed, samples=str(samples))
 
 
-def section_loaders(cfg: ShardsBenchConfig, shards: Path, samples: Path, folder: Path) -> dict:
+def section_loaders(cfg: ShardsBenchConfig, shards: Path, samples: Path, folder: Path) -> tuple[dict, dict]:
+    """(3) and (4). Every forking loader runs before the first FFCV Loader: forking a process whose
+    numba TBB pool has run warns (and may break the children's threads); a trainer uses one format."""
     from trainer.data import make_loader
 
-    index, res = sample_index(shards, samples), {}
-    for w in (int(x) for x in cfg.workers):
-        makers = {"ImageFolder": lambda: imagefolder_loader(folder, cfg.batch_size, w, cfg.size, cfg.seed),
-                  "WebDataset": lambda: make_loader("wds", shards, **loader_kw(cfg, w, samples)),
-                  "FFCV": lambda: make_loader("ffcv", shards, **loader_kw(cfg, w, samples))}
-        for name, make in makers.items():
-            _LOADERS_ALIVE.append(make())
+    index, res, resume = sample_index(shards, samples), {}, {}
+    makers = {"ImageFolder": lambda w: imagefolder_loader(folder, cfg.batch_size, w, cfg.size, cfg.seed),
+              "WebDataset": lambda w: make_loader("wds", shards, **loader_kw(cfg, w, samples)),
+              "FFCV": lambda w: make_loader("ffcv", shards, **loader_kw(cfg, w, samples))}
+    for name, make in makers.items():
+        if name == "FFCV":  # (4) of the WebDataset reader first
+            for w in (int(x) for x in cfg.resume_workers):
+                resume[f"WebDataset/{w}"] = {"loader": "WebDataset", "workers": w, **resume_times(make_loader(
+                    "wds", shards, **loader_kw(cfg, w, samples)))}
+        for w in (int(x) for x in cfg.workers):
+            _LOADERS_ALIVE.append(make(w))
             r = {"loader": name, "workers": w, **time_loader(_LOADERS_ALIVE[-1], cfg.epochs)}
             positions = r.pop("positions")
             if positions:
@@ -213,23 +219,13 @@ def section_loaders(cfg: ShardsBenchConfig, shards: Path, samples: Path, folder:
             res[f"{name}/{w}"] = r
             print(f"[shards-bench] {name} {w} worker(s): {r['img_per_s']:.0f} img/s, {r['img_per_cpu_s']:.0f} img per "
                   f"CPU s (epochs {', '.join(f'{t:.1f}' for t in r['epoch_s'])} s)", flush=True)
-    return res
-
-
-def section_resume(cfg: ShardsBenchConfig, shards: Path, samples: Path) -> dict:
-    from trainer.data import make_loader
-
-    res = {}
-    for w in (int(x) for x in cfg.resume_workers):
-        res[f"WebDataset/{w}"] = {"loader": "WebDataset", "workers": w, **resume_times(
-            make_loader("wds", shards, **loader_kw(cfg, w, samples)))}
     w = max(int(x) for x in cfg.workers)
     _LOADERS_ALIVE.append(make_loader("ffcv", shards, **loader_kw(cfg, w, samples)))
-    res[f"FFCV/{w}"] = {"loader": "FFCV", "workers": w, **resume_times(_LOADERS_ALIVE[-1])}
-    for k, r in res.items():
+    resume[f"FFCV/{w}"] = {"loader": "FFCV", "workers": w, **resume_times(_LOADERS_ALIVE[-1])}
+    for k, r in resume.items():
         print(f"[shards-bench] resume {k}: first batch {r['first_batch_s_0']:.3f}s at 0, {r['first_batch_s_90']:.3f}s "
               f"at batch {r['start_90']}", flush=True)
-    return res
+    return res, resume
 
 
 # --- report ------------------------------------------------------------------------------------
@@ -272,12 +268,12 @@ def print_bytes(cfg: ShardsBenchConfig, b: dict, idx: dict) -> None:
             ("old tars: JPEG + 1024 B per sample (estimate)", b["old_tar_bytes_est"])]
     if b["beton_bytes"]:
         rows += [("unique-image .beton (measured)", b["beton_bytes"]),
-                 ("old .beton, scaled by sample JPEG bytes (est.)", b["old_beton_bytes_est"])]
+                 ("old .beton: + the repeated samples' JPEGs (est.)", b["old_beton_bytes_est"])]
     for name, v in rows:
         ref = b["beton_bytes"] if "beton" in name else b["tar_bytes"]
         print(f"{name:<48}{v:>14,.0f}{v / 1e6:>9.1f}{v / ref:>7.2f}")
     print(f"the old layout would take {b['ratio_tar']:.2f}x the tar bytes (tar padding to 512 B not counted in "
-          f"the estimate: it understates the old layout)")
+          f"the estimate: it understates the old layout; a small .beton is mostly FFCV's 8 MiB pages)")
 
 
 def print_loaders(cfg: ShardsBenchConfig, c: dict, d: dict) -> dict:
@@ -305,7 +301,8 @@ def print_loaders(cfg: ShardsBenchConfig, c: dict, d: dict) -> dict:
             g, i = r["repeats"]["loader"], r["repeats"]["ideal"]
             print(f"{r['loader']:<13}{r['workers']:>8}{g['batches']:>9}{g['frac_with_repeat']:>16.3f}"
                   f"{i['frac_with_repeat']:>8.3f}{g['pairs_per_batch']:>13.3f}{i['pairs_per_batch']:>8.3f}")
-            out[key].update(repeat_frac=g["frac_with_repeat"], repeat_frac_ideal=i["frac_with_repeat"])
+            out[key].update(repeat_frac=g["frac_with_repeat"], repeat_frac_ideal=i["frac_with_repeat"],
+                            repeat_pairs=g["pairs_per_batch"], repeat_pairs_ideal=i["pairs_per_batch"])
     print("ideal: the epoch's samples in 5 seeded random orders, cut into as many batches")
     print("\n(4) resume: time from iter() to the first batch, median of 3, at batch 0 vs at 90% of epoch 0")
     head = f"{'loader':<13}{'workers':>8}{'batches':>9}{'at 0 s':>9}{'at 90% s':>10}{'x':>7}{'decoded':>9}"
@@ -343,8 +340,7 @@ def main(argv: list[str] | None = None) -> dict:
     for n in cfg.n_sizes:
         del a[n]["loop"]["sha"]
     b = section_bytes(shards, samples, back)
-    c = section_loaders(cfg, shards, samples, folder)
-    d = section_resume(cfg, shards, samples)
+    c, d = section_loaders(cfg, shards, samples, folder)
     print_write(cfg, a, session_s)
     print(f"shard JPEGs byte-identical to the loop's: {a['identical']}/{big}")
     print_bytes(cfg, b, idx)

@@ -17,7 +17,7 @@ from PIL import Image
 
 from pipeline.wds import ShardError, file_sha256, shard_name
 from tests.shardkit import write_sample_index, write_shard_set
-from trainer.data import LOADERS, make_loader, model_data_config, soft_targets, wds_loader
+from trainer.data import LOADERS, make_loader, soft_targets, wds_loader
 from trainer.data.epoch_plan import assign_shards, emission_order, rank_batches, worker_batches
 
 N, C, SIZE = 37, 6, 16
@@ -410,15 +410,6 @@ def test_ffcv_ranks_must_agree_with_torch_distributed(shards8, tmp_path):
         assert len(make_loader("ffcv", shards8, rank=0, world_size=1, **kw)) == N // 4
     finally:
         torch.distributed.destroy_process_group()
-
-
-def test_model_data_config_from_timm():
-    from timm.data import IMAGENET_DEFAULT_MEAN, IMAGENET_DEFAULT_STD
-
-    cfg = model_data_config("resnet18")
-    assert (cfg.mean, cfg.std, cfg.input_size) == (IMAGENET_DEFAULT_MEAN, IMAGENET_DEFAULT_STD, 224)
-    assert model_data_config("vit_base_patch16_384").mean == (0.5, 0.5, 0.5)
-    assert model_data_config("vit_base_patch16_384").input_size == 384
 
 
 def test_missing_ffcv_says_how_to_install_it(shards8, monkeypatch):

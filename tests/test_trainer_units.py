@@ -103,3 +103,14 @@ def test_config_values_take_the_declared_type(tmp_path, capsys):
         with pytest.raises(SystemExit) as e:  # on the command line: a usage message, exit 2
             load_config(PretrainConfig, base + [bad])
         assert e.value.code == 2 and f"config key '{key}'" in capsys.readouterr().err
+
+
+def test_model_data_config_from_timm():
+    from trainer.data import model_data_config
+
+    from timm.data import IMAGENET_DEFAULT_MEAN, IMAGENET_DEFAULT_STD
+
+    cfg = model_data_config("resnet18")
+    assert (cfg.mean, cfg.std, cfg.input_size) == (IMAGENET_DEFAULT_MEAN, IMAGENET_DEFAULT_STD, 224)
+    assert model_data_config("vit_base_patch16_384").mean == (0.5, 0.5, 0.5)
+    assert model_data_config("vit_base_patch16_384").input_size == 384

@@ -27,6 +27,9 @@ SIDECARS = "_shards"  # per-shard JSON written after its tar: the idempotence re
 # one row per image (image_id set) and one per shard (image_id null: ordinal = images stored)
 OUTCOME_SCHEMA = ("shard long, ordinal long, image_id string, reason string, detail string, "
                   "bytes long, sha256 string, skipped boolean")
+_OUTCOME_ARROW = pa.schema([("shard", pa.int64()), ("ordinal", pa.int64()), ("image_id", pa.string()),
+                            ("reason", pa.string()), ("detail", pa.string()), ("bytes", pa.int64()),
+                            ("sha256", pa.string()), ("skipped", pa.bool_())])
 _HASH = "_order_hash"
 
 
@@ -75,7 +78,7 @@ def write_shards(rows: DataFrame, out_dir: str, spec: ImageSpec, image_root: str
             _append(out, shard, n if reason is None else -1, image_id, reason, detail)
             n += reason is None
         _append(out, shard, rec["images"], None, None, None, rec.get("bytes"), rec.get("sha256"), skipped)
-        return pa.table(out)
+        return pa.table(out, schema=_OUTCOME_ARROW)
     return rows.groupBy("shard").applyInArrow(fn, OUTCOME_SCHEMA)
 
 
