@@ -52,6 +52,9 @@ def on_white(im: Image.Image) -> Image.Image:
     return white
 
 
+MAX_SOURCE_PIXELS = 16_000_000
+
+
 def source_jpegs(workdir: Path, need: int, side: int, seed: int) -> list[tuple[str, Path, str]]:
     """(image_id, path, category) of up to `need` usable openclipart PNGs as RGB JPEGs (shorter side
     `side`, q95) under WORKDIR/jpegs-<side>-s<seed>, made once and extended on demand (list.json last)."""
@@ -66,11 +69,16 @@ def source_jpegs(workdir: Path, need: int, side: int, seed: int) -> list[tuple[s
         while len(state["rows"]) < need and k < len(order):
             p = pngs[order[k]]
             k += 1
-            with Image.open(p) as im:
-                w, h = im.size
-                if max(w, h) > 3 * min(w, h) or min(w, h) < 16:  # banners and specks: not photos
-                    continue
-                rgb = on_white(im)
+            try:
+                with Image.open(p) as im:
+                    w, h = im.size
+                    # banners and specks are not photos; giants (openclipart has 600M-pixel PNGs,
+                    # refused by Pillow's bomb guard) would make the source set, not the bench, slow
+                    if max(w, h) > 3 * min(w, h) or min(w, h) < 16 or w * h > MAX_SOURCE_PIXELS:
+                        continue
+                    rgb = on_white(im)
+            except (Image.DecompressionBombError, OSError):
+                continue
             s = side / min(w, h)
             rgb = rgb.resize((max(1, round(w * s)), max(1, round(h * s))), Image.Resampling.LANCZOS)
             rel = p.relative_to(OPENCLIPART)
