@@ -304,7 +304,7 @@ def print_loaders(cfg: ShardsBenchConfig, c: dict, d: dict) -> dict:
             out[key].update(repeat_frac=g["frac_with_repeat"], repeat_frac_ideal=i["frac_with_repeat"],
                             repeat_pairs=g["pairs_per_batch"], repeat_pairs_ideal=i["pairs_per_batch"])
     print("ideal: the epoch's samples in 5 seeded random orders, cut into as many batches")
-    print("\n(4) resume: time from iter() to the first batch, median of 3, at batch 0 vs at 90% of epoch 0")
+    print("\n(4) resume: time from iter() to the first batch, median of 7, at batch 0 vs at 90% of epoch 0")
     head = f"{'loader':<13}{'workers':>8}{'batches':>9}{'at 0 s':>9}{'at 90% s':>10}{'x':>7}{'decoded':>9}"
     print(head + "\n" + "-" * len(head))
     for key, r in d.items():

@@ -250,7 +250,7 @@ def batch_repeats(sample_index, positions: dict, seeds: int = 5) -> dict:
     return {"loader": repeats(np.concatenate(got)), "ideal": repeats(np.concatenate(ideal)), "seeds": seeds}
 
 
-def resume_times(loader, reps: int = 3) -> dict:
+def resume_times(loader, reps: int = 7) -> dict:
     """Seconds from iter() to the first batch at batch 0 and at 90% of epoch 0 (median of `reps`,
     alternating, after one warm-up); images the process decoded meanwhile (WdsEpochs' in-process
     counter: meaningful without workers)."""

@@ -222,6 +222,24 @@ def test_one_reader_epoch_is_exactly_the_index(shards4, indexed):
         assert positions != sorted(positions)
 
 
+def test_epochs_of_different_lengths_raise_no_length_warning(shards4, tmp_path):
+    # a per-epoch index draws another number of samples each epoch; DataLoader caches the len()
+    # it saw and warns when an epoch yields more, so set_epoch must refresh it
+    import warnings
+    epochs = [list(range(37))[:24], [i % 37 for i in range(72)]]
+    samples = write_sample_index(shards4, tmp_path / "samples", epochs)
+    loader = wds_loader(shards4, batch_size=4, rank=0, world_size=1, num_workers=0, train=True, size=SIZE,
+                        samples=samples, shuffle_buffer=4)
+    with warnings.catch_warnings():
+        warnings.simplefilter("error")
+        assert len(loader) == 6
+        got = []
+        for epoch in (0, 1):
+            loader.set_epoch(epoch)
+            got.append(len(list(loader)))  # len() not asked again before iterating
+        assert got == [6, 18]
+
+
 @pytest.mark.parametrize("world_size, workers", [(2, 2), (3, 1)])
 def test_ranks_get_equal_batches_and_disjoint_samples(shards4, indexed, world_size, workers):
     samples, epochs = indexed

@@ -53,3 +53,55 @@ def test_links_are_refused(tmp_path):
         t.addfile(info)
     with pytest.raises(ShardError, match="non-file"):
         list(iter_shard(tmp_path / "link.tar"))
+
+
+def tarfile_members(path, mode="r:*"):
+    with tarfile.open(path, mode) as t:
+        return [(m.name, t.extractfile(m).read()) for m in t]
+
+
+def test_fast_reader_agrees_with_tarfile_including_a_pax_member_mid_file(tmp_path):
+    # write_shard's plain ustar headers are parsed without tarfile; a pax header (long name)
+    # in the middle hands the rest of the file to tarfile, which must read on from there
+    long = "k" * 120
+    with tarfile.open(tmp_path / "mixed.tar", "w", format=tarfile.PAX_FORMAT) as t:
+        for name, data in [("000.jpg", b"a" * 700), ("000.json", b"{}"), (f"{long}.jpg", b"b" * 3),
+                           (f"{long}.json", b"[]"), ("002.jpg", b"c" * 512), ("002.json", b"1")]:
+            info = tarfile.TarInfo(name)
+            info.size = len(data)
+            t.addfile(info, io.BytesIO(data))
+    got = [(f"{k}.{e}", d) for k, parts in iter_shard(tmp_path / "mixed.tar") for e, d in parts.items()]
+    assert got == tarfile_members(tmp_path / "mixed.tar")
+    assert [k for k, _ in iter_shard(tmp_path / "mixed.tar")] == ["000", long, "002"]
+
+
+def test_compressed_and_streamed_tars_are_read(tmp_path):
+    samples = [(f"{k:03d}", bytes([k]) * (100 + k), {"labels": [k]}) for k in range(4)]
+    write_shard(tmp_path / "a.tar", samples)
+    with tarfile.open(tmp_path / "a.tar.gz", "w:gz") as t:
+        for name, data in tarfile_members(tmp_path / "a.tar"):
+            info = tarfile.TarInfo(name)
+            info.size = len(data)
+            t.addfile(info, io.BytesIO(data))
+    plain = list(iter_shard(tmp_path / "a.tar"))
+    assert list(iter_shard(tmp_path / "a.tar.gz")) == plain
+    assert list(iter_shard("stream", fileobj=io.BytesIO((tmp_path / "a.tar").read_bytes()))) == plain
+    assert [p["jpg"] for _, p in plain] == [s[1] for s in samples]
+
+
+@pytest.mark.parametrize("cut", [100, 512 + 50, 2048 + 700])
+def test_truncated_shard_is_an_error_naming_it(tmp_path, cut):
+    write_shard(tmp_path / "a.tar", [(f"{k:03d}", b"x" * 1000, {}) for k in range(3)])
+    data = (tmp_path / "a.tar").read_bytes()
+    (tmp_path / "cut.tar").write_bytes(data[:cut])
+    with pytest.raises(ShardError, match=r"cut\.tar.*(truncated|damaged|unexpected end)"):
+        list(iter_shard(tmp_path / "cut.tar"))
+
+
+def test_damaged_header_is_an_error_naming_the_shard(tmp_path):
+    write_shard(tmp_path / "a.tar", [(f"{k:03d}", b"x" * 1000, {}) for k in range(3)])
+    data = bytearray((tmp_path / "a.tar").read_bytes())
+    data[2560 + 130] ^= 0x07  # the size field of the second sample's .jpg header: checksum no longer matches
+    (tmp_path / "bad.tar").write_bytes(bytes(data))
+    with pytest.raises(ShardError, match=r"bad\.tar"):
+        list(iter_shard(tmp_path / "bad.tar"))

@@ -193,6 +193,9 @@ class WdsLoader(DataLoader):
 
     def set_epoch(self, epoch: int, start: int = 0) -> None:
         self.dataset.set_epoch(epoch, start)
+        # DataLoader keeps the len() it last saw and warns when an epoch yields more; epochs of a
+        # per-epoch index differ in length, so the count it checks against is this epoch's
+        self._IterableDataset_len_called = len(self.dataset)
 
     def epoch_batches(self, epoch: int) -> int:
         return self.dataset.layout(epoch).batches
