@@ -22,6 +22,7 @@ if __package__ in (None, ""):  # run as a script by spark-submit: make the proje
 from pyspark.sql import functions as F  # noqa: E402
 
 from jobs.lib.config import parse_config  # noqa: E402
+from jobs.lib.faults import reported  # noqa: E402
 from jobs.lib import dedup_embed  # noqa: E402
 from jobs.lib.dedup import candidate_pairs, eval_set_names, hash_images, pair_correlations, read_eval_source  # noqa: E402
 from jobs.lib.dedup_output import dedup_stats, write_outputs  # noqa: E402
@@ -81,7 +82,10 @@ class DedupConfig:
             self._check_phash()
         else:
             self._check_embedding()
-        crop_grid(self.max_crop, self.crop_steps)  # raises on a bad grid
+        try:
+            crop_grid(self.max_crop, self.crop_steps)  # raises on a bad grid
+        except ValueError as e:
+            raise ValueError(f"--max-crop {self.max_crop} --crop-steps {self.crop_steps}: {e}") from None
         if self.sheet_pairs < 0:
             raise ValueError("--sheet-pairs must be >= 0")
         if not -1.0 <= self.min_correlation <= 1.0:
@@ -109,7 +113,10 @@ class DedupConfig:
             raise ValueError("--bands is for --method phash; the embedding index takes --tables/--table-bits")
         if self.img_size is not None and self.img_size < 16:
             raise ValueError(f"--img-size must be >= 16, got {self.img_size}")
-        SimHashTables(self.tables, self.table_bits, self.lsh_seed)  # raises on bad sizes
+        try:
+            SimHashTables(self.tables, self.table_bits, self.lsh_seed)  # raises on bad sizes
+        except ValueError as e:
+            raise ValueError(f"--tables {self.tables} --table-bits {self.table_bits}: {e}") from None
 
     def embedding_img_size(self) -> int:
         """--img-size, else the export's training resolution, else 224."""
@@ -209,7 +216,8 @@ def merge_repeated(argv: list[str], flag: str) -> list[str]:
 def main(argv: list[str] | None = None) -> dict:
     argv = merge_repeated(sys.argv[1:] if argv is None else list(argv), "--eval")
     cfg = parse_config(DedupConfig, argv, __doc__.splitlines()[0])
-    stats = run(get_session("dedup", cfg.master), cfg)
+    with reported("dedup"):
+        stats = run(get_session("dedup", cfg.master), cfg)
     m = stats["matches"]
     print(f"dedup: {m['pretrain_images_removed']} of {stats['pretrain']['images']} pretraining images match "
           f"{sum(s['matched_images'] for s in stats['eval'].values())} evaluation images "

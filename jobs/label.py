@@ -24,6 +24,7 @@ from pyspark.sql import functions as F  # noqa: E402
 
 import schemas  # noqa: E402
 from jobs.lib.config import parse_config  # noqa: E402
+from jobs.lib.faults import reported  # noqa: E402
 from jobs.lib.labeling import (add_label_noise_narrow, class_count_of_vocabulary, image_label_rows,  # noqa: E402
                                label_rows, raw_label_table, with_importance_and_tail)
 from jobs.lib.manifest import clean_manifest, read_manifest  # noqa: E402
@@ -108,7 +109,8 @@ def check_same_images(clean, image_tags, hashtag_map, rows_kept: int, cfg: Label
 
 def main(argv: list[str] | None = None) -> dict:
     cfg = parse_config(LabelConfig, argv, __doc__.splitlines()[0])
-    stats = run(get_session("label", cfg.master), cfg)
+    with reported("label"):
+        stats = run(get_session("label", cfg.master), cfg)
     print(f"label: {stats['rows_kept']} labeled images ({stats['head_images']} head, {stats['tail_images']} tail; "
           f"dropped {stats['rows_dropped']}) -> {cfg.out}")
     return stats

@@ -33,6 +33,7 @@ from pyspark.sql import functions as F  # noqa: E402
 
 import schemas  # noqa: E402
 from jobs.lib.config import parse_config  # noqa: E402
+from jobs.lib.faults import reported  # noqa: E402
 from jobs.lib.numbering import number_rows  # noqa: E402
 from jobs.lib.output import atomic_output, read_text, write_json  # noqa: E402
 from jobs.lib.resampling import draw_counts, fixed_point_buckets, sampling_weights, shuffled_positions  # noqa: E402
@@ -156,7 +157,8 @@ def write_index(spark, cfg: ResampleConfig, out: str, first, draw, n_files: int)
 
 def main(argv: list[str] | None = None) -> dict:
     cfg = parse_config(ResampleConfig, argv, __doc__.splitlines()[0])
-    stats = run(get_session("resample", cfg.master), cfg)
+    with reported("resample"):
+        stats = run(get_session("resample", cfg.master), cfg)
     print(f"resample: {cfg.samples} samples ({stats['splits']}) -> {cfg.out}")
     return stats
 

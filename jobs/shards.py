@@ -30,6 +30,7 @@ from pyspark.sql import functions as F  # noqa: E402
 
 import schemas  # noqa: E402
 from jobs.lib.config import parse_config  # noqa: E402
+from jobs.lib.faults import reported  # noqa: E402
 from jobs.lib.output import atomic_output  # noqa: E402
 from jobs.lib.session import get_session, input_bytes, tune_session  # noqa: E402
 from jobs.lib.sharding import SIDECARS, slotted, write_shards  # noqa: E402
@@ -78,12 +79,12 @@ def run(spark, cfg: ShardsConfig) -> dict:
     out.mkdir(parents=True, exist_ok=True)
     for marker in ("_SUCCESS", "shards.json", "stats.json"):  # nothing may look complete meanwhile
         (out / marker).unlink(missing_ok=True)
-    for orphan in [*out.glob(".*.tmp"), *(out / SIDECARS).glob(".*.tmp")]:  # of writers killed earlier
-        orphan.unlink(missing_ok=True)
+    remove_temp_files(out)  # of writers killed in an earlier run
 
     outcomes = write_shards(slotted(labeled, cfg.shard_size), str(out), spec, cfg.image_root).cache()
     shard_rows = sorted((r.asDict() for r in outcomes.filter(F.col("image_id").isNull()).collect()),
                         key=lambda r: r["shard"])  # one row per shard
+    remove_temp_files(out)  # of task attempts killed in this run (lost executors, speculative losers)
     listed, first = [], 0
     for r in shard_rows:
         if r["ordinal"] > 0:
@@ -125,9 +126,17 @@ def run(spark, cfg: ShardsConfig) -> dict:
     return stats
 
 
+def remove_temp_files(out: Path) -> None:
+    """Delete the temporary tars and sidecars of killed writers. A writer still alive then
+    (a speculative loser not yet killed) can only fail its rename or rename the same bytes."""
+    for orphan in [*out.glob(".*.tmp"), *(out / SIDECARS).glob(".*.tmp")]:
+        orphan.unlink(missing_ok=True)
+
+
 def main(argv: list[str] | None = None) -> dict:
     cfg = parse_config(ShardsConfig, argv, __doc__.splitlines()[0])
-    stats = run(get_session("shards", cfg.master), cfg)
+    with reported("shards"):
+        stats = run(get_session("shards", cfg.master), cfg)
     print(f"shards: {stats['images']} of {stats['images_in']} images in {stats['shards']} shards "
           f"({stats['shards_written']} written, {stats['shards_skipped']} unchanged); rejected: "
           f"{ {k: v for k, v in stats['rejected_images'].items() if v} } -> {cfg.out}")

@@ -22,6 +22,7 @@ import pyarrow.compute as pc  # noqa: E402
 from pyspark.sql import functions as F  # noqa: E402
 
 from jobs.lib.config import parse_config  # noqa: E402
+from jobs.lib.faults import reported  # noqa: E402
 from jobs.lib.manifest import clean_manifest, read_manifest  # noqa: E402
 from jobs.lib.output import atomic_output, write_json  # noqa: E402
 from jobs.lib.session import executor_wordnet_dir, get_session, input_bytes, ship_wordnet, tune_session  # noqa: E402
@@ -112,7 +113,8 @@ def run(spark, cfg: VocabConfig) -> dict:
 def main(argv: list[str] | None = None) -> dict:
     cfg = parse_config(VocabConfig, argv, __doc__.splitlines()[0])
     spark = get_session("vocab", cfg.master)
-    stats = run(spark, cfg)
+    with reported("vocab"):
+        stats = run(spark, cfg)
     print(f"vocab: {stats['vocab_size']} labels from {stats['distinct_hashtags']} hashtags "
           f"({stats['rows_kept']}/{stats['rows_read']} rows) -> {cfg.out}")
     return stats

@@ -7,12 +7,15 @@ sibling and renamed into place, so a killed writer never leaves something that l
     with atomic_dir(out / "card") as tmp:                  # a directory: fill tmp, replaces out
 
 Temporary names are `.<name>.<pid>-<random>.tmp` (unique per writer: speculative or duplicated
-writers never share one) and are removed when the write fails. Outputs on Hadoop paths (HDFS,
-object stores) go through jobs/lib/output.py instead.
+writers never share one) and are removed when the write fails. What a killed `atomic_dir` left
+is removed by the next `atomic_dir` into the same path (a killed `atomic_path`'s file stays: a
+live writer of the same file may own it; jobs/shards.py removes its own). Outputs on Hadoop
+paths (HDFS, object stores) go through jobs/lib/output.py instead.
 """
 from __future__ import annotations
 
 import os
+import re
 import shutil
 import uuid
 from contextlib import contextmanager
@@ -53,12 +56,39 @@ def write_bytes_atomic(path: str | os.PathLike, data: bytes) -> Path:
     return Path(path)
 
 
+def clean_dir_leftovers(path: str | os.PathLike) -> list[Path]:
+    """Remove the temporary siblings of directory `path` that killed `atomic_dir` runs left;
+    returns them. A run killed between its two renames leaves no `path` but the previous one as
+    `.<name>.*.old`: it is renamed back to `path` (the last complete output) first."""
+    path = Path(path)
+    pattern = re.compile(rf"\.{re.escape(path.name)}\.\d+-[0-9a-f]{{8}}\.(tmp|old)")
+    try:
+        left = sorted((p for p in path.parent.iterdir() if pattern.fullmatch(p.name)),
+                      key=lambda p: p.lstat().st_mtime_ns)
+    except FileNotFoundError:
+        return []
+    olds = [p for p in left if p.suffix == ".old"]
+    if olds and not path.exists():
+        olds[-1].rename(path)
+        left.remove(olds[-1])
+    for p in left:
+        if p.is_dir() and not p.is_symlink():
+            shutil.rmtree(p, ignore_errors=True)
+        else:
+            p.unlink(missing_ok=True)
+    return left
+
+
 @contextmanager
 def atomic_dir(path: str | os.PathLike) -> Iterator[Path]:
     """Yield an empty temporary directory beside `path`; on success it takes `path`'s place
-    (a previous `path` is moved aside first and deleted after)."""
+    (a previous `path` is moved aside first and deleted after).
+
+    First removes what killed runs into `path` left (`clean_dir_leftovers`). Two concurrent
+    runs into one path are not supported: each would remove the other's temporary directory."""
     path = Path(path)
     path.parent.mkdir(parents=True, exist_ok=True)
+    clean_dir_leftovers(path)
     tmp, old = temp_sibling(path), temp_sibling(path, "old")
     tmp.mkdir()
     try:

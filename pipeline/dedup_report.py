@@ -32,7 +32,7 @@ def thumbnail(image, image_root: str | None) -> Image.Image | None:
         jpeg, _, _ = prepare_image(read_image_bytes(image, image_root), ImageSpec(max_side=CELL))
     except ImageRejected:
         return None
-    im = Image.open(io.BytesIO(jpeg))
+    im = Image.open(io.BytesIO(jpeg), formats=("JPEG",))  # prepare_image wrote it
     im.thumbnail((CELL, CELL))
     return im
 

@@ -57,7 +57,7 @@ class ShardSamples:
             jpg = f.read(js)
             f.seek(mo)
             meta = json.loads(f.read(ms))
-        img = np.asarray(Image.open(io.BytesIO(jpg)).convert("RGB"))
+        img = np.asarray(Image.open(io.BytesIO(jpg), formats=("JPEG",)).convert("RGB"))
         labels = np.full(self.label_pad, LABEL_PAD_VALUE, dtype=np.int32)
         labels[: len(meta["labels"])] = meta["labels"]
         return img, labels, len(meta["labels"]), i

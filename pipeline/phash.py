@@ -132,7 +132,7 @@ def decode_rgb(data: bytes, max_side: int = _DECODE.max_side, source: str = "") 
     or more), so the round trip stays. Raises ImageRejected (naming `source` when given)."""
     spec = _DECODE if max_side == _DECODE.max_side else ImageSpec(max_side=max_side, quality=_DECODE.quality)
     jpeg, _, _ = prepare_image(data, spec, source)
-    im = Image.open(io.BytesIO(jpeg))
+    im = Image.open(io.BytesIO(jpeg), formats=("JPEG",))
     im.load()
     return im
 

@@ -1,6 +1,7 @@
 """jobs/dedup.py on synthetic drawings: planted copies found, nothing else, bad images counted."""
 import io
 import json
+import re
 
 import pyarrow as pa
 import pyarrow.parquet as pq
@@ -109,16 +110,30 @@ def test_dedup_finds_planted_copies_and_counts_bad_images(spark, case, method):
     assert sheet.size[0] > 600 and sheet.size[1] > 100
 
 
-def test_bad_configs_are_refused(case):
+def test_bad_configs_are_refused(case, capsys):
+    """Each bad value exits with argparse's status 2 and a message naming the option and value."""
     root, _, _ = case
     base = ["--manifest", str(root / "manifest.parquet"), "--eval", str(root / "eval_dir"), "--out", str(root / "o")]
     emb = ["--method", "embedding", "--model", "random:regnety_002"]
-    for extra in (["--method", "embedding"], ["--threshold", "40"], ["--bands", "1", "--threshold", "8"],
-                  ["--max-crop", "0.6"], ["--threshold", "2.5"], ["--model", "random:regnety_002"],
-                  emb + ["--threshold", "1.5"], emb + ["--bands", "7"], emb + ["--table-bits", "0"],
-                  ["--method", "sift"], ["--min-correlation", "1.5"]):
-        with pytest.raises(SystemExit):
+    cases = [
+        (["--method", "embedding"], r"--method embedding needs --model"),
+        (["--threshold", "40"], r"--threshold must be a whole number of bits .* got 40"),
+        (["--bands", "1", "--threshold", "8"], r"--bands 1 needs probe radius 8 > 3"),
+        (["--max-crop", "0.6"], r"--max-crop 0\.6 --crop-steps 3: .*max_crop in \[0, 0\.5\)"),
+        (["--threshold", "2.5"], r"--threshold must be a whole number of bits .* got 2\.5"),
+        (["--model", "random:regnety_002"], r"--model is for --method embedding"),
+        (emb + ["--threshold", "1.5"], r"--threshold is a cosine distance .* got 1\.5"),
+        (emb + ["--bands", "7"], r"--bands is for --method phash"),
+        (emb + ["--table-bits", "0"], r"--tables \d+ --table-bits 0: bits must be in \[1, 62\], got 0"),
+        (["--method", "sift"], r"unknown --method 'sift'"),
+        (["--min-correlation", "1.5"], r"--min-correlation must be in \[-1, 1\], got 1\.5"),
+    ]
+    for extra, message in cases:
+        with pytest.raises(SystemExit) as e:
             parse_config(dedup.DedupConfig, base + extra, "test")
+        err = capsys.readouterr().err
+        assert e.value.code == 2 and re.search(r"error: " + message, err), (extra, err)
+    parse_config(dedup.DedupConfig, base, "test")  # the base itself is fine
 
 
 def test_merge_repeated():

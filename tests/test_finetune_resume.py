@@ -13,6 +13,7 @@ import pytest
 import torch
 from safetensors.torch import load_file
 
+from tests.test_trainer_torchrun import kill_tree
 from tests.test_transfer_protocols import make_folder
 
 ROOT = Path(__file__).resolve().parents[1]
@@ -108,8 +109,7 @@ def test_sigkill_then_rerun_matches_with_a_loader_worker(data, reference, tmp_pa
     try:
         wait_for(lambda: 10 in checkpoint_steps(out), "the step-10 checkpoint")
     finally:
-        os.killpg(p.pid, signal.SIGKILL)
-        p.wait()
+        kill_tree(p)  # the agent and its rank: the rank runs in a session of its own
     killed_at = metrics(out)[-1]["step"]
     assert 10 <= killed_at < 40, killed_at
     assert not out.exists()

@@ -1,4 +1,5 @@
 import re
+import unicodedata
 
 from hypothesis import given, settings
 from hypothesis import strategies as st
@@ -33,3 +34,75 @@ def test_caption_hashtags():
     assert caption_hashtags("Sunset at the #beach with #Ice_Cream! #2024 # no") == ["beach", "Ice_Cream", "2024"]
     assert caption_hashtags(None) == []
     assert caption_hashtags("#café au lait") == ["café"]
+
+
+# Captions whose hashtags differ between regex engines' ideas of a "word character"; the expected
+# tags are written out by hand from the rule in pipeline/normalize.py.
+ZWJ, ZWNJ, ACUTE = "\u200d", "\u200c", "\u0301"
+FAMILY = f"\U0001F468{ZWJ}\U0001F469{ZWJ}\U0001F467"  # a ZWJ emoji sequence
+TRICKY_CAPTIONS = {
+    f"family #{FAMILY} and #dog{FAMILY} selfie": ["dog"],   # emoji are not word characters
+    f"#cafe{ACUTE} au lait": [f"cafe{ACUTE}"],                # a combining mark stays with its letter
+    "#café au lait": ["café"],
+    "#क्षत्रिय and #नमस्ते": ["क्षत्रिय", "नमस्ते"],                # Devanagari vowel signs and virama: marks
+    f"#سلام{ZWNJ}دنیا!": [f"سلام{ZWNJ}دنیا"],                   # a zero-width non-joiner inside a word
+    f"#ice{ZWJ}cream": [f"ice{ZWJ}cream"],
+    "#東京タワー、#서울": ["東京タワー", "서울"],
+    "#h²o #snake_case #2024 #__x__ #Ⅻ #٣٤": ["h²o", "snake_case", "2024", "__x__", "Ⅻ", "٣٤"],
+    "## #a##b #trailing# end#": ["a", "b", "trailing"],
+    "#": [],
+    "no tags at all": [],
+    "#a-b #c.d #e'f": ["a", "c", "e"],
+}
+
+
+def test_caption_hashtags_on_unicode_captions():
+    for caption, tags in TRICKY_CAPTIONS.items():
+        assert caption_hashtags(caption) == tags, caption
+
+
+def test_caption_hashtags_nfc_and_nfd_captions_give_the_same_hashtags():
+    """Combining marks are word characters, so a caption typed decomposed (NFD) or composed (NFC)
+    gives the same normalized hashtags."""
+    for caption in [*TRICKY_CAPTIONS, "#Crème_brûlée #Ñandú #한국어 #Ελληνικά #Åse"]:
+        nfc, nfd = unicodedata.normalize("NFC", caption), unicodedata.normalize("NFD", caption)
+        assert [normalize(t) for t in caption_hashtags(nfc)] == [normalize(t) for t in caption_hashtags(nfd)], caption
+
+
+def word_char(c: str) -> bool:
+    """The rule in plain Python: letters, marks, numbers, connector punctuation, ZWNJ/ZWJ."""
+    return unicodedata.category(c)[0] in "LMN" or unicodedata.category(c) == "Pc" or c in (ZWNJ, ZWJ)
+
+
+def reference_hashtags(caption: str) -> list[str]:
+    out, i = [], 0
+    while i < len(caption):
+        if caption[i] == "#":
+            j = i + 1
+            while j < len(caption) and word_char(caption[j]):
+                j += 1
+            if j > i + 1:
+                out.append(caption[i + 1:j])
+            i = j
+        else:
+            i += 1
+    return out
+
+
+# characters of long-assigned Unicode (so Python's and RE2's tables agree on them)
+ALPHABET = list("#ab_Z09 -.!'é²Ⅻ٣東한") + [ZWJ, ZWNJ, ACUTE, "\u093f", "\u094d", "\u0915", "\U0001F468", "\ufe0f",
+                                        "\u00a0", "\u3000", "\u2028"]
+
+
+@given(st.text(alphabet=st.sampled_from(ALPHABET), max_size=40))
+@settings(max_examples=400)
+def test_caption_hashtags_follow_the_rule(caption):
+    assert caption_hashtags(caption) == reference_hashtags(caption)
+    assert all(normalize(normalize(t)) == normalize(t) for t in caption_hashtags(caption))
+
+
+def test_caption_hashtags_of_a_row_with_10000_tags():
+    caption = " ".join(f"#Tag_{i}{ACUTE if i % 3 == 0 else ''}" for i in range(10_000))
+    tags = caption_hashtags(caption)
+    assert tags == [f"Tag_{i}{ACUTE if i % 3 == 0 else ''}" for i in range(10_000)]
+    assert caption_hashtags(caption) == tags  # deterministic

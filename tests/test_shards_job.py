@@ -18,7 +18,7 @@ from PIL import Image
 import schemas
 from jobs.shards import ShardsConfig, run as shards
 from pipeline.wds import file_sha256, iter_shard
-from tests.test_images import encode, png_header_only, quadrants
+from tests.test_images import encode, png_header_only, quadrants, truncated_jpegs
 
 ROOT = Path(__file__).resolve().parents[1]
 
@@ -36,7 +36,7 @@ def image_files(d: Path) -> dict:
         "palette": (encode(Image.new("P", (50, 50), 3)), None),
         "zero": (b"", "undecodable"),
         "html": (b"<!doctype html><html>Not Found</html>", "undecodable"),
-        "trunc": (good[: len(good) // 2], "truncated"),
+        "trunc": (truncated_jpegs()["baseline_60"], "truncated"),  # cut in its scan data, not its header
         "bomb": (png_header_only(30000, 30000), "too_large"),
         "eps": (b"%!PS-Adobe-3.0 EPSF-3.0\n%%BoundingBox: 0 0 10 10\n", "unsupported_format"),
     }
@@ -114,12 +114,20 @@ def test_every_image_stored_once_bad_ones_counted(spark, tmp_path):
     (out / index["shards"][1]["name"]).write_bytes(b"garbage")
     assert shards(spark, cfg)["shards_written"] == 1
     assert json.loads((out / "shards.json").read_text()) == index
-    # other image settings rewrite every shard: no tar of the old settings survives
+    # other image settings rewrite every shard: no tar of the old settings survives (read_all: each
+    # file's sha256 is the one shards.json lists)
     smaller = shards(spark, ShardsConfig(**{**vars(cfg), "max_side": 32}))
     assert smaller["shards_written"] == len(index["shards"]) and smaller["shards_skipped"] == 0
     index32, got32 = read_all(out)
     assert all(min(Image.open(io.BytesIO(parts["jpg"])).size) <= 32 for _, parts in got32)
     assert sorted(p.name for p in out.glob("shard-*.tar")) == sorted(s["name"] for s in index32["shards"])
+    assert [s["name"] for s in index32["shards"]] == [s["name"] for s in index["shards"]]
+    assert all(a["sha256"] != b["sha256"] for a, b in zip(index["shards"], index32["shards"]))  # every tar's bytes
+    lower = shards(spark, ShardsConfig(**{**vars(cfg), "max_side": 32, "quality": 50}))
+    assert lower["shards_written"] == len(index["shards"]) and lower["shards_skipped"] == 0
+    index50, got50 = read_all(out)
+    assert all(a["sha256"] != b["sha256"] for a, b in zip(index32["shards"], index50["shards"]))
+    assert index50["quality"] == 50 and [k for k, _ in got50] == [k for k, _ in got32]
 
 
 def test_ffcv_missing_or_bad_format_is_a_clear_error(tmp_path):

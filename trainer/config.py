@@ -54,6 +54,14 @@ class TrainConfig:
     ckpt_every: int = key(100, "steps between checkpoints")
     keep_ckpts: int = key(3, "newest checkpoints kept (0: all)")
     device: str = key("auto", "auto | cuda | cpu")
+    fresh_start: bool = key(False, "start from step 0 when every checkpoint of the run directory is unreadable "
+                                   "(they are moved to checkpoints/unreadable/); a readable one is always resumed")
+    collective_timeout_s: float = key(1800.0, "seconds a collective (gradient all-reduce, barrier) waits for the "
+                                              "other processes; then this one fails naming its rank and step. "
+                                              "Must exceed the longest checkpoint write and the export")
+    allow_new_data_order: bool = key(False, "resume a checkpoint taken with another world size or loader workers "
+                                            "where the data order depends on them (WebDataset); the run then "
+                                            "differs from an uninterrupted one")
 
     def __post_init__(self):
         if self.img_size < 8:
@@ -70,6 +78,8 @@ class TrainConfig:
             raise ValueError(f"precision must be {', '.join(PRECISIONS)}; got {self.precision!r}")
         if self.device not in DEVICES:
             raise ValueError(f"device must be {', '.join(DEVICES)}; got {self.device!r}")
+        if self.collective_timeout_s <= 0:
+            raise ValueError(f"collective_timeout_s must be > 0, got {self.collective_timeout_s}")
         if self.workers < 0 or self.log_every < 1 or self.ckpt_every < 1 or self.keep_ckpts < 0:
             raise ValueError(f"need workers >= 0, log_every >= 1, ckpt_every >= 1, keep_ckpts >= 0; got "
                              f"{self.workers}, {self.log_every}, {self.ckpt_every}, {self.keep_ckpts}")
@@ -84,9 +94,14 @@ class ShardTrainConfig(TrainConfig):
     data_format: str = key("wds", "shard format: wds | ffcv")
     samples: str | None = key(None, "sample index bound to the shards (jobs/resample.py --shards); "
                                     "default: every stored image once per epoch")
+    max_bad_samples: int = key(10, "training images that fail to decode (WebDataset), each dropped from its batch, "
+                                   "logged and counted (metrics.jsonl bad_samples); one more stops the run naming "
+                                   "them. FFCV refuses bad images when the .beton is written")
 
     def __post_init__(self):
         super().__post_init__()
+        if self.max_bad_samples < 0:
+            raise ValueError(f"max_bad_samples must be >= 0, got {self.max_bad_samples}")
         if self.total_samples < self.batch_size:
             raise ValueError(f"need 0 < batch_size <= total_samples, got {self.batch_size}, {self.total_samples}")
 

@@ -1,12 +1,15 @@
 """DDP set-up from torchrun's environment: one CPU process (gloo) to many GPU nodes (NCCL)."""
 from __future__ import annotations
 
+import logging
 import os
 from dataclasses import dataclass
 from datetime import timedelta
 
 import torch
 import torch.distributed as dist
+
+log = logging.getLogger("trainer")
 
 
 @dataclass(frozen=True)
@@ -21,8 +24,10 @@ class DistInfo:
         return self.rank == 0
 
 
-def setup_distributed(device: str = "auto") -> DistInfo:
-    """Reads RANK/LOCAL_RANK/WORLD_SIZE (set by torchrun); works without them as one process."""
+def setup_distributed(device: str = "auto", timeout_s: float = 1800.0) -> DistInfo:
+    """Reads RANK/LOCAL_RANK/WORLD_SIZE (set by torchrun); works without them as one process.
+    `timeout_s`: how long a collective waits for the other processes before it fails (gloo raises
+    on the waiting ranks; NCCL's watchdog aborts the process, logging the rank)."""
     rank = int(os.environ.get("RANK", 0))
     local_rank = int(os.environ.get("LOCAL_RANK", 0))
     world = int(os.environ.get("WORLD_SIZE", 1))
@@ -32,8 +37,15 @@ def setup_distributed(device: str = "auto") -> DistInfo:
         dev = torch.device("cuda", local_rank)
     else:
         dev = torch.device("cpu")
+    if world > 1 and rank == 0 and os.environ.get("TORCHELASTIC_USE_AGENT_STORE") == "True" \
+            and os.environ.get("TORCHELASTIC_RESTART_COUNT", "0") != "0":
+        # torchrun keeps one rendezvous store for all attempts (torch 2.14), so the restarted ranks
+        # can read the gloo/NCCL addresses of the dead ones: connection refused, or a hang
+        log.warning("torchrun restart %s on its shared rendezvous store: if the process group fails to "
+                    "connect or hangs, run torchrun with TORCH_DISABLE_SHARE_RDZV_TCP_STORE=1 (a fresh store "
+                    "for every attempt)", os.environ["TORCHELASTIC_RESTART_COUNT"])
     if world > 1 and not dist.is_initialized():
-        dist.init_process_group("nccl" if use_cuda else "gloo", timeout=timedelta(minutes=30))
+        dist.init_process_group("nccl" if use_cuda else "gloo", timeout=timedelta(seconds=timeout_s))
     return DistInfo(rank, local_rank, world, dev)
 
 

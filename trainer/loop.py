@@ -8,13 +8,21 @@ function of (seed, epoch), and it starts the interrupted epoch at that batch wit
 decoding the ones before (`set_epoch(epoch, start)`).
 
 A loader gives `set_epoch(epoch, start=0)` and `epoch_batches(epoch)` (the same on every rank;
-epochs may differ in length when each has its own sample index).
+epochs may differ in length when each has its own sample index), and says in `order_depends_on`
+which of ("world_size", "workers") its global batches depend on: a checkpoint records them, and
+resuming with other values of those is refused unless allow_new_data_order (the global batch
+must always be the same). Batches may name samples dropped as undecodable (`skipped`): the run
+counts them over all ranks and stops beyond cfg.max_bad_samples.
+
+With several processes, a collective that times out (cfg.collective_timeout_s: another rank
+stalled or died) or loses a peer is re-raised naming this rank and the step.
 """
 from __future__ import annotations
 
 import json
 import logging
 import signal
+from pathlib import Path
 from typing import Callable
 
 import torch
@@ -52,34 +60,144 @@ class Task:
 
 
 class StopFlag:
-    """Set by SIGTERM (preemption); `check()` makes every rank agree at the same step."""
+    """Set by SIGTERM (preemption); `check(bad)` makes every rank agree at the same step, and sums
+    this step's bad samples over the ranks in the same all-reduce."""
 
-    def __init__(self):
-        self.requested = False
+    def __init__(self, device: torch.device = torch.device("cpu")):
+        self.requested, self.device = False, device  # NCCL reduces only tensors on the GPU
         signal.signal(signal.SIGTERM, self._on_term)
 
     def _on_term(self, *_):
         self.requested = True
 
-    def check(self) -> bool:
-        if dist.is_initialized():
-            t = torch.tensor([1.0 if self.requested else 0.0])
-            dist.all_reduce(t, op=dist.ReduceOp.MAX)
-            self.requested = bool(t.item())
-        return self.requested
+    def check(self, bad: int = 0) -> int:
+        """This step's bad samples over all ranks; self.requested is then every rank's verdict."""
+        if not dist.is_initialized():
+            return bad
+        t = torch.tensor([1.0 if self.requested else 0.0, float(bad)], device=self.device)
+        dist.all_reduce(t)
+        requested, total = t.tolist()
+        self.requested = requested > 0
+        return int(total)
+
+
+class CollectiveFailed(RuntimeError):
+    """A collective of the training loop timed out or lost a peer; the message names this rank."""
+
+
+class TooManyBadSamples(ValueError):
+    """More training samples failed to decode than cfg.max_bad_samples allows."""
+
+
+class BadSamples:
+    """The run's undecodable samples ('shard:key: reason', every rank's), restored on resume."""
+
+    def __init__(self, limit: int, saved: dict | None):
+        self.limit = limit
+        self.names: list[str] = list(saved["names"]) if saved else []
+        self.count = int(saved["count"]) if saved else 0
+
+    def add(self, mine: tuple[str, ...], total: int, d: DistInfo, step: int) -> None:
+        """Called on every rank with this rank's skipped samples of the step and the ranks' total."""
+        if total == 0:
+            return
+        if dist.is_initialized():  # rare: every rank has a total > 0 at the same step
+            gathered = [None] * d.world_size
+            dist.all_gather_object(gathered, list(mine))
+            names = [n for part in gathered for n in part]
+        else:
+            names = list(mine)
+        self.count += total
+        self.names += names
+        if d.is_main:
+            for n in names:
+                log.warning("step %d: skipped a bad sample (%d of at most %d): %s", step, self.count, self.limit, n)
+        if self.count > self.limit:
+            shown = self.names[-20:]
+            raise TooManyBadSamples(
+                f"{self.count} training samples failed to decode by step {step}, more than max_bad_samples="
+                f"{self.limit}; {'the last 20: ' if len(self.names) > 20 else ''}{'; '.join(shown)}. Repair or "
+                "rewrite those shards (jobs/shards.py), or raise max_bad_samples and rerun: the run resumes from "
+                "its last checkpoint")
+
+    def state(self) -> dict:
+        return {"count": self.count, "names": list(self.names)}
+
+
+def check_resume_layout(cfg: TrainConfig, run: Run, loader) -> bool:
+    """Refuse a resume the data order cannot continue: another global batch always, another world
+    size or loader workers where the loader's order depends on them unless allow_new_data_order.
+    True when the layout is the checkpoint's (the saved loader position must then match)."""
+    saved = (run.resumed_from or {}).get("layout")
+    if saved is None:  # a checkpoint written before layouts were recorded
+        return True
+    path = run.resumed_from.get("_path", "the checkpoint")
+    now = layout_of(cfg, run.d)
+    if saved["batch_size"] != now["batch_size"]:
+        raise ValueError(f"{path} was written with global batch_size {saved['batch_size']}, this run has "
+                         f"{now['batch_size']}: a run resumes only with its global batch (steps and the lr "
+                         "schedule count in it)")
+    deps = getattr(loader, "order_depends_on", ())
+    changed = [k for k in deps if saved.get(k) != now[k]]
+    if not changed:
+        if saved["world_size"] != now["world_size"] and run.d.is_main:
+            log.warning("resuming %s (world size %d, %d per rank) on world size %d (%d per rank): this loader's "
+                        "global batches do not depend on the world size", path, saved["world_size"],
+                        saved["rank_batch"], now["world_size"], now["rank_batch"])
+        return True
+    what = (f"{path} was written on world size {saved['world_size']} with batch {saved['rank_batch']} per rank and "
+            f"{saved['workers']} loader workers, this run has world size {now['world_size']} with batch "
+            f"{now['rank_batch']} per rank and {now['workers']} workers (global batch {now['batch_size']} both)")
+    if not cfg.allow_new_data_order:
+        raise ValueError(f"{what}: this loader plans its data order per rank x worker, so the resumed run could not "
+                         "continue the interrupted one's. Resume with the same world size and workers, or set "
+                         "allow_new_data_order=true to go on in another order")
+    if run.d.is_main:
+        log.warning("%s: allow_new_data_order, so the data order from here on is not the uninterrupted run's", what)
+    return False
+
+
+def layout_of(cfg: TrainConfig, d: DistInfo) -> dict:
+    return {"world_size": d.world_size, "batch_size": cfg.batch_size, "rank_batch": cfg.batch_size // d.world_size,
+            "workers": cfg.workers}
+
+
+def write_epoch_record(run_dir: Path, record: dict) -> None:
+    """epochs.jsonl gets one line per epoch: a resumed run rewrites it without the lines of this
+    epoch and later ones (a run killed after starting epoch e wrote e's line already)."""
+    path = run_dir / "epochs.jsonl"
+    lines = path.read_text().splitlines() if path.exists() else []
+    keep = []
+    for ln in lines:
+        try:
+            if json.loads(ln)["epoch"] < record["epoch"]:
+                keep.append(ln)
+        except (ValueError, KeyError, TypeError):  # a line cut short by a kill
+            pass
+    write_text_atomic(path, "".join(k + "\n" for k in keep + [json.dumps(record)]))
+
+
+def collective_failure(e: BaseException) -> bool:
+    """A failed or timed-out collective (gloo: DistBackendError, or a RuntimeError naming the
+    transport), as opposed to an error of the model's own code."""
+    if isinstance(e, getattr(dist, "DistError", ())):
+        return True
+    text = str(e).lower()
+    return any(w in text for w in ("gloo", "timed out", "connection closed", "connection reset", "nccl"))
 
 
 def train_loader(cfg: ShardTrainConfig, d: DistInfo, make=make_loader):
-    """This rank's loader of the shards: its share of every global batch of cfg.batch_size."""
+    """This rank's loader of the shards: its share of every global batch of cfg.batch_size; images
+    that do not decode are dropped and named in the batch (fit counts them)."""
     return make(cfg.data_format, cfg.shards, batch_size=cfg.batch_size // d.world_size, rank=d.rank,
                 world_size=d.world_size, num_workers=cfg.workers, train=True, size=cfg.img_size, seed=cfg.seed,
-                samples=cfg.samples)
+                samples=cfg.samples, skip_bad_images=True)
 
 
 def fit(cfg: TrainConfig, run: Run, task: Task, loader, steps: int, peak: float) -> dict:
     """Trains from run.step to `steps` on `loader` (set_epoch(e, start), epoch_batches(e),
-    the same on every rank), the LR a function of samples seen with peak `peak`.
-    Returns {"step", "loss" (the last logged), "stopped" (by SIGTERM)}."""
+    the same on every rank), the LR a function of samples seen with peak `peak`. Returns {"step",
+    "loss" (the last logged), "stopped" (by SIGTERM), "bad_samples" (count), "bad_sample_names"}."""
     d, model, optimizer, scaler, step = run.d, run.model, run.optimizer, run.scaler, run.step
     if loader.epoch_batches(0) == 0:
         raise ValueError(f"the training data holds fewer samples than one global batch of {cfg.batch_size}")
@@ -87,13 +205,15 @@ def fit(cfg: TrainConfig, run: Run, task: Task, loader, steps: int, peak: float)
         task.load_state_dict(run.resumed)
         where = locate(step, loader)
         saved = run.resumed_loader
-        if saved is not None and (saved["epoch"], saved["batch"]) != where:
+        if check_resume_layout(cfg, run, loader) and saved is not None and (saved["epoch"], saved["batch"]) != where:
             raise ValueError(f"checkpoint of step {step} was taken at epoch {saved['epoch']} batch {saved['batch']}, "
                              f"but this run's data puts step {step} at epoch {where[0]} batch {where[1]}: the shards, "
                              "sample index, batch size or world size changed since")
     metrics = MetricsLog(run.run_dir, d.is_main, resume_step=step)
     progress = Progress(steps * cfg.batch_size, step * cfg.batch_size, d.is_main)
-    stop = StopFlag()
+    stop = StopFlag(d.device)
+    bad = BadSamples(cfg.max_bad_samples if isinstance(cfg, ShardTrainConfig) else 0,
+                     (run.resumed_from or {}).get("bad_samples"))
 
     def checkpoint():
         if d.is_main:
@@ -101,51 +221,62 @@ def fit(cfg: TrainConfig, run: Run, task: Task, loader, steps: int, peak: float)
                 "step": step, "samples": step * cfg.batch_size, "model": model.state_dict(),
                 "optimizer": optimizer.state_dict(), "scaler": scaler.state_dict(),
                 "rng_cpu": torch.get_rng_state(), "config": to_dict(cfg), "extra": task.state_dict(),
-                "loader": dict(zip(("epoch", "batch"), locate(step, loader)))},
+                "loader": dict(zip(("epoch", "batch"), locate(step, loader))), "layout": layout_of(cfg, d),
+                "bad_samples": bad.state()},
                 cfg.keep_ckpts)
         if dist.is_initialized():
             dist.barrier()
 
     run.net.train()
     last_loss = float("nan")
-    while step < steps and not stop.requested:
-        epoch, start = locate(step, loader)
-        loader.set_epoch(epoch, start)  # resuming mid-epoch: the loader starts at batch `start`
-        if start == 0 and d.is_main and hasattr(loader, "epoch_stats"):  # samples, and those no rank reads
-            with open(run.run_dir / "epochs.jsonl", "a") as f:
-                f.write(json.dumps({"epoch": epoch, "step": step, **loader.epoch_stats(epoch)}) + "\n")
-        for batch in loader:
-            lr = lr_at(step * cfg.batch_size, steps * cfg.batch_size, peak, cfg.warmup_frac)
-            for g in optimizer.param_groups:
-                g["lr"] = lr
-            loss = task.loss(batch, step)
-            optimizer.zero_grad(set_to_none=True)
-            scaler.scale(loss).backward()
-            if cfg.grad_clip:
-                scaler.unscale_(optimizer)
-                torch.nn.utils.clip_grad_norm_(model.parameters(), cfg.grad_clip)
-            scaler.step(optimizer)
-            scaler.update()
-            step += 1
-            if step % cfg.log_every == 0 or step == steps:
-                last_loss = all_reduce_mean(loss.detach()).item()
-                rate = progress.update(cfg.log_every * cfg.batch_size, step * cfg.batch_size, last_loss, lr)
-                metrics.log({"step": step, "samples": step * cfg.batch_size, "epoch": epoch, "loss": last_loss,
-                             "lr": lr, "img_per_s": rate})
-            task.after_step(step)
-            if stop.check():
-                break
-            if step % cfg.ckpt_every == 0 or step == steps:
-                checkpoint()
-            if step >= steps:
-                break
-    if stop.requested:
-        checkpoint()
-        if d.is_main:
-            log.warning("stopped by SIGTERM at step %d: checkpoint written", step)
+    try:
+        while step < steps and not stop.requested:
+            epoch, start = locate(step, loader)
+            loader.set_epoch(epoch, start)  # resuming mid-epoch: the loader starts at batch `start`
+            if start == 0 and d.is_main and hasattr(loader, "epoch_stats"):  # samples, and those no rank reads
+                write_epoch_record(run.run_dir, {"epoch": epoch, "step": step, **loader.epoch_stats(epoch)})
+            for batch in loader:
+                lr = lr_at(step * cfg.batch_size, steps * cfg.batch_size, peak, cfg.warmup_frac)
+                for g in optimizer.param_groups:
+                    g["lr"] = lr
+                loss = task.loss(batch, step)
+                optimizer.zero_grad(set_to_none=True)
+                scaler.scale(loss).backward()
+                if cfg.grad_clip:
+                    scaler.unscale_(optimizer)
+                    torch.nn.utils.clip_grad_norm_(model.parameters(), cfg.grad_clip)
+                scaler.step(optimizer)
+                scaler.update()
+                step += 1
+                skipped = tuple(getattr(batch, "skipped", ()))
+                bad.add(skipped, stop.check(len(skipped)), d, step)  # one all-reduce: stop request, bad samples
+                if step % cfg.log_every == 0 or step == steps:
+                    last_loss = all_reduce_mean(loss.detach()).item()
+                    rate = progress.update(cfg.log_every * cfg.batch_size, step * cfg.batch_size, last_loss, lr)
+                    metrics.log({"step": step, "samples": step * cfg.batch_size, "epoch": epoch, "loss": last_loss,
+                                 "lr": lr, "img_per_s": rate, "bad_samples": bad.count})
+                task.after_step(step)
+                if stop.requested:
+                    break
+                if step % cfg.ckpt_every == 0 or step == steps:
+                    checkpoint()
+                if step >= steps:
+                    break
+        if stop.requested:
+            checkpoint()
+            if d.is_main:
+                log.warning("stopped by SIGTERM at step %d: checkpoint written", step)
+    except RuntimeError as e:
+        if d.world_size > 1 and collective_failure(e):
+            raise CollectiveFailed(
+                f"rank {d.rank} of {d.world_size}: a collective failed after step {step} (collective_timeout_s="
+                f"{cfg.collective_timeout_s:g}): another rank stalled (in its data loader, on a hung file system) "
+                f"or died; see the other ranks' logs. {type(e).__name__}: {e}") from e
+        raise
     progress.close()
     metrics.close()
-    return {"step": step, "loss": last_loss, "stopped": stop.requested}
+    return {"step": step, "loss": last_loss, "stopped": stop.requested, "bad_samples": bad.count,
+            "bad_sample_names": bad.names}
 
 
 def locate(step: int, loader) -> tuple[int, int]:

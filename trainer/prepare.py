@@ -21,7 +21,7 @@ import yaml
 from torch import nn
 
 from pipeline.atomic import write_text_atomic
-from trainer.checkpoint import load_latest
+from trainer.checkpoint import list_checkpoints, load_latest, set_aside
 from trainer.config import TrainConfig, to_dict
 from trainer.distributed import DistInfo, setup_distributed
 
@@ -31,7 +31,7 @@ log = logging.getLogger("trainer")
 def start(cfg: TrainConfig) -> DistInfo:
     """This process's place among torchrun's (one CPU process without torchrun); the global batch
     must split evenly over the processes."""
-    d = setup_distributed(cfg.device)
+    d = setup_distributed(cfg.device, cfg.collective_timeout_s)
     if cfg.batch_size % d.world_size:
         raise ValueError(f"batch_size {cfg.batch_size} is not divisible by world size {d.world_size}")
     return d
@@ -80,6 +80,7 @@ class Run:
     step: int                      # the first step to run: 0, or the resumed checkpoint's step
     resumed: dict | None           # the resumed checkpoint's entry-point state (Task.load_state_dict)
     resumed_loader: dict | None = None  # the resumed checkpoint's loader position {epoch, batch}
+    resumed_from: dict | None = None    # the resumed checkpoint's path, config, layout and bad samples
 
     def inputs(self, images: torch.Tensor) -> torch.Tensor:
         x = images.to(self.d.device, non_blocking=True).float().sub_(self.mean).div_(self.std)
@@ -93,8 +94,8 @@ def prepare(cfg: TrainConfig, d: DistInfo, model: nn.Module,
             make_optimizer: Callable[[nn.Module], torch.optim.Optimizer], run_dir: Path,
             mean: Sequence[float], std: Sequence[float], find_unused_parameters: bool = False) -> Run:
     """Moves and wraps `model` as cfg says, builds its optimizer (on the moved model), loads the
-    newest readable checkpoint of run_dir/checkpoints (model, optimizer, scaler, CPU RNG) and
-    writes run_dir/config.yaml on rank 0. `mean`/`std` are the model's, in [0, 1] units."""
+    newest readable checkpoint of run_dir/checkpoints (model, optimizer, scaler, CPU RNG; when
+    there are some and none loads, UnreadableCheckpoints unless cfg.fresh_start) and writes run_dir/config.yaml on rank 0. `mean`/`std` are the model's, in [0, 1] units."""
     precision = resolve_precision(cfg.precision, d.device)
     fmt = torch.channels_last if cfg.channels_last else torch.contiguous_format
     model = model.to(d.device, memory_format=fmt)
@@ -104,7 +105,10 @@ def prepare(cfg: TrainConfig, d: DistInfo, model: nn.Module,
     optimizer = make_optimizer(model)
     # the scaler's device is ours: a "cuda" scaler disables itself on a CPU-only machine
     scaler = torch.amp.GradScaler(d.device.type, enabled=precision == "fp16")
-    state = load_latest(run_dir / "checkpoints")
+    state = load_latest(run_dir / "checkpoints", cfg.fresh_start)
+    if state is None and cfg.fresh_start and d.is_main and list_checkpoints(run_dir / "checkpoints"):
+        moved = set_aside(run_dir / "checkpoints")
+        log.warning("fresh_start: moved %d unreadable checkpoint(s) to %s", len(moved), moved[0].parent if moved else "")
     if state is not None:
         model.load_state_dict(state["model"])
         optimizer.load_state_dict(state["optimizer"])
@@ -120,4 +124,5 @@ def prepare(cfg: TrainConfig, d: DistInfo, model: nn.Module,
     as_image = lambda v: torch.tensor(v, device=d.device).view(1, 3, 1, 1) * 255  # noqa: E731
     return Run(d, run_dir, model, net, optimizer, scaler, precision, sync_bn, fmt, as_image(mean), as_image(std),
                state["step"] if state else 0, state.get("extra", {}) if state else None,
-               state.get("loader") if state else None)
+               state.get("loader") if state else None,
+               {k: state[k] for k in ("_path", "config", "layout", "bad_samples") if k in state} if state else None)

@@ -2,8 +2,9 @@
 
 Models come from trainer.export.load_model (an export directory or `random:<timm name>`).
 The cache key covers the model (the export's weights hash, or name + seed), the data (every
-file's name, size and mtime), the split and the resolution; features are stored as safetensors
-(no pickle), written under a temporary name and renamed (pipeline.atomic).
+file's name, size and mtime), the split, the resolution and the decoder (DECODER_VERSION);
+features are stored as safetensors (no pickle), written under a temporary name and renamed
+(pipeline.atomic).
 """
 from __future__ import annotations
 
@@ -15,6 +16,7 @@ import torch
 from safetensors.torch import load_file, save_file
 
 from pipeline.atomic import atomic_path
+from pipeline.images import DECODER_VERSION
 from trainer.export import LoadedModel
 from transfer.downstream import ImageSet, Split, fingerprint
 
@@ -42,7 +44,7 @@ def cached_features(model: LoadedModel, split: Split, size: int, cache_dir: str 
                     workers: int = 0, device: str | torch.device = "cpu") -> tuple[torch.Tensor, torch.Tensor]:
     """extract(), memoised in cache_dir/<key>.safetensors."""
     ident = {"model": model.key, "data": fingerprint(split), "split": split.split, "size": size,
-             "transform": "resize-shorter+center-crop"}
+             "transform": "resize-shorter+center-crop", "decoder": DECODER_VERSION}
     key = hashlib.sha256(json.dumps(ident, sort_keys=True).encode()).hexdigest()[:32]
     path = Path(cache_dir) / f"{key}.safetensors"
     if path.is_file():

@@ -111,7 +111,14 @@ class StartSampler(DistributedSampler):
 
 class FinetuneLoader(DataLoader):
     """This rank's batches (DistributedSampler: every rank the same number); set_epoch(e[, start])
-    before each epoch reshuffles with (seed, e), redraws the augmentations and starts at batch start."""
+    before each epoch reshuffles with (seed, e), redraws the augmentations and starts at batch start.
+
+    Global batch j is samples [j * B, (j + 1) * B) of the epoch's one global permutation (rank r
+    takes every world-th of them), each augmented from (seed, epoch, index): the same samples and
+    crops on any number of processes, so a run resumes on another world size with the same global
+    batch (fit checks the global batch). BatchNorm statistics and mixup pairs are per process:
+    only without them does the resumed curve equal the uninterrupted one to float rounding."""
+    order_depends_on = ()  # neither the world size nor the loader workers change the global batches
 
     def set_epoch(self, epoch: int, start: int = 0) -> None:
         self.sampler.set_epoch(epoch)

@@ -13,12 +13,12 @@ from pyspark.sql import DataFrame, SparkSession
 from pyspark.sql import functions as F
 
 from jobs.lib.manifest import ManifestError, manifest_format
-from pipeline.images import ImageRejected, read_image_bytes
+from pipeline.images import IMAGE_SUFFIXES as SUFFIX_FORMATS, ImageRejected, read_image_bytes
 from pipeline.lsh import Banding
 from pipeline.phash import MIN_SET_BITS, Box, decode_rgb, low_information, variant_hashes
 from schemas import MANIFEST_ID, MANIFEST_IMAGE
 
-IMAGE_SUFFIXES = (".jpg", ".jpeg", ".png", ".webp", ".gif", ".bmp", ".tif", ".tiff", ".ppm")
+IMAGE_SUFFIXES = tuple(SUFFIX_FORMATS)  # the decoder's: an image folder lists what it may decode
 HASHED = "variant int, flipped boolean, hash long, reason string, detail string"
 
 

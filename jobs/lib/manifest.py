@@ -5,11 +5,13 @@ counted by reason in a single pass and dropped, never lost silently.
 """
 from __future__ import annotations
 
+import pandas as pd  # the caption UDF's type hints (pandas_udf resolves them in this module)
+import pyarrow as pa
 from pyspark.sql import DataFrame, SparkSession, Window
 from pyspark.sql import functions as F
 from pyspark.sql import types as T
 
-from pipeline.normalize import CAPTION_HASHTAG_JAVA
+from pipeline.normalize import TAG_SEPARATOR, caption_hashtags_joined
 from schemas import MANIFEST_CAPTION, MANIFEST_HASHTAGS, MANIFEST_ID, MANIFEST_IMAGE
 
 CORRUPT = "_corrupt_record"
@@ -32,7 +34,7 @@ def read_manifest(spark: SparkSession, path: str) -> DataFrame:
     fmt = manifest_format(path)
     try:
         if fmt == "parquet":
-            df = spark.read.parquet(path)
+            df = _read_parquet(spark, path)
         else:
             df = _read_jsonl(spark, path)
     except ManifestError:
@@ -42,6 +44,42 @@ def read_manifest(spark: SparkSession, path: str) -> DataFrame:
         raise ManifestError(f"{path}: cannot read manifest as {fmt}: {first}") from None
     _validate(df, path)
     return df
+
+
+def _read_parquet(spark: SparkSession, path: str) -> DataFrame:
+    """Every part file's footer is read (mergeSchema, a distributed scan of the footers), so part
+    files that disagree on a column's type are found before any work, not by a task half-way."""
+    try:
+        return spark.read.option("mergeSchema", "true").parquet(path)
+    except Exception as e:
+        if "MERGE" not in str(e).upper():
+            raise
+        raise ManifestError(_type_conflict(spark, path) or f"{path}: part files disagree on a column's type: "
+                            f"{str(e).strip().splitlines()[0]}") from None
+
+
+def _type_conflict(spark: SparkSession, path: str) -> str | None:
+    """The first column whose type differs between two part files of `path`, naming both files
+    (only on the error path: one footer read per file on the driver)."""
+    jvm = spark.sparkContext._jvm
+    root = jvm.org.apache.hadoop.fs.Path(path)
+    fs = root.getFileSystem(spark.sparkContext._jsc.hadoopConfiguration())
+    files, it = [], fs.listFiles(root, True)
+    while it.hasNext():
+        p = it.next().getPath()
+        rel = p.toString()[len(fs.makeQualified(root).toString()):]
+        if not any(part.startswith(("_", ".")) for part in rel.split("/") if part):
+            files.append(p.toString())
+    seen: dict[str, tuple[str, str]] = {}  # column -> (type, first file with it)
+    for f in sorted(files):
+        for field in spark.read.parquet(f).schema.fields:
+            t = field.dataType.simpleString()
+            if field.name in seen and seen[field.name][0] != t:
+                first_type, first_file = seen[field.name]
+                return (f"{path}: column {field.name!r} is {t} in part file {f} but {first_type} in {first_file}: "
+                        "the part files of one manifest must agree on every column's type")
+            seen.setdefault(field.name, (t, f))
+    return None
 
 
 def _read_jsonl(spark: SparkSession, path: str) -> DataFrame:
@@ -85,8 +123,7 @@ def clean_manifest(df: DataFrame) -> tuple[DataFrame, dict]:
     tags = F.coalesce(F.col(MANIFEST_HASHTAGS), F.array().cast("array<string>")) if MANIFEST_HASHTAGS in cols \
         else F.array().cast("array<string>")
     if MANIFEST_CAPTION in cols:
-        from_caption = F.expr(f"regexp_extract_all(coalesce({MANIFEST_CAPTION}, ''), '{_sql_str(CAPTION_HASHTAG_JAVA)}', 1)")
-        tags = F.concat(tags, from_caption)
+        tags = F.concat(tags, F.split(caption_tags_udf()(F.col(MANIFEST_CAPTION)), TAG_SEPARATOR))
     tags = F.filter(tags, lambda t: t.isNotNull() & (F.length(t) > 0))
     image = F.col(MANIFEST_IMAGE)
     image_missing = image.isNull() | (F.length(image) == 0)
@@ -125,5 +162,11 @@ def clean_manifest(df: DataFrame) -> tuple[DataFrame, dict]:
     return clean, stats
 
 
-def _sql_str(s: str) -> str:
-    return s.replace("\\", "\\\\").replace("'", "\\'")
+def caption_tags_udf():
+    """A vectorised UDF: caption -> its hashtags joined by TAG_SEPARATOR (pipeline/normalize.py's
+    caption_hashtags_joined, the one rule). Only the caption column crosses to Python, an Arrow
+    batch at a time, and a string comes back, so no Python runs per row."""
+    def fn(captions: pd.Series) -> pd.Series:
+        joined = caption_hashtags_joined(pa.array(captions, pa.string(), from_pandas=True))
+        return pd.Series(pd.arrays.ArrowExtensionArray(joined), index=captions.index)
+    return F.pandas_udf(fn, "string")

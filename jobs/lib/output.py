@@ -2,11 +2,13 @@
 
 A job writes everything into a hidden temporary sibling of its output directory and renames it
 into place at the end, so a killed run never leaves a directory that looks complete and a rerun
-replaces the previous output cleanly.
+replaces the previous output cleanly. A killed run's siblings (`.NAME.tmp-*`, `.NAME.old-*`) are
+removed by the next run into the same output.
 """
 from __future__ import annotations
 
 import json
+import re
 import uuid
 from contextlib import contextmanager
 
@@ -19,9 +21,14 @@ def _fs(spark, path: str):
 
 @contextmanager
 def atomic_output(spark, out: str):
-    """Yield a temporary directory URI; on success rename it to `out` (replacing it)."""
+    """Yield a temporary directory URI; on success rename it to `out` (replacing it).
+
+    First removes what killed runs into `out` left (see `clean_leftovers`). Two concurrent runs
+    into one output are not supported: each would remove the other's temporary directory.
+    """
     final, fs = _fs(spark, out)
     final = fs.makeQualified(final)
+    clean_leftovers(spark, out)
     tag = uuid.uuid4().hex[:12]
     tmp = final.getParent().suffix(f"/.{final.getName()}.tmp-{tag}")
     fs.mkdirs(final.getParent())
@@ -39,6 +46,33 @@ def atomic_output(spark, out: str):
         raise OSError(f"cannot rename {tmp.toString()} to {out}")
     if old is not None:
         fs.delete(old, True)
+
+
+def _leftover_name(name: str) -> re.Pattern:
+    return re.compile(rf"\.{re.escape(name)}\.(tmp|old)-[0-9a-f]{{12}}")
+
+
+def clean_leftovers(spark, out: str) -> list[str]:
+    """Remove the temporary siblings of `out` that killed runs left; returns their URIs.
+
+    A run killed between its two renames leaves no `out` but the previous output as `.NAME.old-*`:
+    that one is renamed back to `out` (the last complete output) before the rest is deleted.
+    """
+    final, fs = _fs(spark, out)
+    final = fs.makeQualified(final)
+    name, parent = final.getName(), final.getParent()
+    jvm = spark.sparkContext._jvm
+    glob = re.sub(r"([\\{}\[\]*?])", r"\\\1", name)  # Hadoop glob metacharacters taken literally
+    found = fs.globStatus(jvm.org.apache.hadoop.fs.Path(parent, f".{glob}.*")) or []
+    pattern = _leftover_name(name)
+    left = [st.getPath() for st in sorted((st for st in found if pattern.fullmatch(st.getPath().getName())),
+                                          key=lambda st: st.getModificationTime())]
+    olds = [p for p in left if ".old-" in p.getName()]
+    if olds and not fs.exists(final) and fs.rename(olds[-1], final):
+        left.remove(olds[-1])
+    for p in left:
+        fs.delete(p, True)
+    return [p.toString() for p in left]
 
 
 def write_text(spark, path: str, text: str) -> None:

@@ -18,9 +18,10 @@ import pyarrow as pa
 from pyspark.sql import DataFrame
 from pyspark.sql import functions as F
 
+from jobs.lib.faults import inject
 from jobs.lib.numbering import number_rows
 from pipeline.atomic import write_text_atomic
-from pipeline.images import ImageRejected, ImageSpec, prepare_image, read_image_bytes
+from pipeline.images import DECODER_VERSION, ImageRejected, ImageSpec, prepare_image, read_image_bytes
 from pipeline.wds import file_sha256, shard_name, write_shard
 
 SIDECARS = "_shards"  # per-shard JSON written after its tar: the idempotence record
@@ -43,8 +44,9 @@ def slotted(labeled: DataFrame, shard_size: int) -> DataFrame:
 
 def fingerprint(t: pa.Table, spec: ImageSpec, image_root: str | None) -> str:
     """sha256 of what determines a shard's bytes: its images in slot order, their labels and
-    tail flags, the image settings and where relative paths resolve."""
-    h = hashlib.sha256(json.dumps([vars(spec), image_root], sort_keys=True).encode())
+    tail flags, the image settings, where relative paths resolve and the decoder's version (a
+    decoder change that moves pixels rewrites every shard once)."""
+    h = hashlib.sha256(json.dumps([vars(spec), image_root, DECODER_VERSION], sort_keys=True).encode())
     for row in zip(t["slot"].to_pylist(), t["image_id"].to_pylist(), t["image"].to_pylist(),
                    t["labels"].to_pylist(), t["tail"].to_pylist()):
         h.update(json.dumps(row).encode())
@@ -100,6 +102,7 @@ def _write(t: pa.Table, path: Path, spec: ImageSpec, image_root: str | None) -> 
                 rejects.append([image_id, e.reason, e.detail[:300]])
                 continue
             yield f"{slot:012d}", jpeg, {"image_id": image_id, "labels": labels, "tail": tail}
+            inject("shards.write", t["shard"][0].as_py())  # test-only (jobs/lib/faults.py): mid-tar
     written = write_shard(path, members())
     return {"images": written["samples"], "bytes": written["bytes"], "sha256": written["sha256"],
             "rejects": rejects, "name": path.name}

@@ -4,11 +4,12 @@
                          num_workers=4, train=True, size=224, seed=0)
     for epoch in range(epochs):
         loader.set_epoch(epoch)
-        for images, targets, positions in loader:  # uint8 [B,3,S,S], float [B,C], int64 [B]
+        for batch in loader:  # Batch: images uint8 [B,3,S,S], targets float [B,C], positions int64 [B]
             ...
 
 Both loaders take the same leading arguments; len(loader) is the number of batches, the same
-on every rank.
+on every rank. With skip_bad_images=True (the trainer's loader) a WebDataset batch drops the
+samples whose image does not decode and names them in batch.skipped.
 """
 from __future__ import annotations
 

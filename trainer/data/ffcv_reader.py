@@ -64,6 +64,10 @@ def index_order(sequence):
 class FfcvLoader:
     """Iterable of Batch; call set_epoch(e[, start]) before each epoch. len() = batches per rank."""
 
+    # rank r takes samples r, r + world, ... of one global order, so global batch j is samples
+    # [j * B, (j + 1) * B) of it on any world size (B the global batch); workers are threads
+    order_depends_on = ()
+
     def __init__(self, loader, order, samples, num_classes: int, rank: int, world_size: int, batch_size: int,
                  train: bool, epoch: int):
         self.loader, self.order, self.samples, self.num_classes = loader, order, samples, num_classes
@@ -121,10 +125,14 @@ def check_process_group(rank: int, world_size: int) -> None:
 
 def ffcv_loader(root, batch_size: int, rank: int, world_size: int, num_workers: int, train: bool, size: int = 224,
                 seed: int = 0, epoch: int = 0, crop_ratio: float = 1.0, os_cache: bool = True,
-                batches_ahead: int = 3, samples=None) -> FfcvLoader:
+                batches_ahead: int = 3, samples=None, skip_bad_images: bool = False) -> FfcvLoader:
     """Batches of one rank's share of ROOT's .beton (jobs/shards.py --format ffcv), the epochs given
     by the sample index in SAMPLES (jobs/resample.py --shards ROOT); without one, and always for
-    evaluation, every stored image once per epoch (shuffled with (seed, epoch) when training)."""
+    evaluation, every stored image once per epoch (shuffled with (seed, epoch) when training).
+
+    skip_bad_images is accepted for the same signature as wds_loader, with nothing to skip: images
+    are decoded inside FFCV's JIT pipeline, where no sample can be dropped, and every image of a
+    .beton was decoded when it was written (pipeline/ffcv_writer.py fails on one that does not)."""
     index = load_index(root)
     if not index.ffcv:
         raise ShardError(f"{index.root}/shards.json has no ffcv entry: rerun jobs/shards.py with --format wds,ffcv")

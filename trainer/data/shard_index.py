@@ -48,8 +48,11 @@ def load_index(root) -> ShardIndex:
         raise ShardError(f"{root}/shards.json is unreadable or lacks num_classes/images/shards: {e!r}") from e
     first = 0
     for n, s in zip(names, shards):
-        if s.images < 1 or "/" in n or "\\" in n or n in ("", ".", ".."):  # names stay inside root
-            raise ShardError(f"{root}/shards.json: bad shard entry {n!r} with {s.images} images")
+        if s.images < 1:  # the shards job lists no empty shard: this index was edited or damaged
+            raise ShardError(f"{root}/shards.json: shard {n} lists {s.images} images (an empty shard has no images "
+                             "to read); rerun jobs/shards.py")
+        if "/" in n or "\\" in n or n in ("", ".", ".."):  # names stay inside root
+            raise ShardError(f"{root}/shards.json: bad shard name {n!r}")
         if s.first_image != first:
             raise ShardError(f"{root}/shards.json: shard {n} starts at image {s.first_image}, expected {first}")
         first += s.images

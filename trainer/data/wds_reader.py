@@ -14,6 +14,12 @@ of whose samples were emitted before s; the cost does not grow with s.
 
 Shards are read with pipeline.wds.iter_shard, which refuses unsafe members; nothing is unpickled,
 images are decoded by Pillow (its decompression-bomb guard stays on) and must be JPEG.
+
+Bad input: a shard whose structure is wrong (a key without its .jpg or .json, a key's members not
+side by side, bad metadata, fewer or more images than shards.json says) is a ShardError naming
+'shard:key'. An image that does not decode is one too, unless skip_bad_images (the trainer's
+loader): then the sample is dropped from its batch (which is one smaller; the layout of every
+other batch is unchanged, so resuming stays exact) and named in the batch's `skipped`.
 """
 from __future__ import annotations
 
@@ -24,7 +30,7 @@ from typing import Iterator
 
 import numpy as np
 import torch
-from PIL import Image
+from PIL import Image, UnidentifiedImageError
 from torch.utils.data import DataLoader, IterableDataset, get_worker_info
 
 from pipeline.wds import ShardError, iter_shard
@@ -47,13 +53,14 @@ class EpochLayout:
 
 
 def decode_jpeg(data: bytes, where: str) -> torch.Tensor:
-    """uint8 [3, H, W] from JPEG bytes; anything else (PNG, GIF, ...) is refused."""
+    """uint8 [3, H, W] from JPEG bytes; anything else (PNG, GIF, ...) is refused, and so is an
+    image over Pillow's decompression-bomb limit."""
     try:
-        with Image.open(io.BytesIO(data)) as im:
-            if im.format != "JPEG":
-                raise ShardError(f"{where}: image is {im.format}, shards hold only JPEG")
+        with Image.open(io.BytesIO(data), formats=("JPEG",)) as im:  # no other parser ever runs
             arr = np.array(im.convert("RGB"))
-    except (OSError, SyntaxError) as e:  # PIL's errors for damaged or unrecognised data
+    except UnidentifiedImageError as e:
+        raise ShardError(f"{where}: not a JPEG image (shards hold only JPEG)") from e
+    except (OSError, SyntaxError, Image.DecompressionBombError) as e:  # damaged, unrecognised, or a bomb
         raise ShardError(f"{where}: cannot decode image: {e}") from e
     return torch.from_numpy(arr).permute(2, 0, 1)
 
@@ -62,7 +69,8 @@ class WdsEpochs(IterableDataset):
     """One rank's epoch as an iterable of full batches; len() is the number of batches."""
 
     def __init__(self, index: ShardIndex, samples: SampleIndex, batch_size: int, rank: int, world_size: int,
-                 num_workers: int, train: bool, size: int, seed: int, epoch: int, shuffle_buffer: int):
+                 num_workers: int, train: bool, size: int, seed: int, epoch: int, shuffle_buffer: int,
+                 skip_bad_images: bool = False):
         check_rank(rank, world_size)
         if shuffle_buffer < 1:
             raise ValueError(f"shuffle_buffer must be >= 1, got {shuffle_buffer}")
@@ -71,8 +79,9 @@ class WdsEpochs(IterableDataset):
         self.index, self.samples, self.batch_size, self.rank = index, samples, batch_size, rank
         self.world_size, self.workers, self.train, self.seed = world_size, max(1, num_workers), train, seed
         self.epoch, self.start, self.shuffle_buffer = epoch, 0, shuffle_buffer
+        self.skip_bad_images = skip_bad_images
         self.transform = train_transform(size) if train else eval_transform(size)
-        self.decoded = 0  # images decoded by this process (workers count their own)
+        self.decoded = 0  # images this process tried to decode (workers count their own)
         self._layouts: dict[int, EpochLayout] = {}
         self.layout(epoch)  # fail now, not in a worker, on too few shards or an empty epoch
         for s in index.shards:
@@ -149,12 +158,25 @@ class WdsEpochs(IterableDataset):
             gen = torch.Generator().manual_seed(int(np.random.SeedSequence(
                 [self.seed, epoch, self.rank, j]).generate_state(1, np.uint64)[0] >> np.uint64(1)))
             # private CPU RNG for the augmentations: the trainer's global RNG stays untouched
+            kept, skipped = [], []
             with torch.random.fork_rng(devices=[]):
                 torch.random.default_generator.set_state(gen.get_state())
-                images = torch.stack([self.transform(decode_jpeg(jpg, where)) for jpg, _, _, where in chunk])
+                for jpg, labels, position, where in chunk:
+                    try:
+                        image = decode_jpeg(jpg, where)
+                    except ShardError as e:
+                        if not self.skip_bad_images:
+                            raise
+                        skipped.append(str(e))
+                        continue
+                    kept.append((self.transform(image), labels, position))
             self.decoded += len(chunk)
-            targets = soft_targets(pad_labels([lb for _, lb, _, _ in chunk]), self.index.num_classes)
-            yield Batch(images, targets, torch.tensor([p for _, _, p, _ in chunk], dtype=torch.int64))
+            if not kept:
+                raise ShardError(f"rank {self.rank} epoch {epoch} batch {j}: none of its {b} images decodes: "
+                                 + "; ".join(skipped))
+            targets = soft_targets(pad_labels([lb for _, lb, _ in kept]), self.index.num_classes)
+            yield Batch(torch.stack([im for im, _, _ in kept]), targets,
+                        torch.tensor([p for _, _, p in kept], dtype=torch.int64), tuple(skipped))
 
     def _stream(self, items: ReaderItems, first_read: int, remaining: dict) -> Iterator[tuple[int, tuple]]:
         """(image, (jpeg, labels, 'shard:key')) for the reader's images still needed, in reading
@@ -166,15 +188,20 @@ class WdsEpochs(IterableDataset):
         shards = items.shards.tolist()
         num_classes = self.index.num_classes
         for s in shards[shards.index(start_shard):]:
-            shard, n = info[s], 0
+            shard, n, seen = info[s], 0, set()
             for key, parts in iter_shard(shard.path):
                 img = int(first[s]) + n
                 n += 1
+                where = f"{shard.path}:{key}"
+                if key in seen:
+                    raise ShardError(f"{where}: the key's members are not side by side in the tar (the key comes "
+                                     "again after another key)")
+                seen.add(key)
+                if set(parts) != {"jpg", "json"}:
+                    raise ShardError(f"{where}: expected members .jpg and .json, found {sorted(parts)} (a member "
+                                     "missing, or the key's members not side by side in the tar)")
                 if remaining.get(img, 0) <= 0:
                     continue
-                where = f"{shard.path}:{key}"
-                if set(parts) != {"jpg", "json"}:
-                    raise ShardError(f"{where}: expected members .jpg and .json, found {sorted(parts)}")
                 try:
                     labels = [int(x) for x in json.loads(parts["json"])["labels"]]
                 except (ValueError, KeyError, TypeError) as e:
@@ -204,16 +231,21 @@ class WdsLoader(DataLoader):
         lay = self.dataset.layout(epoch)
         return {"samples": lay.samples, "dropped": lay.dropped}
 
+    # The global batch j is the union of the ranks' batches j, each built from its readers (rank x
+    # loader worker): another world size or number of workers is another data order.
+    order_depends_on = ("world_size", "workers")
+
 
 def wds_loader(root, batch_size: int, rank: int, world_size: int, num_workers: int, train: bool, size: int = 224,
                seed: int = 0, epoch: int = 0, shuffle_buffer: int = 10000, pin_memory: bool = False,
-               samples=None) -> WdsLoader:
+               samples=None, skip_bad_images: bool = False) -> WdsLoader:
     """Batches of one rank's share of the WebDataset shards in ROOT, the epochs given by the sample
     index in SAMPLES (jobs/resample.py --shards ROOT); without one, and always for evaluation,
-    every stored image once per epoch. len() = batches per rank."""
+    every stored image once per epoch. len() = batches per rank. skip_bad_images: an image that
+    does not decode is dropped from its batch and named in Batch.skipped (else a ShardError)."""
     index = load_index(root)
     ds = WdsEpochs(index, SampleIndex(index, samples if train else None), batch_size, rank, world_size, num_workers,
-                   train, size, seed, epoch, shuffle_buffer)
+                   train, size, seed, epoch, shuffle_buffer, skip_bad_images)
     # Workers are started per epoch (not persistent) so that they see set_epoch's value. Our own
     # generator: DataLoader draws a seed from it every epoch, from the global RNG otherwise.
     return WdsLoader(ds, batch_size=None, num_workers=num_workers, pin_memory=pin_memory,
