@@ -55,18 +55,42 @@ def main(out: str, manifests: list[str]) -> None:
     from jobs.lib.session import get_session
     from jobs.vocab import VocabConfig, run as vocab
 
+    events = Path(out).with_suffix(".events")
+    events.mkdir(parents=True, exist_ok=True)
     spark = get_session("skew", "local[2]", {"spark.executor.pyspark.memory": PYSPARK_MEMORY,
                                              "spark.driver.memory": DRIVER_MEMORY, "spark.ui.enabled": "false",
-                                             "spark.ui.showConsoleProgress": "false"})
+                                             "spark.ui.showConsoleProgress": "false",
+                                             "spark.eventLog.enabled": "true", "spark.eventLog.dir": str(events),
+                                             "spark.eventLog.compress": "false", "spark.eventLog.rolling.enabled": "false"})
     rss, res = WorkerRss(), {}
     for m in manifests:
         d = Path(m).with_suffix("")
         rss.take()
+        spark.sparkContext.setJobGroup(m, m)
         v = vocab(spark, VocabConfig(manifest=m, out=str(d / "vocab"), min_count=1))
         lab = label(spark, LabelConfig(manifest=m, vocab=str(d / "vocab"), out=str(d / "labeled"), tail_threshold=10))
         res[m] = {"python_worker_peak_rss": rss.take(), "vocab_size": v["vocab_size"], "labeled": lab["rows_kept"]}
     spark.stop()
+    for m, n in shuffle_records(events).items():
+        res[m]["shuffle_records_written"] = n
     Path(out).write_text(json.dumps(res))
+
+
+def shuffle_records(events: Path) -> dict[str, int]:
+    """Shuffle records written per job group, from Spark's event log: what crossed a shuffle."""
+    group_of_stage, records = {}, {}
+    for log in (p for p in events.rglob("*") if p.is_file()):
+        for line in log.read_text().splitlines():
+            e = json.loads(line)
+            if e["Event"] == "SparkListenerJobStart":
+                group = (e.get("Properties") or {}).get("spark.jobGroup.id")
+                for stage in e.get("Stage IDs", []):
+                    group_of_stage[stage] = group
+            elif e["Event"] == "SparkListenerTaskEnd" and e.get("Task Metrics"):
+                group = group_of_stage.get(e["Stage ID"])
+                w = e["Task Metrics"].get("Shuffle Write Metrics", {}).get("Shuffle Records Written", 0)
+                records[group] = records.get(group, 0) + w
+    return records
 
 
 if __name__ == "__main__":

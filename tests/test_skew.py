@@ -1,6 +1,8 @@
 """A manifest where one hashtag is on 90% of the rows goes through vocab and label like a uniform
 one: no per-hashtag shuffle, so no task holds the hot hashtag's rows (tests/skewkit.py runs the
-jobs in a fresh SparkContext with a small spark.executor.pyspark.memory and driver memory)."""
+jobs in a fresh SparkContext with a small spark.executor.pyspark.memory and driver memory, and
+counts the shuffle records written from Spark's event log: a per-hashtag gather of the rows would
+write about 4x as many and fails the test)."""
 import json
 import os
 import subprocess
@@ -17,6 +19,7 @@ ROOT = Path(__file__).resolve().parents[1]
 NOUNS = ["dog", "cat", "apple", "car", "boat", "tree", "horse", "banana", "truck", "chair", "table", "lamp",
          "guitar", "piano", "violin", "tiger", "lion", "eagle", "shark", "rose"]
 N = 300_000
+SHUFFLE_RECORDS_PER_IMAGE = 1.1  # one id hash per image (the duplicate-id check) + small partial counts
 
 
 def manifests(tmp_path: Path) -> tuple[str, str]:
@@ -48,6 +51,12 @@ def test_a_hashtag_on_90_percent_of_rows_runs_in_bounded_memory(tmp_path):
         assert vocab["dog"] == f["dog"] and vocab["cat"] == f["cat"]
         assert res[m]["labeled"] == N
     assert vocab["dog"] > 0.89 * N  # the skewed manifest really is skewed
+    # what crosses a shuffle is per image at most (the duplicate-id hashes) and partial counts, never
+    # the (image, hashtag) rows (2.9 per image here): exploding them into a group-by wrote 3.9 N
+    shuffled = {m: res[m]["shuffle_records_written"] for m in (uniform, skewed)}
+    print("shuffle records written:", shuffled)
+    assert all(0 < n <= SHUFFLE_RECORDS_PER_IMAGE * N for n in shuffled.values()), shuffled
+    assert shuffled[skewed] <= 1.05 * shuffled[uniform], shuffled
     # the Python workers' peak memory does not grow with the hot hashtag's share
     peak_uniform, peak_skewed = res[uniform]["python_worker_peak_rss"], res[skewed]["python_worker_peak_rss"]
     assert 0 < peak_skewed <= 1.25 * peak_uniform + (32 << 20), (peak_uniform, peak_skewed)
