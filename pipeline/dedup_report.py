@@ -1,8 +1,11 @@
-"""The dedup job's contamination report: Markdown text and a contact sheet PNG (pure, no Spark).
+"""The dedup job's contamination report: Markdown text, a contact sheet and inspection sheets (pure, no Spark).
 
-The sheet shows matched pairs side by side (evaluation image left, pretraining image right) so
-a person can judge them: the closest pairs, and the farthest ones still under the threshold,
-which are where false positives would show first.
+The contact sheet shows matched pairs side by side (evaluation image left, pretraining image
+right) so a person can judge them: the closest pairs, and the farthest ones still under the
+threshold, which are where false positives would show first. An inspection sheet (WSL section 3:
+a person looked at the k = 21 nearest training images of each test image) shows one evaluation
+image and its nearest pretraining images in rank order, the matched ones framed in red, so a
+person can mark the duplicates the threshold missed and the matches it should not have made.
 """
 from __future__ import annotations
 
@@ -65,6 +68,46 @@ def contact_sheet(pairs: list[dict], load: Callable[[object], Image.Image | None
     return out.getvalue()
 
 
+NEIGHBOURS_PER_ROW = 6
+MATCHED = (200, 0, 0)
+EVAL_FRAME = (0, 90, 200)
+
+
+def neighbour_sheet(evaluation: dict, neighbours: list[dict], load: Callable[[object], Image.Image | None]) -> bytes:
+    """PNG: the evaluation image (`evaluation`: eval_set, eval_id, eval_image; blue frame) then its
+    `neighbours` (dicts with rank, pretrain_id, pretrain_image, distance, matched, flipped) in
+    rank order, NEIGHBOURS_PER_ROW cells per row; matched neighbours framed in red."""
+    cells = [("eval", evaluation)] + [("nb", n) for n in sorted(neighbours, key=lambda n: n["rank"])]
+    rows = -(-len(cells) // NEIGHBOURS_PER_ROW)
+    cw = CELL + PAD
+    title = 18
+    sheet = Image.new("RGB", (NEIGHBOURS_PER_ROW * cw + PAD, title + rows * (CELL + CAPTION + PAD) + PAD),
+                      (235, 235, 235))
+    draw = ImageDraw.Draw(sheet)
+    draw.text((PAD, 4), f"{evaluation['eval_set']}:{evaluation['eval_id']}"[:110], fill=(0, 0, 0))
+    for k, (what, c) in enumerate(cells):
+        x = PAD + (k % NEIGHBOURS_PER_ROW) * cw
+        y = title + PAD + (k // NEIGHBOURS_PER_ROW) * (CELL + CAPTION + PAD)
+        frame = EVAL_FRAME if what == "eval" else (MATCHED if c["matched"] else (255, 255, 255))
+        draw.rectangle([x - 2, y - 2, x + CELL + 1, y + CELL + 1], fill=frame)
+        draw.rectangle([x, y, x + CELL - 1, y + CELL - 1], fill=(255, 255, 255))
+        im = load(c["eval_image"] if what == "eval" else c["pretrain_image"])
+        if im is None:
+            draw.text((x + 4, y + CELL // 2), "unreadable", fill=MATCHED)
+        else:
+            sheet.paste(im, (x + (CELL - im.width) // 2, y + (CELL - im.height) // 2))
+        if what == "eval":
+            draw.text((x, y + CELL + 2), "evaluation", fill=EVAL_FRAME)
+        else:
+            draw.text((x, y + CELL + 2), f"#{c['rank']} d={fmt_distance(c['distance'])}"
+                      + (" flip" if c.get("flipped") else "") + (" MATCH" if c["matched"] else ""),
+                      fill=MATCHED if c["matched"] else (0, 0, 0))
+            draw.text((x, y + CELL + 14), _short(c["pretrain_id"], 18), fill=(60, 60, 60))
+    out = io.BytesIO()
+    sheet.save(out, "PNG")
+    return out.getvalue()
+
+
 def _short(s: str, n: int) -> str:
     s = s.rsplit("/", 1)[-1]
     return s if len(s) <= n else s[:n - 1] + "~"
@@ -79,8 +122,8 @@ def fmt_distance(d: float) -> str:
     return f"{d:.3g}"
 
 
-def report_markdown(stats: dict, closest: list[dict], farthest: list[dict]) -> str:
-    m, pc = stats["matches"], stats["pair_check"]
+def report_markdown(stats: dict, closest: list[dict], farthest: list[dict], inspected: list[dict] = ()) -> str:
+    m, pc, ix = stats["matches"], stats["pair_check"], stats["index"]
     lines = [
         "# Near-duplicates of evaluation images in the pretraining manifest", "",
         f"Manifest `{stats['manifest']}`: {stats['pretrain']['images']} images, "
@@ -88,17 +131,17 @@ def report_markdown(stats: dict, closest: list[dict], farthest: list[dict]) -> s
         f"{stats['pretrain']['unreadable']}).",
         f"Method: {stats['method']['name']}, match when {stats['method']['rule']}; "
         f"evaluation images at {stats['eval_variants_per_image']} crop/flip variants; "
-        f"candidates from {stats['method']['index']}.", "",
+        f"searched in a {ix['name']}, {ix['probe']} nearest evaluation images kept per pretraining image.", "",
         "| evaluation set | images | unreadable | matched eval images | matched pretraining images |",
         "| --- | ---: | ---: | ---: | ---: |",
     ]
     for name, s in stats["eval"].items():
         lines.append(f"| {name} | {s['images']} | {s['unreadable_total']} | {s['matched_images']} "
                      f"| {s['matched_pretrain_images']} |")
+    nb = stats.get("neighbours", {})
     lines += [
         "",
-        f"- candidate pairs (sharing an index key): {stats['candidate_pairs']} "
-        f"of {stats['all_pairs']} possible ({stats['candidate_share']:.4%})",
+        f"- neighbour pairs reported by the index: {stats['neighbour_pairs']}",
         f"- pair check (aligned 16x16 luma thumbnails correlate >= {pc['min_correlation']}): "
         f"{pc['pairs_within_threshold']} pairs within the threshold, {pc['rejected']} rejected"
         f"{', ' + str(pc['unreadable_on_recheck']) + ' unreadable on recheck' if pc['unreadable_on_recheck'] else ''}",
@@ -106,6 +149,8 @@ def report_markdown(stats: dict, closest: list[dict], farthest: list[dict]) -> s
         f"- matched only through the mirrored evaluation image (flips): {m['flipped_pairs']}",
         f"- matched only through a crop of the evaluation image: {m['cropped_pairs']}",
         f"- distance histogram: {m['distance_histogram']}",
+        f"- `neighbours.parquet`: {nb.get('rows', 0)} rows, the nearest pretraining images of "
+        f"{nb.get('eval_images', 0)} evaluation images (up to {stats['config']['neighbours']} each)",
         "",
     ]
     for title, pairs, first in (("Closest matched pairs", closest, 1),
@@ -121,4 +166,15 @@ def report_markdown(stats: dict, closest: list[dict], farthest: list[dict]) -> s
         lines.append("")
     if closest:
         lines += ["![contact sheet: evaluation image left, pretraining image right](contact_sheet.png)", ""]
+    if inspected:
+        lines += ["## Inspection sheets", "",
+                  "Each sheet shows an evaluation image (blue) and its nearest pretraining images in rank order; "
+                  "matched ones are framed in red. Borderline matches (the farthest matched) and near misses "
+                  "(the closest unmatched) come first: that is where a person's eye is needed. Every evaluation "
+                  "image's list is in `neighbours.parquet`.", "",
+                  "| sheet | evaluation image | nearest distance | matched neighbours |", "| --- | --- | ---: | ---: |"]
+        for e in inspected:
+            lines.append(f"| [{e['sheet']}]({e['sheet']}) | `{e['eval_set']}:{e['eval_id']}` "
+                         f"| {fmt_distance(e['nearest'])} | {e['matched']} |")
+        lines.append("")
     return "\n".join(lines)

@@ -184,9 +184,20 @@ DUPLICATES = pa.schema([
     pa.field("pretrain_id", pa.string(), nullable=False),  # image_id in the input manifest
     pa.field("eval_set", pa.string(), nullable=False),     # name of the --eval source
     pa.field("eval_id", pa.string(), nullable=False),      # image_id in that evaluation set
-    pa.field("distance", pa.float32(), nullable=False),    # phash: Hamming bits of 63; embedding: 1 - cosine
+    pa.field("distance", pa.float32(), nullable=False),    # phash: Hamming bits of 63; embedding, rmac: 1 - cosine
     pa.field("flipped", pa.bool_(), nullable=False),       # matched the mirrored evaluation image
     pa.field("crop", pa.list_(pa.float32()), nullable=False),  # [left, top, right, bottom] cut off the eval image
-    pa.field("band", pa.int32(), nullable=False),          # a band (phash) or table (embedding) that found the pair
     pa.field("correlation", pa.float32()),                 # aligned 16x16 luma thumbnails (pipeline/pair_check.py)
+])
+# OUT/neighbours.parquet: each evaluation image's nearest pretraining images (WSL's k = 21 lists),
+# from the nearest evaluation images every pretraining image reported (--probe of them)
+NEIGHBOURS = pa.schema([
+    pa.field("eval_set", pa.string(), nullable=False),
+    pa.field("eval_id", pa.string(), nullable=False),
+    pa.field("rank", pa.int32(), nullable=False),          # 1 = nearest
+    pa.field("pretrain_id", pa.string(), nullable=False),
+    pa.field("distance", pa.float32(), nullable=False),    # as in duplicates.parquet
+    pa.field("flipped", pa.bool_(), nullable=False),       # nearest through the mirrored evaluation image
+    pa.field("crop", pa.list_(pa.float32()), nullable=False),  # the evaluation variant's crop
+    pa.field("matched", pa.bool_(), nullable=False),       # the pair is in duplicates.parquet
 ])

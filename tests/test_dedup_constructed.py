@@ -13,7 +13,7 @@ import pytest
 
 from jobs import dedup
 from pipeline.phash import low_information, phash_image
-from tests.dedupkit import build_case, heldout_rows, score
+from tests.dedupkit import REQUIRED, build_case, heldout_rows, score
 
 OPENCLIPART = Path("/usr/share/openclipart")
 pytestmark = pytest.mark.skipif(not (OPENCLIPART / "png").is_dir(), reason="openclipart-png is not installed")
@@ -30,7 +30,7 @@ def run_case(spark, tmp_path, n: int, **method) -> dict:
             unjudged.add(r["image_id"])
     assert stats["eval"]["eval"]["unreadable"].get("low_information", 0) == len(unjudged)
     result = score(pq.read_table(tmp_path / "out" / "duplicates.parquet").to_pylist(), truth, unjudged)
-    result.update(eval_images=n, candidate_pairs=stats["candidate_pairs"], all_pairs=stats["all_pairs"],
+    result.update(eval_images=n, neighbour_pairs=stats["neighbour_pairs"], index=stats["index"]["name"],
                   threshold=cfg.threshold)
     print(f"\nconstructed case, {n} held-out images ({len(unjudged)} low-information, not judged), "
           f"{stats['method']['name']}, {stats['method']['rule']}:")
@@ -39,7 +39,7 @@ def run_case(spark, tmp_path, n: int, **method) -> dict:
     print(f"  false positive pairs: {result['false_positive_pairs']} ({result['false_positive_pairs_stars']} "
           f"with an evaluation image of the star family, {result['false_positive_pairs_other']} others; "
           f"(look-alikes matched: {result['lookalikes_matched']} of {result['lookalikes']})")
-    print(f"  candidate pairs: {stats['candidate_pairs']} of {stats['all_pairs']}")
+    print(f"  index: {stats['index']['name']}; neighbour pairs reported: {stats['neighbour_pairs']}")
     print("  " + json.dumps(result["false_pairs"]))
     return result
 
@@ -56,10 +56,12 @@ def test_constructed_case_small(spark, tmp_path):
 
 @pytest.mark.slow
 def test_constructed_case_200(spark, tmp_path):
+    """Issue 17's targets for the default method: recall >= 0.95 for resize, JPEG q70, crop <= 10%
+    and flips; look-alikes matched <= 2%. Crop 10-20%, brightness and rotation are printed."""
     r = run_case(spark, tmp_path, 200)
     assert r["lookalikes"] == 200
-    for how in ("resize", "jpeg", "crop"):
+    for how in REQUIRED:
         assert r["recall"][how] >= 0.95, (how, r)
-    # measured: 4 of 200 look-alikes matched; other "false" pairs are mostly planted copies matched to
-    # a second held-out image showing the same picture (e.g. murcia_01 is held out under two folders)
-    assert r["lookalikes_matched"] <= 10, r
+    # other "false" pairs are mostly planted copies matched to a second held-out image showing the
+    # same picture (e.g. murcia_01 is held out under two folders)
+    assert r["lookalikes_matched"] <= 0.02 * 200, r

@@ -100,10 +100,12 @@ def test_dedup_finds_planted_copies_and_counts_bad_images(spark, case, method):
     assert stats["matches"]["pretrain_images_removed"] == len(removed)
     assert stats["matches"]["flipped_pairs"] == 4
     n_ok = table.num_rows - 2
-    assert stats["all_pairs"] == n_ok * (6 + 1)
-    assert len(expected) <= stats["candidate_pairs"] <= stats["all_pairs"]
+    assert stats["pretrain"]["described"] == n_ok
+    assert stats["index"]["images"] == 6 + 1 and stats["index"]["type"] == "flat"
+    # every readable pretraining image reports its nearest evaluation images, at least one, up to --probe
+    assert n_ok <= stats["neighbour_pairs"] <= n_ok * cfg.probe
 
-    assert json.loads((out / "stats.json").read_text())["candidate_pairs"] == stats["candidate_pairs"]
+    assert json.loads((out / "stats.json").read_text())["index"] == stats["index"]
     report = (out / "report.md").read_text()
     assert f"pretraining images removed: {len(removed)}" in report and "contact_sheet.png" in report
     sheet = Image.open(io.BytesIO((out / "contact_sheet.png").read_bytes()))
@@ -118,13 +120,17 @@ def test_bad_configs_are_refused(case, capsys):
     cases = [
         (["--method", "embedding"], r"--method embedding needs --model"),
         (["--threshold", "40"], r"--threshold must be a whole number of bits .* got 40"),
-        (["--bands", "1", "--threshold", "8"], r"--bands 1 needs probe radius 8 > 3"),
+        (["--index", "ivf"], r"--index ivf .*unknown index 'ivf'"),
+        (["--probe", "100"], r"--probe 100 must be <= --search-k 64"),
+        (["--neighbours", "0"], r"--neighbours must be >= 1, got 0"),
+        (["--whiten"], r"--whiten is for --method rmac"),
         (["--max-crop", "0.6"], r"--max-crop 0\.6 --crop-steps 3: .*max_crop in \[0, 0\.5\)"),
         (["--threshold", "2.5"], r"--threshold must be a whole number of bits .* got 2\.5"),
-        (["--model", "random:regnety_002"], r"--model is for --method embedding"),
+        (["--model", "random:regnety_002"], r"--model is for --method embedding or rmac"),
         (emb + ["--threshold", "1.5"], r"--threshold is a cosine distance .* got 1\.5"),
-        (emb + ["--bands", "7"], r"--bands is for --method phash"),
-        (emb + ["--table-bits", "0"], r"--tables \d+ --table-bits 0: bits must be in \[1, 62\], got 0"),
+        (emb + ["--whiten"], r"--whiten / --whiten-dim are for --method rmac"),
+        (["--method", "rmac", "--model", "random:resnet18", "--rmac-levels", "9"], r"--rmac-levels must be in \[1, 6\], got 9"),
+        (["--method", "rmac"], r"--method rmac needs --model"),
         (["--method", "sift"], r"unknown --method 'sift'"),
         (["--min-correlation", "1.5"], r"--min-correlation must be in \[-1, 1\], got 1\.5"),
     ]
@@ -138,3 +144,62 @@ def test_bad_configs_are_refused(case, capsys):
 
 def test_merge_repeated():
     assert dedup.merge_repeated(["--eval", "a", "--out", "o", "--eval=b"], "--eval") == ["--out", "o", "--eval", "a,b"]
+
+
+def test_neighbour_lists_equal_brute_force_and_sheets_are_written(spark, case):
+    """With every evaluation variant read per query (--search-k above their count), each
+    evaluation image's list in neighbours.parquet is exactly its k nearest pretraining images by
+    the minimum Hamming distance over its variants, computed here image by image."""
+    from pipeline.images import ImageRejected, read_image_bytes
+    from pipeline.phash import crop_grid, decode_rgb, hamming, low_information, phash_pair, variant_hashes
+
+    root, table, expected = case
+    out = root / "out_neighbours"
+    k = 7
+    cfg = parse_config(dedup.DedupConfig, ["--manifest", str(root / "manifest.parquet"), "--eval", str(root / "eval_dir"),
+                                           "--out", str(out), "--search-k", "4096", "--probe", "8",
+                                           "--neighbours", str(k), "--inspect", "4"], "test")
+    stats = dedup.run(spark, cfg)
+
+    def readable(path):
+        try:
+            rgb = decode_rgb(read_image_bytes(path))
+        except ImageRejected:
+            return None
+        return None if low_information(phash_pair(rgb)[0]) else rgb
+
+    crops = crop_grid(cfg.max_crop, cfg.crop_steps)
+    pre = {}
+    for r in table.to_pylist():
+        rgb = readable(r["image"])
+        if rgb is not None:
+            pre[r["image_id"]] = phash_pair(rgb)[0]
+    want = {}
+    for p in sorted((root / "eval_dir").rglob("*.png")):
+        rgb = readable(str(p))
+        if rgb is None:
+            continue
+        hashes = [h for _, _, h in variant_hashes(rgb, crops, True)]
+        dist = sorted((min(hamming(h, g) for g in hashes), pid) for pid, h in pre.items())
+        want[p.relative_to(root / "eval_dir").as_posix()] = dist[:k]
+    nb = pq.read_table(out / "neighbours.parquet")
+    schemas.check_schema(nb.schema, schemas.NEIGHBOURS, "neighbours.parquet")
+    got = {}
+    for r in nb.to_pylist():
+        assert r["eval_set"] == "eval_dir"
+        got.setdefault(r["eval_id"], []).append((r["rank"], r["distance"], r["pretrain_id"], r["matched"]))
+    assert set(got) == set(want)
+    dups = {(r["pretrain_id"], r["eval_id"]) for r in pq.read_table(out / "duplicates.parquet").to_pylist()}
+    for e, rows in got.items():
+        assert [r[0] for r in rows] == list(range(1, k + 1))
+        assert [(int(d), p) for _, d, p, _ in sorted(rows)] == want[e], e
+        assert all(m == ((p, e) in dups) for _, _, p, m in rows)
+    assert stats["neighbours"] == {"rows": len(want) * k, "eval_images": len(want)}
+
+    sheets = sorted((out / "inspect").glob("*.png"))
+    assert len(sheets) == 4
+    report = (out / "report.md").read_text()
+    for s in sheets:
+        assert f"inspect/{s.name}" in report
+        im = Image.open(s)
+        assert im.size[0] > 6 * 100 and im.size[1] > 2 * 100  # the evaluation image + 7 neighbours: 2 rows of 6 cells

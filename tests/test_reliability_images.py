@@ -154,20 +154,19 @@ def test_shards_writer_counts_refused_and_truncated_images(spark, tmp_path):
 
 
 def test_dedup_refuses_eps_and_fits_named_jpg(spark, tmp_path):
-    from jobs.lib.dedup import hash_images, read_eval_source
-    from jobs.lib.dedup_embed import embed_images
+    from jobs.lib.dedup import read_eval_source
+    from jobs.lib.dedup_describe import Describer, describe_rows
 
     folder = _refused_folder(tmp_path / "eval")
     df = read_eval_source(spark, str(folder), "eval")
     assert sorted(r["image_id"] for r in df.collect()) == sorted(["good.jpg", *REFUSED])  # listed by suffix
     expected = {n: ("unsupported_format", fmt) for n, (_, fmt) in REFUSED.items()}
-    hashed = hash_images(df, ["image_id"], [(0.0, 0.0, 0.0, 0.0)], False, None, min_set_bits=0).collect()
-    assert {r["image_id"]: (r["reason"], r["detail"]) for r in hashed if r["reason"]} == expected
-    assert [r["image_id"] for r in hashed if r["hash"] is not None] == ["good.jpg"]
-    embedded = embed_images(df, ["image_id"], [(0.0, 0.0, 0.0, 0.0)], False, "random:resnet18", 32, None,
-                            min_set_bits=0).collect()
-    assert {r["image_id"]: (r["reason"], r["detail"]) for r in embedded if r["reason"]} == expected
-    assert [r["image_id"] for r in embedded if r["embedding"] is not None] == ["good.jpg"]
+    for describer, column in ((Describer("phash"), "hash"), (Describer("embedding", "random:resnet18", 32), "vector"),
+                              (Describer("rmac", "random:resnet18", 32), "vector")):
+        rows = describe_rows(df, ["image_id"], "image", describer, [(0.0, 0.0, 0.0, 0.0)], False, None,
+                             min_set_bits=0).collect()
+        assert {r["image_id"]: (r["reason"], r["detail"]) for r in rows if r["reason"]} == expected, describer
+        assert [r["image_id"] for r in rows if r[column] is not None] == ["good.jpg"], describer
 
 
 def test_transfer_refuses_eps_and_fits_named_jpg(tmp_path):
