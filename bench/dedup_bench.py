@@ -1,141 +1,490 @@
-"""Candidate pairs of the dedup job's LSH banding against index size: linear, not quadratic.
+"""The dedup job's search against evaluation index size: exact (flat) and HNSW faiss indexes, the
+old LSH banding as a baseline, the job's search in Spark, and what a billion images would cost.
 
-    python -m bench.dedup_bench [--sizes 10000,100000,1000000] [--queries 1000] [--threshold 6] \
-        [--bands 7,3] [--seed 0]
+    python -m bench.dedup_bench [--sizes 10000,100000,1000000] [--float-sizes 10000,100000] \
+        [--dim 256] [--variants 185] [--queries 1000] [--job-queries 100000,1000000] [--seed 0]
 
-A fixed set of Q evaluation hashes (uniform random 63-bit pHash values) is searched in indexes of
-N pretraining hashes: random ones plus, for 10% of the queries, a planted copy with 0..T+2 bits
-flipped. For each banding (bands; probe radius = T // bands) it prints the candidate pairs, their
-ratio to the previous size (10x the index: ~10x the candidates), the share of all N*Q pairs,
-seconds (pipeline.lsh.near_pairs, numpy, one core) and the recall of planted pairs within T
-(1.0 by the pigeonhole guarantee).
+Synthetic evaluation indexes of N variants (pipeline/ann.py, IndexSpec defaults: HNSW M=32,
+efConstruction=80, efSearch=128):
+- `binary`: clustered 63-bit pHash-like codes, --variants codes per evaluation image, each its
+  image's random base hash with a share of bits flipped drawn uniformly in [0, 20%] per variant
+  (how crop variants of one picture scatter around its hash).
+- `float`: unit vectors in --dim dimensions clustered the same way: each variant its image's random
+  unit centre rotated by an angle uniform in [0, 0.2 pi] (for random-hyperplane hashes a bit flips
+  with probability angle / pi, so this is the same spread). --float-sizes stops at 100k by
+  default: building HNSW over 1M 256-d vectors took 245 s on 2 busy cores.
+Thresholds, --search-k and --probe are the job's defaults (jobs/dedup.py: pHash, rmac).
 
-The embedding method's index (pipeline/simhash.py) gets the same treatment: Q unit queries in
---embed-dim dimensions (isotropic Gaussian, as mean-centred embeddings of unrelated images are
-roughly), N random index vectors plus, for 10% of the queries, a planted vector at cosine 0.97,
-0.93 or 0.9 (recall at the default cosine-distance threshold 0.1), searched with --tables SimHash
-tables of --table-bits bits. Returns the rows as a dict.
+Queries (--queries): half planted near copies (a random indexed variant moved by level j =
+k mod (T + 3): j bits flipped, T the pHash threshold; for float a cosine distance of
+float_threshold * j / (T + 0.5), so j <= T is within the threshold and no plant sits on it), half
+random (uniform hashes / isotropic unit vectors: the unrelated images that make up almost all of
+a pretraining set).
+
+1. Index cost. For each kind, N and index (flat, hnsw): build seconds (wall, --build-threads
+   faiss threads) and serialised bytes per variant (faiss.serialize_index*, what executors
+   receive); per 1,000 queries, the CPU seconds of the search (time.process_time, faiss on one
+   thread, k = the job's --search-k nearest variants) and the distance computations per query:
+   flat compares each query with all N variants; HNSW's count is faiss.cvar.hnsw_stats.ndis after
+   hnsw_stats.reset() (faiss counts it for IndexBinaryHNSW as well as IndexHNSWFlat), given for
+   the planted and the random half. "x prev" is the ratio to the previous N. The pairs are the
+   (query, evaluation image) pairs within the threshold among each query's --probe nearest images
+   (pipeline.ann.nearest_owners, as the job keeps them); HNSW's image recall is its share of
+   flat's pairs; planted recall is the share of planted queries with j <= T whose source image is
+   among them (1.0 for flat by construction).
+2. Banding baseline (pipeline/lsh.py, the job before faiss: --bands bands, radius 0, threshold T)
+   on the same binary indexes and queries: candidate pairs per 1,000 queries (the distance
+   computations it makes: each candidate is checked by Hamming distance), their share of all
+   N x Q pairs, and the CPU seconds of pipeline.lsh.near_pairs (numpy, one core).
+3. The job's search in Spark: jobs.lib.dedup_index.query_descriptors over --job-queries synthetic
+   pretraining hashes (the same half planted, half random mix) against the largest binary index
+   as HNSW, shipped by broadcast exactly as EvalIndex.shipped() ships it, in a local[2]
+   SparkSession; the count is forced with sum(size(nearest)). Input descriptors are cached first;
+   the broadcast and the workers' first load of the index are timed separately. Reported: wall
+   seconds, driver CPU seconds, CPU seconds of all Spark processes (JVM and Python workers,
+   psutil), queries per second and microseconds per query per core (wall x cores / queries).
+4. Estimate for --target-pretrain pretraining images against --target-eval-images evaluation
+   images at --variants variants each: HNSW's search CPU per query fitted as a + b ln N over the
+   measured N (an extrapolation beyond the largest N; distance computations fitted the same way),
+   the job's Spark cost per query at the largest index (by wall x cores, and by the Spark
+   processes' CPU, which other load on the machine does not inflate) plus that fitted growth,
+   flat's linear cost, and banding's: candidates per query = the measured share x the variants,
+   at the measured numpy seconds per candidate pair (a lower bound for the Spark join on band keys
+   it ran as). Decoding and describing each image is a
+   separate cost, not in these figures.
+
+Writes WORKDIR/dedup-results.json and returns the same dict.
 """
 from __future__ import annotations
 
+import json
+import math
+import os
+import re
 import sys
 import time
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, fields
+from pathlib import Path
 
 import numpy as np
 
+from jobs.dedup import DEFAULT_THRESHOLD, DedupConfig
 from jobs.lib.config import parse_config
-from pipeline.lsh import Banding
+from pipeline.ann import IndexSpec, build_index, index_bytes, nearest_owners, search
+from pipeline.lsh import Banding, default_bands
 from pipeline.phash import BITS
-from pipeline.simhash import SimHashTables, candidate_pairs
+
+JOB = {f.name: f.default for f in fields(DedupConfig)}  # the job's search_k and probe
+CHUNK = 100_000  # rows generated at a time: bounded temporaries at 1M variants
 
 
 @dataclass(frozen=True)
 class DedupBenchConfig:
-    sizes: tuple[str, ...] = field(default=("10000", "100000", "1000000"), metadata={"help": "index sizes N"})
-    queries: int = field(default=1000, metadata={"help": "evaluation hashes Q (fixed across N)"})
-    threshold: int = field(default=6, metadata={"help": "Hamming threshold T"})
-    bands: tuple[str, ...] = field(default=("7", "3"), metadata={"help": "band counts to compare"})
-    seed: int = field(default=0, metadata={"help": "seed of the hashes and plants"})
-    embed_dim: int = field(default=64, metadata={"help": "embedding method: dimensions (0: skip it)"})
-    tables: int = field(default=SimHashTables.tables, metadata={"help": "embedding method: LSH tables"})
-    table_bits: int = field(default=SimHashTables.bits, metadata={"help": "embedding method: bits per key"})
+    sizes: tuple[str, ...] = field(default=("10000", "100000", "1000000"), metadata={"help": "binary index sizes N"})
+    float_sizes: tuple[str, ...] = field(default=("10000", "100000"), metadata={
+        "help": "float index sizes (building HNSW over 1M 256-d vectors took 245 s on 2 busy cores: "
+                "add 1000000 to measure it)"})
+    dim: int = field(default=256, metadata={"help": "float descriptor dimensions"})
+    variants: int = field(default=185, metadata={"help": "variants per evaluation image (the job's pHash default)"})
+    queries: int = field(default=1000, metadata={"help": "queries per index (half planted, half random)"})
+    threshold: int = field(default=DEFAULT_THRESHOLD["phash"], metadata={"help": "pHash threshold T (bits)"})
+    float_threshold: float = field(default=DEFAULT_THRESHOLD["rmac"], metadata={"help": "cosine distance threshold"})
+    bands: int = field(default=default_bands(DEFAULT_THRESHOLD["phash"]), metadata={"help": "banding baseline: bands"})
+    search_k: int = field(default=JOB["search_k"], metadata={"help": "nearest variants per query (the job's)"})
+    probe: int = field(default=JOB["probe"], metadata={"help": "nearest images kept per query (the job's)"})
+    build_threads: int = field(default=0, metadata={"help": "faiss threads while building (0: every core)"})
+    job_queries: tuple[str, ...] = field(default=("100000", "1000000"), metadata={
+        "help": "pretraining descriptors searched in Spark (empty: skip Spark)"})
+    target_pretrain: float = field(default=1e9, metadata={"help": "estimate: pretraining images"})
+    target_eval_images: int = field(default=50_000, metadata={"help": "estimate: evaluation images"})
+    seed: int = field(default=0, metadata={"help": "seed of the codes and queries"})
+    workdir: str = field(default="build/bench", metadata={"help": "results JSON goes here"})
 
     def __post_init__(self):
-        if not self.sizes or not all(s.isdigit() and int(s) > 0 for s in self.sizes):
-            raise ValueError(f"--sizes must be positive integers, got {self.sizes}")
-        if not self.bands or not all(b.isdigit() and int(b) > 0 for b in self.bands):
-            raise ValueError(f"--bands must be positive integers, got {self.bands}")
-        if self.queries < 10:
-            raise ValueError("--queries must be >= 10")
+        for name in ("sizes", "float_sizes", "job_queries"):
+            v = getattr(self, name)
+            if not all(s.isdigit() and int(s) > 0 for s in v):
+                raise ValueError(f"--{name.replace('_', '-')} must be positive integers, got {v}")
+        if not self.sizes:
+            raise ValueError("--sizes: give at least one binary index size")
+        if self.queries < 10 or self.queries % 2:
+            raise ValueError(f"--queries must be an even number >= 10, got {self.queries}")
+        if self.dim < 2 or self.variants < 1:
+            raise ValueError(f"--dim must be >= 2 and --variants >= 1, got {self.dim}, {self.variants}")
+        if self.probe > self.search_k:
+            raise ValueError(f"--probe {self.probe} must be <= --search-k {self.search_k}")
+        Banding(self.threshold, self.bands)  # raises on a bad threshold or band count
+
+    def sizes_of(self, kind: str) -> list[int]:
+        return [int(s) for s in (self.sizes if kind == "binary" else self.float_sizes)]
+
+    def limit(self, kind: str) -> float:
+        return self.threshold if kind == "binary" else self.float_threshold
 
 
-def make_hashes(n: int, q: int, t: int, seed: int) -> tuple[np.ndarray, np.ndarray, list[tuple[int, int, int]]]:
-    """(index, queries, planted (index row, query row, distance))."""
-    rng = np.random.default_rng(seed)
-    queries = rng.integers(0, 1 << BITS, q, dtype=np.int64)
-    index = rng.integers(0, 1 << BITS, n, dtype=np.int64)
-    planted = []
-    rows = rng.choice(n, size=q // 10, replace=False)
-    for k, i in enumerate(rows):
-        d = k % (t + 3)
-        flips = rng.choice(BITS, d, replace=False)
-        index[i] = queries[k] ^ np.int64(sum(1 << int(b) for b in flips))
-        planted.append((int(i), k, d))
-    return index, queries, planted
+@dataclass
+class Case:
+    """An evaluation index's variants and the queries against it."""
+    kind: str
+    x: np.ndarray        # int64 hashes (n,) or unit float32 vectors (n, dim)
+    owner: np.ndarray    # per variant: its evaluation image
+    queries: np.ndarray
+    source: np.ndarray   # per query: the variant row it was planted from, -1 for random queries
+    level: np.ndarray    # per query: its plant level j (-1 for random queries)
+
+
+def _unit(x: np.ndarray) -> np.ndarray:
+    return (x / np.linalg.norm(x, axis=1, keepdims=True)).astype(np.float32)
+
+
+def _owners(n: int, variants: int) -> np.ndarray:
+    return (np.arange(n) // variants).astype(np.int32)
+
+
+def clustered_hashes(rng: np.random.Generator, n: int, variants: int) -> tuple[np.ndarray, np.ndarray]:
+    """(hashes, owner): n 63-bit codes, `variants` per image, each its image's base hash with a
+    share of bits flipped drawn uniformly in [0, 0.2] per variant."""
+    owner = _owners(n, variants)
+    base = rng.integers(0, 1 << BITS, owner[-1] + 1 if n else 0, dtype=np.int64)
+    out = np.empty(n, np.int64)
+    weights = np.uint64(1) << np.arange(BITS, dtype=np.uint64)
+    for s in range(0, n, CHUNK):
+        m = min(CHUNK, n - s)
+        flips = rng.random((m, BITS)) < rng.uniform(0, 0.2, (m, 1))
+        out[s:s + m] = base[owner[s:s + m]] ^ (flips * weights).sum(1, dtype=np.uint64).view(np.int64)
+    return out, owner
+
+
+def clustered_vectors(rng: np.random.Generator, n: int, variants: int, dim: int) -> tuple[np.ndarray, np.ndarray]:
+    """(vectors, owner): n unit vectors, `variants` per image, each its image's random unit centre
+    rotated by an angle uniform in [0, 0.2 pi] towards a random orthogonal direction."""
+    owner = _owners(n, variants)
+    centres = _unit(rng.standard_normal((owner[-1] + 1 if n else 0, dim)))
+    out = np.empty((n, dim), np.float32)
+    for s in range(0, n, CHUNK):
+        c = centres[owner[s:s + CHUNK]]
+        out[s:s + len(c)] = _unit(_rotated(rng, c, rng.uniform(0, 0.2 * np.pi, len(c))))
+    return out, owner
+
+
+def _rotated(rng: np.random.Generator, x: np.ndarray, angle: np.ndarray) -> np.ndarray:
+    """Unit rows x turned by `angle` towards random directions orthogonal to them."""
+    u = rng.standard_normal(x.shape).astype(np.float32)
+    u = _unit(u - (u * x).sum(1, keepdims=True) * x)
+    return np.cos(angle)[:, None] * x + np.sin(angle)[:, None] * u
+
+
+def planted_queries(rng: np.random.Generator, kind: str, x: np.ndarray, q: int, threshold: int,
+                    float_threshold: float) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
+    """(queries, source row, level): the first q // 2 are variant `source` moved by level
+    j = k mod (threshold + 3) (j bits flipped; float: cosine distance float_threshold * j /
+    (threshold + 0.5)), the rest random (source and level -1)."""
+    m = q // 2
+    source = np.full(q, -1, np.int64)
+    level = np.full(q, -1, np.int64)
+    source[:m] = rng.choice(len(x), m, replace=len(x) < m)
+    level[:m] = np.arange(m) % (threshold + 3)
+    if kind == "binary":
+        out = rng.integers(0, 1 << BITS, q, dtype=np.int64)
+        weights = np.uint64(1) << np.arange(BITS, dtype=np.uint64)
+        for s in range(0, m, CHUNK):
+            e = min(m, s + CHUNK)
+            rank = np.argsort(np.argsort(rng.random((e - s, BITS)), axis=1), axis=1)  # a random bit order
+            mask = ((rank < level[s:e, None]) * weights).sum(1, dtype=np.uint64).view(np.int64)
+            out[s:e] = x[source[s:e]] ^ mask
+        return out, source, level
+    out = _unit(rng.standard_normal((q, x.shape[1])))
+    cos = 1.0 - float_threshold * level[:m] / (threshold + 0.5)
+    out[:m] = _unit(_rotated(rng, x[source[:m]], np.arccos(cos)))
+    return out, source, level
+
+
+def make_case(kind: str, n: int, cfg: DedupBenchConfig, q: int | None = None) -> Case:
+    rng = np.random.default_rng([cfg.seed, n, int(kind == "float")])
+    x, owner = (clustered_hashes(rng, n, cfg.variants) if kind == "binary"
+                else clustered_vectors(rng, n, cfg.variants, cfg.dim))
+    queries, source, level = planted_queries(rng, kind, x, q or cfg.queries, cfg.threshold, cfg.float_threshold)
+    return Case(kind, x, owner, queries, source, level)
+
+
+def image_pairs(d: np.ndarray, ids: np.ndarray, owner: np.ndarray, probe: int, limit: float) -> set[tuple[int, int]]:
+    """(query row, evaluation image) pairs within `limit` among each query's `probe` nearest images."""
+    q, o, _, dist = nearest_owners(d, ids, owner, probe)
+    keep = dist <= limit
+    return set(zip(q[keep].tolist(), o[keep].tolist()))
+
+
+def planted_recall(pairs: set, case: Case, threshold: int) -> float:
+    """Share of planted queries with level <= threshold whose source image is in `pairs`."""
+    want = np.flatnonzero((case.level >= 0) & (case.level <= threshold))
+    return sum((int(k), int(case.owner[case.source[k]])) in pairs for k in want) / max(len(want), 1)
+
+
+def measure_index(case: Case, how: str, cfg: DedupBenchConfig) -> tuple[dict, object, set]:
+    """(row, the index, its image pairs) for one kind, size and index."""
+    import faiss
+
+    n, half = len(case.x), cfg.queries // 2
+    t0 = time.perf_counter()
+    index = build_index(case.x, IndexSpec(case.kind, how), cfg.build_threads or os.cpu_count())
+    build_s = time.perf_counter() - t0
+    size = len(index_bytes(index, case.kind))
+    faiss.omp_set_num_threads(1)
+    results, cpu, dis = [], [], []
+    for part in (slice(0, half), slice(half, None)):  # planted, random
+        faiss.cvar.hnsw_stats.reset()
+        c0 = time.process_time()
+        results.append(search(index, case.kind, case.queries[part], cfg.search_k))
+        cpu.append(time.process_time() - c0)
+        dis.append(n if how == "flat" else faiss.cvar.hnsw_stats.ndis / half)
+    d, ids = (np.concatenate(a) for a in zip(*results))
+    pairs = image_pairs(d, ids, case.owner, cfg.probe, cfg.limit(case.kind))
+    row = {"kind": case.kind, "n": n, "index": how, "build_s": build_s, "bytes_per_variant": size / n,
+           "cpu_s_per_1k_queries": sum(cpu) * 1000 / cfg.queries,
+           "cpu_s_per_1k_planted": cpu[0] * 1000 / half, "cpu_s_per_1k_random": cpu[1] * 1000 / half,
+           "distances_per_query": sum(dis) / 2, "distances_per_planted": dis[0], "distances_per_random": dis[1],
+           "pairs": len(pairs), "planted_recall": planted_recall(pairs, case, cfg.threshold)}
+    return row, index, pairs
+
+
+def index_rows(cfg: DedupBenchConfig) -> tuple[list[dict], dict]:
+    """Section 1: rows for every kind, size and index; and the binary cases and largest HNSW index."""
+    rows, kept = [], {"cases": {}}
+    print(f"{'kind':>6} {'N':>9} {'index':>5} {'build s':>8} {'B/var':>6} {'cpu s/1k q':>10} {'x prev':>6} "
+          f"{'dis/query':>10} {'x prev':>6} {'planted':>8} {'random':>8} {'pairs':>6} {'recall':>6} {'planted':>7}")
+    for kind in ("binary", "float"):
+        prev = {}
+        for n in cfg.sizes_of(kind):
+            case = make_case(kind, n, cfg)
+            flat_pairs = None
+            for how in ("flat", "hnsw"):
+                row, index, pairs = measure_index(case, how, cfg)
+                if how == "flat":
+                    flat_pairs = pairs
+                row["recall_vs_flat"] = len(pairs & flat_pairs) / max(len(flat_pairs), 1)
+                p = prev.get(how)
+                for key, cost in (("cpu", "cpu_s_per_1k_queries"), ("distance", "distances_per_query")):
+                    row[f"{key}_ratio_to_previous"] = None if p is None else row[cost] / p[cost]
+                prev[how] = row
+                rows.append(row)
+                _print_index_row(row)
+                if kind == "binary" and how == "hnsw" and n == max(cfg.sizes_of("binary")):
+                    kept["index"] = index
+            if kind == "binary":
+                kept["cases"][n] = case
+    return rows, kept
+
+
+def _ratio(r) -> str:
+    return "" if r is None else f"{r:.2f}"
+
+
+def _print_index_row(r: dict):
+    print(f"{r['kind']:>6} {r['n']:>9} {r['index']:>5} {r['build_s']:>8.2f} {r['bytes_per_variant']:>6.0f} "
+          f"{r['cpu_s_per_1k_queries']:>10.4f} {_ratio(r['cpu_ratio_to_previous']):>6} "
+          f"{r['distances_per_query']:>10.0f} {_ratio(r['distance_ratio_to_previous']):>6} "
+          f"{r['distances_per_planted']:>8.0f} {r['distances_per_random']:>8.0f} "
+          f"{r['pairs']:>6} {r['recall_vs_flat']:>6.3f} {r['planted_recall']:>7.3f}", flush=True)
+
+
+def banding_rows(cases: dict, cfg: DedupBenchConfig) -> list[dict]:
+    """Section 2: pipeline.lsh banding over the same binary indexes and queries."""
+    from pipeline.lsh import near_pairs
+
+    banding = Banding(cfg.threshold, cfg.bands)
+    print(f"\nbanding baseline: {cfg.bands} bands, radius {banding.radius}, threshold {cfg.threshold} "
+          "(pipeline.lsh.near_pairs)")
+    print(f"{'N':>9} {'cand/1k q':>12} {'x prev':>6} {'share':>9} {'cpu s/1k q':>10} {'s/pair':>9} {'pairs':>6} "
+          f"{'planted':>7}")
+    rows, prev = [], None
+    for n, case in cases.items():
+        c0 = time.process_time()
+        found, _, n_cand = near_pairs(case.x, case.queries, banding)
+        cpu = time.process_time() - c0
+        pairs = set(zip(found[:, 1].tolist(), case.owner[found[:, 0]].tolist()))
+        row = {"n": n, "bands": cfg.bands, "radius": banding.radius, "candidates": n_cand,
+               "candidates_per_1k_queries": n_cand * 1000 / cfg.queries,
+               "share_of_all_pairs": n_cand / (n * cfg.queries),
+               "ratio_to_previous": None if prev is None else n_cand / prev,
+               "cpu_s_per_1k_queries": cpu * 1000 / cfg.queries,
+               "cpu_s_per_candidate": cpu / max(n_cand, 1), "pairs": len(pairs),
+               "planted_recall": planted_recall(pairs, case, cfg.threshold)}
+        rows.append(row)
+        print(f"{n:>9} {row['candidates_per_1k_queries']:>12.0f} {_ratio(row['ratio_to_previous']):>6} "
+              f"{row['share_of_all_pairs']:>9.2e} {row['cpu_s_per_1k_queries']:>10.4f} "
+              f"{row['cpu_s_per_candidate']:>9.2e} "
+              f"{row['pairs']:>6} {row['planted_recall']:>7.3f}", flush=True)
+        prev = n_cand
+    return rows
+
+
+def _spark_cpu() -> float | None:
+    """CPU seconds of this process's children (the JVM, the Python workers), or None without psutil."""
+    try:
+        import psutil
+    except ImportError:
+        return None
+    total = 0.0
+    for p in psutil.Process().children(recursive=True):
+        try:
+            t = p.cpu_times()
+            total += t.user + t.system + t.children_user + t.children_system
+        except psutil.NoSuchProcess:
+            pass
+    return total
+
+
+def _cores(sc) -> int:
+    """Task slots of the session: N of local[N] (local[*]: every core), else the default parallelism."""
+    m = re.fullmatch(r"local\[(\d+|\*)(,\d+)?\]", sc.master)
+    if m:
+        return os.cpu_count() if m.group(1) == "*" else int(m.group(1))
+    return sc.defaultParallelism
+
+
+def job_descriptors(case: Case, n: int, cfg: DedupBenchConfig) -> np.ndarray:
+    """n synthetic pretraining hashes against `case`'s variants: half planted, half random."""
+    return planted_queries(np.random.default_rng([cfg.seed, n, 2]), "binary", case.x, n, cfg.threshold,
+                           cfg.float_threshold)[0]
+
+
+def job_rows(spark, case: Case, index, cfg: DedupBenchConfig) -> tuple[list[dict], dict]:
+    """Section 3: query_descriptors in Spark against `case`'s HNSW `index`, shipped as the job ships it."""
+    import pyarrow as pa
+    from pyspark.sql import functions as F
+
+    from jobs.lib.dedup_index import EvalIndex, query_descriptors
+
+    images = int(case.owner[-1]) + 1
+    variant = (np.arange(len(case.x)) % cfg.variants).astype(np.int32)
+    eidx = EvalIndex("binary", IndexSpec("binary", "hnsw"), ["bench"] * images, [str(i) for i in range(images)],
+                     case.owner, variant, np.zeros(len(case.x), bool), index, "hnsw")
+    cores = _cores(spark.sparkContext)
+    t0 = time.perf_counter()
+    bc = spark.sparkContext.broadcast(eidx.shipped())
+    broadcast_s = time.perf_counter() - t0
+    warm = spark.createDataFrame(pa.table({"pretrain_id": [str(i) for i in range(4 * cores)],
+                                           "hash": case.queries[:4 * cores]})).repartition(2 * cores)
+    t0 = time.perf_counter()
+    query_descriptors(warm, "pretrain_id", "hash", bc, cfg.probe, cfg.search_k).agg(F.sum(F.size("nearest"))).first()
+    load_s = time.perf_counter() - t0
+    print(f"\njob search (query_descriptors, local[{cores}]) against the binary HNSW index of {len(case.x)} variants "
+          f"({images} images): broadcast {broadcast_s:.1f} s, first load on the workers {load_s:.1f} s")
+    print(f"{'queries':>9} {'wall s':>8} {'driver cpu':>10} {'spark cpu':>9} {'queries/s':>10} {'us/q/core':>9} "
+          f"{'nearest':>9}")
+    rows = []
+    for n in map(int, cfg.job_queries):
+        q = job_descriptors(case, n, cfg)
+        df = (spark.createDataFrame(pa.table({"row": np.arange(n), "hash": q}))
+              .select(F.col("row").cast("string").alias("pretrain_id"), "hash").repartition(4 * cores).cache())
+        df.count()
+        t0, c0, s0 = time.perf_counter(), time.process_time(), _spark_cpu()
+        nearest = query_descriptors(df, "pretrain_id", "hash", bc, cfg.probe, cfg.search_k
+                                    ).agg(F.sum(F.size("nearest"))).first()[0]
+        wall, cpu, s1 = time.perf_counter() - t0, time.process_time() - c0, _spark_cpu()
+        df.unpersist()
+        spark_cpu = None if s0 is None else s1 - s0
+        row = {"queries": n, "index_n": len(case.x), "cores": cores, "wall_s": wall, "driver_cpu_s": cpu,
+               "spark_cpu_s": spark_cpu, "queries_per_s": n / wall, "us_per_query_per_core": wall * cores / n * 1e6,
+               "spark_cpu_us_per_query": None if spark_cpu is None else spark_cpu / n * 1e6, "nearest": int(nearest)}
+        rows.append(row)
+        print(f"{n:>9} {wall:>8.2f} {cpu:>10.2f} {'n/a' if spark_cpu is None else f'{spark_cpu:.1f}':>9} "
+              f"{n / wall:>10.0f} {row['us_per_query_per_core']:>9.1f} {int(nearest):>9}", flush=True)
+    bc.unpersist()
+    return rows, {"broadcast_s": broadcast_s, "first_load_s": load_s, "index_n": len(case.x), "images": images}
+
+
+def _log_fit(n: list[int], y: list[float]) -> tuple[float, float]:
+    """(a, b) of the least-squares fit y = a + b ln n."""
+    b, a = np.polyfit(np.log(np.asarray(n, float)), np.asarray(y, float), 1)
+    return float(a), float(b)
+
+
+def estimate(index: list[dict], banding: list[dict], job: list[dict], cfg: DedupBenchConfig) -> dict:
+    """Section 4: core-hours of the search for target_pretrain images against the target index."""
+    target = cfg.target_eval_images * cfg.variants
+    hours = cfg.target_pretrain / 3600
+    out = {"target_pretrain": cfg.target_pretrain, "target_variants": target}
+    print(f"\nestimate: {cfg.target_pretrain:.3g} pretraining images against {cfg.target_eval_images} evaluation "
+          f"images x {cfg.variants} variants = {target:,} variants; search only (decoding and describing each image "
+          "is a separate cost, not included)")
+    growth = {}
+    for kind in ("binary", "float"):
+        rows = [r for r in index if r["kind"] == kind and r["index"] == "hnsw"]
+        if len(rows) < 2:
+            continue
+        n = [r["n"] for r in rows]
+        a, b = _log_fit(n, [r["cpu_s_per_1k_queries"] / 1000 for r in rows])
+        da, db = _log_fit(n, [r["distances_per_query"] for r in rows])
+        growth[kind] = b
+        per_query, dis = a + b * math.log(target), da + db * math.log(target)
+        out[f"hnsw_{kind}"] = {"fit_a_s": a, "fit_b_s": b, "s_per_query": per_query, "core_hours": per_query * hours,
+                               "distances_per_query": dis}
+        print(f"  hnsw {kind}: CPU per query = {a:.3g} + {b:.3g} ln N s, distance computations = {da:.0f} + "
+              f"{db:.0f} ln N (fits over N = {', '.join(map(str, n))}; an extrapolation to {target:,}): "
+              f"{per_query * 1e6:.0f} us and {dis:,.0f} distances per query, {per_query * hours:,.0f} core-hours")
+        flat = [r for r in index if r["kind"] == kind and r["index"] == "flat"][-1]
+        lin = flat["cpu_s_per_1k_queries"] / 1000 / flat["n"] * target
+        out[f"flat_{kind}"] = {"s_per_query": lin, "core_hours": lin * hours}
+        print(f"  flat {kind}: linear in N from {flat['n']:,}: {lin * 1e3:.1f} ms and {target:,} distances per query, "
+              f"{lin * hours:,.0f} core-hours")
+    if job and "binary" in growth:
+        j = job[-1]
+        more = growth["binary"] * (math.log(target) - math.log(j["index_n"]))  # fitted growth, s per query
+        out["job_binary"] = {"s_per_query": j["us_per_query_per_core"] / 1e6 + more}
+        out["job_binary"]["core_hours"] = out["job_binary"]["s_per_query"] * hours
+        print(f"  job search in Spark (phash, hnsw), measured at {j['index_n']:,} variants + the fitted growth to "
+              f"{target:,}: by wall x cores {j['us_per_query_per_core']:.0f} + {more * 1e6:.0f} us/query, "
+              f"{out['job_binary']['core_hours']:,.0f} core-hours", end="")
+        if j["spark_cpu_us_per_query"] is not None:
+            cpu = j["spark_cpu_us_per_query"] / 1e6 + more
+            out["job_binary"].update(cpu_s_per_query=cpu, cpu_core_hours=cpu * hours)
+            print(f"; by the Spark processes' CPU {j['spark_cpu_us_per_query']:.0f} + {more * 1e6:.0f} us/query, "
+                  f"{cpu * hours:,.0f} core-hours", end="")
+        print()
+    last = banding[-1]
+    share = last["share_of_all_pairs"]
+    pairs = cfg.target_pretrain * target * share
+    out["banding"] = {"share": share, "candidates_per_query": share * target, "candidate_pairs": pairs,
+                      "s_per_candidate": last["cpu_s_per_candidate"],
+                      "core_hours": pairs * last["cpu_s_per_candidate"] / 3600}
+    print(f"  banding ({cfg.bands} bands): {share:.2%} of the variants = {share * target:,.0f} candidates per query, "
+          f"{pairs:.3g} candidate pairs x {last['cpu_s_per_candidate']:.2e} s each (numpy at N = {last['n']:,}; a "
+          f"lower bound for the Spark join it ran as) = {out['banding']['core_hours']:,.0f} core-hours")
+    return out
 
 
 def main(argv: list[str] | None = None) -> dict:
-    from pipeline.lsh import near_pairs
+    from pyspark.sql import SparkSession
 
     cfg = parse_config(DedupBenchConfig, argv, __doc__.splitlines()[0])
-    rows = []
-    print(f"{'N':>9} {'bands':>5} {'radius':>6} {'candidates':>12} {'x prev':>7} {'cand/N':>7} "
-          f"{'share':>9} {'seconds':>8} {'recall':>6}")
-    for b in map(int, cfg.bands):
-        banding = Banding(cfg.threshold, b)
-        prev = None
-        for n in map(int, cfg.sizes):
-            index, queries, planted = make_hashes(n, cfg.queries, cfg.threshold, cfg.seed)
-            t0 = time.perf_counter()
-            pairs, _, n_cand = near_pairs(index, queries, banding)
-            secs = time.perf_counter() - t0
-            found = {(int(i), int(q)) for i, q in pairs}
-            want = [(i, q) for i, q, d in planted if d <= cfg.threshold]
-            recall = sum(p in found for p in want) / len(want)
-            row = {"n": n, "queries": cfg.queries, "bands": b, "radius": banding.radius, "candidates": n_cand,
-                   "ratio_to_previous": None if prev is None else n_cand / prev, "candidates_per_index_hash":
-                   n_cand / n, "share_of_all_pairs": n_cand / (n * cfg.queries), "seconds": secs,
-                   "planted_recall": recall, "matches": len(pairs)}
-            rows.append(row)
-            ratio = "" if prev is None else f"{n_cand / prev:.2f}"
-            print(f"{n:>9} {b:>5} {banding.radius:>6} {n_cand:>12} {ratio:>7} {n_cand / n:>7.3f} "
-                  f"{n_cand / (n * cfg.queries):>9.2e} {secs:>8.2f} {recall:>6.3f}", flush=True)
-            prev = n_cand
-    embedding = embedding_rows(cfg) if cfg.embed_dim else []
-    return {"config": {k: list(v) if isinstance(v, tuple) else v for k, v in vars(cfg).items()}, "rows": rows,
-            "embedding_rows": embedding}
+    t0, c0, load0 = time.perf_counter(), time.process_time(), os.getloadavg()
+    index, kept = index_rows(cfg)
+    banding = banding_rows(kept["cases"], cfg)
+    job, job_meta = [], {}
+    if cfg.job_queries:
+        from jobs.lib.session import get_session
 
-
-def unit_rows(rng: np.random.Generator, n: int, dim: int) -> np.ndarray:
-    x = rng.standard_normal((n, dim)).astype(np.float32)
-    return x / np.linalg.norm(x, axis=1, keepdims=True)
-
-
-def embedding_rows(cfg: DedupBenchConfig) -> list[dict]:
-    tables = SimHashTables(cfg.tables, cfg.table_bits, cfg.seed)
-    planes = tables.planes(cfg.embed_dim)
-    rng = np.random.default_rng(cfg.seed)
-    queries = unit_rows(rng, cfg.queries, cfg.embed_dim)
-    q_keys = tables.keys(queries, planes)
-    print(f"\nembedding index: {tables.tables} tables x {tables.bits} bits, dim {cfg.embed_dim}, "
-          f"P(candidate) at cosine 0.9: {tables.collision_probability(0.9):.4f}, at 0: {tables.collision_probability(0.0):.2e}")
-    print(f"{'N':>9} {'candidates':>12} {'x prev':>7} {'cand/N':>7} {'share':>9} {'seconds':>8} {'recall':>6}")
-    rows, prev = [], None
-    for n in map(int, cfg.sizes):
-        r = np.random.default_rng([cfg.seed, n])
-        chunks = [tables.keys(unit_rows(r, min(100_000, n - s), cfg.embed_dim), planes) for s in range(0, n, 100_000)]
-        index_keys = np.concatenate(chunks)
-        planted_rows = r.choice(n, size=cfg.queries // 10, replace=False)
-        for k, i in enumerate(planted_rows):  # a vector at cosine c to query k replaces index row i
-            c = (0.97, 0.93, 0.9)[k % 3]
-            o = r.standard_normal(cfg.embed_dim)
-            o -= (o @ queries[k]) * queries[k]
-            v = c * queries[k] + np.sqrt(1 - c * c) * o / np.linalg.norm(o)
-            index_keys[i] = tables.keys(v[None], planes)[0]
-        t0 = time.perf_counter()
-        pairs = candidate_pairs(index_keys, q_keys)
-        secs = time.perf_counter() - t0
-        found = {(int(i), int(q)) for i, q in pairs}
-        recall = sum((int(i), k) in found for k, i in enumerate(planted_rows)) / len(planted_rows)
-        m = len(pairs)
-        rows.append({"n": n, "queries": cfg.queries, "candidates": m, "ratio_to_previous": None if prev is None else m / prev,
-                     "candidates_per_index_vector": m / n, "share_of_all_pairs": m / (n * cfg.queries),
-                     "seconds": secs, "planted_recall": recall})
-        ratio = "" if prev is None else f"{m / prev:.2f}"
-        print(f"{n:>9} {m:>12} {ratio:>7} {m / n:>7.3f} {m / (n * cfg.queries):>9.2e} {secs:>8.2f} {recall:>6.3f}", flush=True)
-        prev = m
-    return rows
+        started = SparkSession.getActiveSession() is None  # stop only a session this bench started
+        spark = get_session("dedup-bench", "local[2]", {"spark.driver.memory": "4g", "spark.ui.enabled": "false",
+                                                        "spark.ui.showConsoleProgress": "false"})
+        try:
+            job, job_meta = job_rows(spark, kept["cases"][max(cfg.sizes_of("binary"))], kept["index"], cfg)
+        finally:
+            if started:
+                spark.stop()
+    est = estimate(index, banding, job, cfg)
+    seconds, cpu, load1 = time.perf_counter() - t0, time.process_time() - c0, os.getloadavg()
+    print(f"\ntotal {seconds:.0f} s wall, {cpu:.0f} s CPU (this process); load average {load0[0]:.2f} before, "
+          f"{load1[0]:.2f} after", flush=True)
+    result = {"config": {k: list(v) if isinstance(v, tuple) else v for k, v in vars(cfg).items()},
+              "machine": {"cpus": os.cpu_count()}, "index_rows": index, "banding_rows": banding, "job_rows": job,
+              "job": job_meta, "estimate": est, "seconds": seconds, "cpu_s": cpu,
+              "load_average": {"before": list(load0), "after": list(load1)}}
+    path = Path(cfg.workdir) / "dedup-results.json"
+    path.parent.mkdir(parents=True, exist_ok=True)
+    path.write_text(json.dumps(result, indent=1) + "\n")
+    return result
 
 
 if __name__ == "__main__":

@@ -42,7 +42,7 @@ from pipeline.pair_check import MIN_CORRELATION  # noqa: E402
 from pipeline.phash import BITS, MIN_SET_BITS, crop_grid  # noqa: E402
 from schemas import MANIFEST_ID, MANIFEST_IMAGE  # noqa: E402
 
-DEFAULT_THRESHOLD = {"phash": 6, "embedding": 0.1, "rmac": 0.1}
+DEFAULT_THRESHOLD = {"phash": 6, "embedding": 0.1, "rmac": 0.02}  # rmac: measured on the constructed case (README)
 DEFAULT_CROP_STEPS = {"phash": 3, "embedding": 1, "rmac": 1}  # descriptors move less under a crop than pHash bits do
 TRANSFORM = {"phash": "none", "embedding": "centre", "rmac": "none"}  # rmac + --whiten: "whiten"
 

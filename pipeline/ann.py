@@ -13,8 +13,8 @@ Two kinds of descriptor:
 
 `flat` is exact: each query is compared with every indexed vector (linear in the index). `hnsw`
 (Malkov & Yashunin 2018) walks a proximity graph: about log(n) hops, so the cost per query grows
-far slower than the index. `auto` picks flat up to EXACT_MAX vectors, where it is still as fast
-(bench/dedup_bench.py measures both), and HNSW beyond.
+far slower than the index. `auto` picks flat up to EXACT_MAX vectors (bench/dedup_bench.py measures
+both) and HNSW beyond.
 
 A query asks for `k_variants` nearest variants and keeps the nearest of each evaluation image
 (`nearest_owners`): crops of one image crowd around each other, so several variants per image
@@ -28,9 +28,10 @@ import numpy as np
 
 KINDS = ("binary", "float")
 INDEXES = ("auto", "flat", "hnsw")
-# Up to this many indexed vectors `auto` searches exhaustively (measured on 2 cores, one thread,
-# bench/dedup_bench.py: flat and HNSW cost about the same per query here; beyond, flat grows linearly).
-EXACT_MAX = {"binary": 100_000, "float": 20_000}
+# Up to this many indexed vectors `auto` searches exhaustively (bench/dedup_bench.py, one thread:
+# binary flat and HNSW cost about the same per query at 100k; float flat at 256-d is already 3x
+# HNSW's cost at 10k, so exactness is kept only for small float indexes).
+EXACT_MAX = {"binary": 100_000, "float": 5_000}
 HASH_BITS = 64
 
 
