@@ -9,7 +9,7 @@ import pytest
 
 ROOT = Path(__file__).resolve().parents[1]
 # schemas <- pipeline <- jobs; pipeline <- trainer <- transfer. jobs may use trainer's export loader
-# (dedup --method embedding), never transfer.
+# and R-MAC (dedup --method embedding|rmac), never transfer.
 ALLOWED = {
     "schemas": {"schemas"},
     "pipeline": {"schemas", "pipeline"},

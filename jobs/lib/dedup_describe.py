@@ -11,7 +11,7 @@ the same code.
 - embedding: a frozen trunk's pooled output (an export of trainer.pretrain or random:<timm name>;
   nothing is downloaded) at `img_size`, with the evaluation transform.
 - rmac: the same trunk's last feature map, regional max-pooled over Tolias' multi-scale grid,
-  summed and L2-normalised (pipeline/rmac.py), as WSL section 3 did with a ResNet-50.
+  summed and L2-normalised (trainer/rmac.py), as WSL section 3 did with a ResNet-50.
 The low-information rule is pHash's for every method.
 """
 from __future__ import annotations
@@ -113,7 +113,7 @@ class Describer:
     def _forward(self, pixels: list) -> np.ndarray:
         import torch
 
-        from pipeline.rmac import feature_map, rmac
+        from trainer.rmac import feature_map, rmac
 
         if not pixels:
             return np.zeros((0, 0), np.float32)

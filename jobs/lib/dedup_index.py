@@ -66,7 +66,7 @@ class EvalIndex:
         """From describe_rows' output for the evaluation side (eval_set, image_id, variant, flipped,
         hash, vector, reason, detail). transform (float only): "none" (already unit vectors),
         "centre" (subtract the mean whole-image descriptor), "whiten" (PCA-whitening learned on the
-        whole-image descriptors, pipeline/rmac.py)."""
+        whole-image descriptors, trainer/rmac.py)."""
         ok = table.filter(pc.is_null(table.column("reason")))
         sets, ids = ok.column("eval_set").to_pylist(), ok.column("image_id").to_pylist()
         images: dict[tuple[str, str], int] = {}
@@ -83,7 +83,7 @@ class EvalIndex:
             if transform == "centre" and whole.any():
                 mean = x[whole].mean(0)
             elif transform == "whiten" and whole.sum() >= 2:
-                from pipeline.rmac import fit_whitening
+                from trainer.rmac import fit_whitening
 
                 dim = min(whiten_dim or x.shape[1], x.shape[1], int(whole.sum()) - 1)
                 w = fit_whitening(x[whole], dim)
