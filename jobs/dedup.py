@@ -37,7 +37,7 @@ from jobs.lib.dedup_output import dedup_stats, write_outputs  # noqa: E402
 from jobs.lib.faults import reported  # noqa: E402
 from jobs.lib.manifest import read_manifest  # noqa: E402
 from jobs.lib.session import get_session  # noqa: E402
-from pipeline.ann import INDEXES, IndexSpec  # noqa: E402
+from pipeline.ann import EF_SEARCH, INDEXES, IndexSpec  # noqa: E402
 from pipeline.pair_check import MIN_CORRELATION  # noqa: E402
 from pipeline.phash import BITS, MIN_SET_BITS, crop_grid  # noqa: E402
 from schemas import MANIFEST_ID, MANIFEST_IMAGE  # noqa: E402
@@ -60,7 +60,8 @@ class DedupConfig:
         "help": f"faiss index of the evaluation variants, one of {INDEXES}: flat (exact), hnsw (graph), "
                 "auto (flat up to pipeline.ann.EXACT_MAX variants)"})
     hnsw_m: int = field(default=IndexSpec.hnsw_m, metadata={"help": "HNSW graph degree"})
-    ef_search: int = field(default=IndexSpec.ef_search, metadata={"help": "HNSW search list length"})
+    ef_search: int | None = field(default=None, metadata={
+        "help": f"HNSW search list length (default {EF_SEARCH['binary']} for phash, {EF_SEARCH['float']} otherwise)"})
     search_k: int = field(default=64, metadata={"help": "nearest evaluation variants read per pretraining image"})
     probe: int = field(default=8, metadata={
         "help": "nearest evaluation images kept per pretraining image (matches and neighbour lists come from these)"})
@@ -218,7 +219,7 @@ def run(spark, cfg: DedupConfig) -> dict:
                        **({"rmac_levels": cfg.rmac_levels, "whiten": cfg.whiten} if cfg.method == "rmac" else {}),
                        "transform": transform}
     stats["index"] = {"kind": eidx.kind, "type": eidx.how, "variants": eidx.variants, "images": len(eidx.eval_id),
-                      "bytes": int(shipped["index"].nbytes), "hnsw_m": cfg.hnsw_m, "ef_search": cfg.ef_search,
+                      "bytes": int(shipped["index"].nbytes), "hnsw_m": cfg.hnsw_m, "ef_search": eidx.spec.ef_search,
                       "search_k": cfg.search_k, "probe": cfg.probe, "describe_eval_s": round(t1 - t0, 2),
                       "build_s": round(t2 - t1, 2),
                       "name": f"faiss {eidx.how} ({'Hamming' if eidx.kind == 'binary' else 'inner product'}) "
