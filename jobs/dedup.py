@@ -58,7 +58,7 @@ class DedupConfig:
                 f"or cosine distance 1 - cos (embedding, rmac; default {DEFAULT_THRESHOLD['rmac']})"})
     index: str = field(default="auto", metadata={
         "help": f"faiss index of the evaluation variants, one of {INDEXES}: flat (exact), hnsw (graph), "
-                "auto (flat up to pipeline.ann.EXACT_MAX variants)"})
+                "auto (flat when the index or the manifest is small: pipeline.ann.IndexSpec.resolved)"})
     hnsw_m: int = field(default=IndexSpec.hnsw_m, metadata={"help": "HNSW graph degree"})
     ef_search: int | None = field(default=None, metadata={
         "help": f"HNSW search list length (default {EF_SEARCH['binary']} for phash, {EF_SEARCH['float']} otherwise)"})
@@ -182,7 +182,8 @@ def run(spark, cfg: DedupConfig) -> dict:
                              crops, cfg.flips, cfg.image_root, cfg.min_set_bits).toArrow()
     t1 = time.perf_counter()
     transform = "whiten" if cfg.whiten else TRANSFORM[cfg.method]
-    eidx = EvalIndex.build(ev_table, cfg.index_spec(), transform, cfg.whiten_dim)
+    queries = manifest.count() if cfg.index == "auto" else None  # rows (>= images): flat or HNSW, which costs less
+    eidx = EvalIndex.build(ev_table, cfg.index_spec(), transform, cfg.whiten_dim, queries=queries)
     t2 = time.perf_counter()
     shipped = eidx.shipped()
     bc = spark.sparkContext.broadcast(shipped)

@@ -13,8 +13,10 @@ Two kinds of descriptor:
 
 `flat` is exact: each query is compared with every indexed vector (linear in the index). `hnsw`
 (Malkov & Yashunin 2018) walks a proximity graph: about log(n) hops, so the cost per query grows
-far slower than the index. `auto` picks flat up to EXACT_MAX vectors (bench/dedup_bench.py measures
-both) and HNSW beyond.
+far slower than the index, but building it costs time too. `auto` searches exhaustively when the
+index is small (EXACT_MAX vectors) or when all the queries together cost less than FLAT_WORK
+distance computations (a demo-sized manifest against a few hundred thousand variants: seconds,
+against 16 s to build the graph), and uses HNSW otherwise (bench/dedup_bench.py measures both).
 
 A query asks for `k_variants` nearest variants and keeps the nearest of each evaluation image
 (`nearest_owners`): crops of one image crowd around each other, so several variants per image
@@ -36,6 +38,9 @@ HASH_BITS = 64
 # HNSW search list length by kind (bench/dedup_bench.py, recall of the pairs within the threshold
 # against exact search at 1M variants: binary 0.995 at 128; float 0.969 at 128, 0.995 at 256)
 EF_SEARCH = {"binary": 128, "float": 256}
+# Queries x indexed vectors below which exhaustive search of every query is cheaper than building
+# HNSW: about 25 s of one core (binary: 1.2 ns per Hamming distance; float: 25 ns per 256-d dot)
+FLAT_WORK = {"binary": 2 * 10**10, "float": 10**9}
 
 
 @dataclass(frozen=True)
@@ -57,11 +62,13 @@ class IndexSpec:
             if not 2 <= getattr(self, name) <= 4096:
                 raise ValueError(f"{name} must be in [2, 4096], got {getattr(self, name)}")
 
-    def resolved(self, n: int) -> str:
-        """"flat" or "hnsw" for an index of n vectors."""
+    def resolved(self, n: int, queries: int | None = None) -> str:
+        """"flat" or "hnsw" for an index of n vectors searched by `queries` queries (None: many)."""
         if self.index != "auto":
             return self.index
-        return "flat" if n <= EXACT_MAX[self.kind] else "hnsw"
+        if n <= EXACT_MAX[self.kind] or (queries is not None and n * queries <= FLAT_WORK[self.kind]):
+            return "flat"
+        return "hnsw"
 
 
 def hash_codes(hashes) -> np.ndarray:
@@ -81,15 +88,15 @@ def _prepared(vectors, kind: str) -> np.ndarray:
     return hash_codes(vectors) if kind == "binary" else _as_float(vectors)
 
 
-def build_index(vectors, spec: IndexSpec, threads: int | None = None):
+def build_index(vectors, spec: IndexSpec, threads: int | None = None, queries: int | None = None):
     """A faiss index of `vectors` (int64 hashes for binary, (n, dim) floats for float) in row
-    order: search ids are row numbers."""
+    order: search ids are row numbers; `queries`: how many will search it (for `auto`)."""
     import faiss
 
     if threads is not None:
         faiss.omp_set_num_threads(threads)
     x = _prepared(vectors, spec.kind)
-    how = spec.resolved(len(x))
+    how = spec.resolved(len(x), queries)
     if spec.kind == "binary":
         index = faiss.IndexBinaryFlat(HASH_BITS) if how == "flat" else faiss.IndexBinaryHNSW(HASH_BITS, spec.hnsw_m)
     else:

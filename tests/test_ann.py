@@ -2,7 +2,7 @@
 import numpy as np
 import pytest
 
-from pipeline.ann import EXACT_MAX, IndexSpec, build_index, hash_codes, index_bytes, load_index, nearest_owners, search
+from pipeline.ann import EXACT_MAX, FLAT_WORK, IndexSpec, build_index, hash_codes, index_bytes, load_index, nearest_owners, search
 from pipeline.phash import hamming
 
 
@@ -60,9 +60,13 @@ def test_missing_neighbours_are_minus_one_and_inf():
     assert i.tolist() == [[-1, -1]]
 
 
-def test_auto_is_flat_up_to_exact_max_then_hnsw():
+def test_auto_is_flat_for_small_indexes_or_few_queries_then_hnsw():
     spec = IndexSpec("binary")
     assert spec.resolved(EXACT_MAX["binary"]) == "flat" and spec.resolved(EXACT_MAX["binary"] + 1) == "hnsw"
+    n = 4 * EXACT_MAX["binary"]
+    assert spec.resolved(n, FLAT_WORK["binary"] // n) == "flat"  # few queries: exhaustive search is cheaper
+    assert spec.resolved(n, FLAT_WORK["binary"] // n + 1) == "hnsw"
+    assert spec.resolved(n, None) == "hnsw"
     assert IndexSpec("float", "hnsw").resolved(10) == "hnsw"
     with pytest.raises(ValueError, match="unknown index 'ivf'"):
         IndexSpec("binary", "ivf")

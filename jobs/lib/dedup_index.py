@@ -62,11 +62,12 @@ class EvalIndex:
 
     @classmethod
     def build(cls, table: pa.Table, spec: IndexSpec, transform: str = "none", whiten_dim: int | None = None,
-              threads: int | None = None) -> "EvalIndex":
+              threads: int | None = None, queries: int | None = None) -> "EvalIndex":
         """From describe_rows' output for the evaluation side (eval_set, image_id, variant, flipped,
         hash, vector, reason, detail). transform (float only): "none" (already unit vectors),
         "centre" (subtract the mean whole-image descriptor), "whiten" (PCA-whitening learned on the
-        whole-image descriptors, trainer/rmac.py)."""
+        whole-image descriptors, trainer/rmac.py). `queries`: how many images will search it
+        (pipeline.ann.IndexSpec.resolved)."""
         ok = table.filter(pc.is_null(table.column("reason")))
         sets, ids = ok.column("eval_set").to_pylist(), ok.column("image_id").to_pylist()
         images: dict[tuple[str, str], int] = {}
@@ -93,7 +94,7 @@ class EvalIndex:
             x = post_transform(x, mean, projection)
         names = list(images)
         return cls(spec.kind, spec, [s for s, _ in names], [i for _, i in names], owner, variant, flipped,
-                   build_index(x, spec, threads), spec.resolved(len(x)), mean, projection)
+                   build_index(x, spec, threads, queries), spec.resolved(len(x), queries), mean, projection)
 
     @property
     def variants(self) -> int:
