@@ -51,6 +51,19 @@ def _save(im: Image.Image, path: Path, fmt: str = "PNG", **kw) -> str:
     return str(path)
 
 
+CROP_CUTS = {"crop": (0.02, 0.10), "crop20": (0.10, 0.20)}  # share of the width and of the height cut
+
+
+def _cut(im: Image.Image, rng: np.random.Generator, lo: float, hi: float, path: Path) -> tuple[str, dict]:
+    """A crop cutting a random share in [lo, hi) of the width and of the height, split at random
+    between the two sides."""
+    w, h = im.size
+    fx, fy = rng.uniform(lo, hi, 2)
+    lx, ly = rng.uniform(0, fx), rng.uniform(0, fy)
+    box = (round(lx * w), round(ly * h), w - round((fx - lx) * w), h - round((fy - ly) * h))
+    return _save(im.crop(box), path), {"cut_x": float(fx), "cut_y": float(fy)}
+
+
 def plant(im: Image.Image, how: str, rng: np.random.Generator, path: Path) -> tuple[str, dict]:
     w, h = im.size
     if how == "resize":
@@ -58,18 +71,10 @@ def plant(im: Image.Image, how: str, rng: np.random.Generator, path: Path) -> tu
         return _save(im.resize((max(8, round(w * s)), max(8, round(h * s))), Image.Resampling.BICUBIC), path), {"scale": s}
     if how == "jpeg":
         return _save(im, path.with_suffix(".jpg"), "JPEG", quality=70), {"quality": 70}
-    if how == "crop":
-        fx, fy = rng.uniform(0.02, 0.10, 2)
-        lx, ly = rng.uniform(0, fx), rng.uniform(0, fy)
-        box = (round(lx * w), round(ly * h), w - round((fx - lx) * w), h - round((fy - ly) * h))
-        return _save(im.crop(box), path), {"cut_x": float(fx), "cut_y": float(fy)}
+    if how in CROP_CUTS:
+        return _cut(im, rng, *CROP_CUTS[how], path)
     if how == "flip":
         return _save(im.transpose(Image.Transpose.FLIP_LEFT_RIGHT), path), {}
-    if how == "crop20":
-        fx, fy = rng.uniform(0.10, 0.20, 2)
-        lx, ly = rng.uniform(0, fx), rng.uniform(0, fy)
-        box = (round(lx * w), round(ly * h), w - round((fx - lx) * w), h - round((fy - ly) * h))
-        return _save(im.crop(box), path), {"cut_x": float(fx), "cut_y": float(fy)}
     if how == "bright":
         f = float(rng.choice([0.8, 1.2]))
         return _save(ImageEnhance.Brightness(im.convert("RGB")).enhance(f), path), {"factor": f}
