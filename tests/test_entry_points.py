@@ -19,6 +19,8 @@ def entry_points():
     from trainer.mae import main as mae
     from trainer.pretrain import PretrainConfig
     from trainer.pretrain import main as pretrain
+    from trainer.swav import SwavConfig
+    from trainer.swav import main as swav
     from transfer.few_shot import FewShotConfig
     from transfer.few_shot import main as few_shot
     from transfer.finetune import FinetuneConfig
@@ -30,6 +32,7 @@ def entry_points():
 
     return {"trainer.pretrain": (pretrain, PretrainConfig, ["shards", "run_dir", "total_samples"]),
             "trainer.mae": (mae, MaeConfig, ["shards", "run_dir", "total_samples"]),
+            "trainer.swav": (swav, SwavConfig, ["shards", "run_dir", "total_samples"]),
             "transfer.finetune": (finetune, FinetuneConfig, ["model", "data", "out"]),
             "transfer.linear_probe": (linear_probe, LinearProbeConfig, ["model", "data", "out"]),
             "transfer.few_shot": (few_shot, FewShotConfig, ["model", "data", "out"]),
@@ -49,7 +52,8 @@ def key_line(text: str, key: str) -> list[str]:
     return re.split(r"\s{2,}", line.strip(), maxsplit=3)
 
 
-@pytest.mark.parametrize("name", ["trainer.pretrain", "trainer.mae", "transfer.finetune", "transfer.linear_probe",
+@pytest.mark.parametrize("name", ["trainer.pretrain", "trainer.mae", "trainer.swav", "transfer.finetune",
+                                  "transfer.linear_probe",
                                   "transfer.few_shot", "transfer.zero_shot"])
 def test_help_lists_every_key_and_usage_errors_name_the_key(name, capsys):
     main, cls, required = entry_points()[name]

@@ -7,9 +7,11 @@
                                whole classifier, the head in timm's classifier (RegNet head.fc.*,
                                ViT head.*). Any other head (MAWS's mlp): the trunk, num_classes=0
     export/head.safetensors    that other head's state dict (mlp: nn.Sequential(Linear, Tanh,
-                               Linear), keys 0.* and 2.*); absent for a linear head
+                               Linear), keys 0.* and 2.*; swav: projection.*, prototypes.weight);
+                               absent for a linear head
     export/model.json          what timm has no field for: the head's name, the run's config, and
-                               for a head outside timm its num_classes and labels
+                               for a head outside timm its num_classes, labels and head_args (the
+                               swav head's hidden and dim)
 
 config.json and model.safetensors are written by timm.models.save_for_hf, so
 `timm.create_model("local-dir:RUN/export", pretrained=True)` loads the model (the trunk, for an
@@ -49,7 +51,7 @@ def export_model(model: nn.Module, out_dir: Path, meta: dict) -> Path:
     Returns the weights' path."""
     out_dir = Path(out_dir)
     kind, num_classes = meta["head"], meta["num_classes"]
-    _check_head(model, kind, num_classes)
+    _check_head(model, kind, num_classes, meta.get("head_args") or {})
     if meta["model"] != architecture(model.trunk):
         raise ValueError(f"export meta names {meta['model']} but the model is {architecture(model.trunk)}")
     labels = list(meta.get("labels") or [])
@@ -77,11 +79,11 @@ def export_model(model: nn.Module, out_dir: Path, meta: dict) -> Path:
     return out_dir / WEIGHTS
 
 
-def _check_head(model: nn.Module, kind: str, num_classes: int) -> None:
+def _check_head(model: nn.Module, kind: str, num_classes: int, head_args: dict) -> None:
     if kind not in HEADS:
         raise ValueError(f"unknown head {kind!r}; valid: {', '.join(HEADS)}")
     with torch.device("meta"):  # shapes only: no memory, no draw from the caller's RNG
-        ref = HEADS[kind](model.trunk.num_features, num_classes)
+        ref = HEADS[kind](model.trunk.num_features, num_classes, **head_args)
     want = {k: tuple(v.shape) for k, v in ref.state_dict().items()}
     have = {k: tuple(v.shape) for k, v in model.head.state_dict().items()}
     if want != have or (kind == "linear") != isinstance(model.head, nn.Linear):
@@ -136,7 +138,7 @@ def load_exported(out_dir: str | Path, head: bool = True) -> tuple[nn.Module, di
         raise ValueError(f"{d}: timm cannot load this export as {meta['model']}: {e}") from None
     if meta["head"] == "linear":
         return from_timm(net), meta
-    extra = HEADS[meta["head"]](net.num_features, meta["num_classes"])
+    extra = HEADS[meta["head"]](net.num_features, meta["num_classes"], **(meta.get("head_args") or {}))
     try:
         extra.load_state_dict(load_file(str(d / HEAD)))
     except RuntimeError as e:

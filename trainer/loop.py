@@ -42,15 +42,25 @@ log = logging.getLogger("trainer")
 
 class Task:
     """What an entry point adds to the loop. `loss(batch, step)` runs the forward pass (of
-    run.net) and returns the loss; `after_step(step)` runs on every rank after each optimizer
-    step (an EMA update, a picture); `state_dict()` goes into every checkpoint (rank 0's) and
-    comes back through `load_state_dict` when a run resumes."""
+    run.net) and returns the loss; `after_backward(step)` runs on every rank between the
+    backward pass and the optimizer step (SwAV drops its frozen prototypes' gradient there);
+    `after_step(step)` runs on every rank after each optimizer step (an EMA update, a picture);
+    `log_metrics(step, loss)` adds the task's own figures to each metrics.jsonl record (called on
+    every rank at the same steps: it may all-reduce). `state_dict()` is called on every rank at
+    each checkpoint (it may gather; rank 0's result is saved) and comes back through
+    `load_state_dict` on every rank when a run resumes."""
 
     def loss(self, batch, step: int) -> torch.Tensor:
         raise NotImplementedError
 
+    def after_backward(self, step: int) -> None:
+        pass
+
     def after_step(self, step: int) -> None:
         pass
+
+    def log_metrics(self, step: int, loss: float) -> dict:
+        return {}
 
     def state_dict(self) -> dict:
         return {}
@@ -186,12 +196,14 @@ def collective_failure(e: BaseException) -> bool:
     return any(w in text for w in ("gloo", "timed out", "connection closed", "connection reset", "nccl"))
 
 
-def train_loader(cfg: ShardTrainConfig, d: DistInfo, make=make_loader):
+def train_loader(cfg: ShardTrainConfig, d: DistInfo, make=make_loader, transform=None):
     """This rank's loader of the shards: its share of every global batch of cfg.batch_size; images
-    that do not decode are dropped and named in the batch (fit counts them)."""
+    that do not decode are dropped and named in the batch (fit counts them). transform: the
+    trainer's own views of an image (SwAV's multi-crop) in place of the reader's crop."""
+    extra = {"transform": transform} if transform is not None else {}
     return make(cfg.data_format, cfg.shards, batch_size=cfg.batch_size // d.world_size, rank=d.rank,
                 world_size=d.world_size, num_workers=cfg.workers, train=True, size=cfg.img_size, seed=cfg.seed,
-                samples=cfg.samples, skip_bad_images=True)
+                samples=cfg.samples, skip_bad_images=True, **extra)
 
 
 def fit(cfg: TrainConfig, run: Run, task: Task, loader, steps: int, peak: float) -> dict:
@@ -216,11 +228,12 @@ def fit(cfg: TrainConfig, run: Run, task: Task, loader, steps: int, peak: float)
                      (run.resumed_from or {}).get("bad_samples"))
 
     def checkpoint():
+        extra = task.state_dict()  # on every rank: a task may gather its ranks' state
         if d.is_main:
             save_checkpoint(run.run_dir / "checkpoints", step, {
                 "step": step, "samples": step * cfg.batch_size, "model": model.state_dict(),
                 "optimizer": optimizer.state_dict(), "scaler": scaler.state_dict(),
-                "rng_cpu": torch.get_rng_state(), "config": to_dict(cfg), "extra": task.state_dict(),
+                "rng_cpu": torch.get_rng_state(), "config": to_dict(cfg), "extra": extra,
                 "loader": dict(zip(("epoch", "batch"), locate(step, loader))), "layout": layout_of(cfg, d),
                 "bad_samples": bad.state()},
                 cfg.keep_ckpts)
@@ -242,6 +255,7 @@ def fit(cfg: TrainConfig, run: Run, task: Task, loader, steps: int, peak: float)
                 loss = task.loss(batch, step)
                 optimizer.zero_grad(set_to_none=True)
                 scaler.scale(loss).backward()
+                task.after_backward(step)
                 if cfg.grad_clip:
                     scaler.unscale_(optimizer)
                     torch.nn.utils.clip_grad_norm_(model.parameters(), cfg.grad_clip)
@@ -254,7 +268,8 @@ def fit(cfg: TrainConfig, run: Run, task: Task, loader, steps: int, peak: float)
                     last_loss = all_reduce_mean(loss.detach()).item()
                     rate = progress.update(cfg.log_every * cfg.batch_size, step * cfg.batch_size, last_loss, lr)
                     metrics.log({"step": step, "samples": step * cfg.batch_size, "epoch": epoch, "loss": last_loss,
-                                 "lr": lr, "img_per_s": rate, "bad_samples": bad.count})
+                                 "lr": lr, "img_per_s": rate, "bad_samples": bad.count,
+                                 **task.log_metrics(step, last_loss)})
                 task.after_step(step)
                 if stop.requested:
                     break

@@ -12,16 +12,27 @@ import torch
 from timm.models import get_model_args
 from torch import nn
 
-# SWAG: a linear classifier; MAWS: Linear(d, d) - Tanh - Linear(d, C).
+# SWAG: a linear classifier; MAWS: Linear(d, d) - Tanh - Linear(d, C); SwAV: an MLP projection and
+# C prototypes (trainer/swav/head.py; its hidden/dim are `head_args`, recorded in the export).
 HEADS = {
     "linear": lambda d, c: nn.Linear(d, c),
     "mlp": lambda d, c: nn.Sequential(nn.Linear(d, d), nn.Tanh(), nn.Linear(d, c)),
+    "swav": lambda d, c, **kw: _swav_head(d, c, **kw),
 }
 
 
+def _swav_head(d: int, c: int, **kw) -> nn.Module:
+    from trainer.swav.head import SwavHead  # trainer.swav imports this module
+
+    return SwavHead(d, c, **kw)
+
+
 def create_model(name: str, num_classes: int, head: str = "linear", img_size: int | None = None,
-                 drop_path_rate: float = 0.0) -> nn.Module:
-    """A timm trunk (random init: no weights are ever downloaded) with the chosen head."""
+                 drop_path_rate: float = 0.0, head_args: dict | None = None,
+                 dynamic_img_size: bool = False) -> nn.Module:
+    """A timm trunk (random init: no weights are ever downloaded) with the chosen head.
+    dynamic_img_size: a ViT that takes any input side (SwAV's multi-crop); other trunks pool
+    globally and take any side anyway."""
     if head not in HEADS:
         raise ValueError(f"unknown head {head!r}; valid: {', '.join(HEADS)}")
     if not timm.is_model(name):
@@ -29,8 +40,10 @@ def create_model(name: str, num_classes: int, head: str = "linear", img_size: in
     kw = {"pretrained": False, "num_classes": 0, "drop_path_rate": drop_path_rate}
     if img_size is not None and name.startswith(("vit", "deit", "eva")):
         kw["img_size"] = img_size
+        if dynamic_img_size:
+            kw["dynamic_img_size"] = True
     trunk = timm.create_model(name, **kw)
-    return Classifier(trunk, HEADS[head](trunk.num_features, num_classes))
+    return Classifier(trunk, HEADS[head](trunk.num_features, num_classes, **(head_args or {})))
 
 
 class Classifier(nn.Module):

@@ -7,8 +7,9 @@ import torch
 from torch import nn
 
 # name -> (base lr, at reference batch). "mae": He et al.'s AdamW recipe (1.5e-4 per 256, betas
-# (0.9, 0.95), wd 0.05), used by trainer.mae (MAWS appendix A).
-RECIPES = {"sgd": (0.1, 256), "adamw": (4e-4, 8192), "mae": (1.5e-4, 256)}
+# (0.9, 0.95), wd 0.05), used by trainer.mae (MAWS appendix A). "lars": SEER's and SwAV's LARS
+# (0.3 per 256, i.e. 4.8 at 4096; momentum 0.9, trust coefficient 0.001), used by trainer.swav.
+RECIPES = {"sgd": (0.1, 256), "adamw": (4e-4, 8192), "mae": (1.5e-4, 256), "lars": (0.3, 256)}
 
 
 def peak_lr(optimizer: str, global_batch: int, base_lr: float | None = None) -> float:
@@ -52,4 +53,8 @@ def build_optimizer(name: str, model: nn.Module, lr: float, weight_decay: float)
         return torch.optim.SGD(groups, lr=lr, momentum=0.9, nesterov=True)
     if name in ("adamw", "mae"):
         return torch.optim.AdamW(groups, lr=lr, betas=(0.9, 0.95))
+    if name == "lars":  # timm's LARS; the trust ratio applies where weight decay does (not norms, biases)
+        from timm.optim import Lars
+
+        return Lars(groups, lr=lr, momentum=0.9, trust_coeff=0.001)
     raise ValueError(f"unknown optimizer {name!r}; valid: {', '.join(RECIPES)}")

@@ -27,7 +27,7 @@ from trainer.optim import RECIPES, build_optimizer, peak_lr
 from trainer.prepare import Run, prepare, start
 
 log = logging.getLogger("pretrain")
-DEFAULT_WEIGHT_DECAY = {"sgd": 1e-5, "adamw": 0.1, "mae": 0.05}
+DEFAULT_WEIGHT_DECAY = {"sgd": 1e-5, "adamw": 0.1, "mae": 0.05, "lars": 1e-5}
 
 
 @dataclass(frozen=True, kw_only=True)
@@ -37,8 +37,8 @@ class PretrainConfig(ShardTrainConfig):
     vocab: str | None = key(None, "vocab directory: its label names go into the export (class count must match)")
     loss: str = key("softmax", f"{' | '.join(LOSSES)}")
     optimizer: str = key("sgd", "recipe, with base_lr at its reference batch: sgd 0.1/256, adamw 4e-4/8192, "
-                                "mae 1.5e-4/256")
-    weight_decay: float | None = key(None, "null: the recipe's (sgd 1e-5, adamw 0.1, mae 0.05)")
+                                "mae 1.5e-4/256, lars 0.3/256")
+    weight_decay: float | None = key(None, "null: the recipe's (sgd 1e-5, adamw 0.1, mae 0.05, lars 1e-5)")
     init_from: str | None = key(None, "an MAE encoder export to start from (MAWS)")
 
     def __post_init__(self):

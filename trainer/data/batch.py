@@ -7,7 +7,8 @@ import torch
 
 
 class Batch(NamedTuple):
-    """images: uint8 [B, 3, size, size] (normalized on the device by the trainer);
+    """images: uint8 [B, 3, size, size] (normalized on the device by the trainer); with a reader
+    transform of several views (SwAV's multi-crop) a list of such, one per view;
     targets: float32 [B, C] soft targets (1/k on each of an image's k labels);
     positions: int64 [B], each sample's `position` in the resampled sample table;
     skipped: 'shard:key: reason' of each sample whose image failed to decode and was dropped from

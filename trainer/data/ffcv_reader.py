@@ -125,14 +125,19 @@ def check_process_group(rank: int, world_size: int) -> None:
 
 def ffcv_loader(root, batch_size: int, rank: int, world_size: int, num_workers: int, train: bool, size: int = 224,
                 seed: int = 0, epoch: int = 0, crop_ratio: float = 1.0, os_cache: bool = True,
-                batches_ahead: int = 3, samples=None, skip_bad_images: bool = False) -> FfcvLoader:
+                batches_ahead: int = 3, samples=None, skip_bad_images: bool = False, transform=None) -> FfcvLoader:
     """Batches of one rank's share of ROOT's .beton (jobs/shards.py --format ffcv), the epochs given
     by the sample index in SAMPLES (jobs/resample.py --shards ROOT); without one, and always for
     evaluation, every stored image once per epoch (shuffled with (seed, epoch) when training).
 
     skip_bad_images is accepted for the same signature as wds_loader, with nothing to skip: images
     are decoded inside FFCV's JIT pipeline, where no sample can be dropped, and every image of a
-    .beton was decoded when it was written (pipeline/ffcv_writer.py fails on one that does not)."""
+    .beton was decoded when it was written (pipeline/ffcv_writer.py fails on one that does not).
+    transform (a torchvision transform, e.g. SwAV's multi-crop) is refused: FFCV's decoders run in
+    its compiled pipeline, which has no colour jitter or blur; such trainers read data_format=wds."""
+    if transform is not None:
+        raise ValueError(f"{root}: the FFCV reader applies only its own crop and flip, not {type(transform).__name__} "
+                         "(multi-crop views, colour jitter, blur): use data_format=wds")
     index = load_index(root)
     if not index.ffcv:
         raise ShardError(f"{index.root}/shards.json has no ffcv entry: rerun jobs/shards.py with --format wds,ffcv")

@@ -70,7 +70,7 @@ class WdsEpochs(IterableDataset):
 
     def __init__(self, index: ShardIndex, samples: SampleIndex, batch_size: int, rank: int, world_size: int,
                  num_workers: int, train: bool, size: int, seed: int, epoch: int, shuffle_buffer: int,
-                 skip_bad_images: bool = False):
+                 skip_bad_images: bool = False, transform=None):
         check_rank(rank, world_size)
         if shuffle_buffer < 1:
             raise ValueError(f"shuffle_buffer must be >= 1, got {shuffle_buffer}")
@@ -80,7 +80,7 @@ class WdsEpochs(IterableDataset):
         self.world_size, self.workers, self.train, self.seed = world_size, max(1, num_workers), train, seed
         self.epoch, self.start, self.shuffle_buffer = epoch, 0, shuffle_buffer
         self.skip_bad_images = skip_bad_images
-        self.transform = train_transform(size) if train else eval_transform(size)
+        self.transform = transform or (train_transform(size) if train else eval_transform(size))
         self.decoded = 0  # images this process tried to decode (workers count their own)
         self._layouts: dict[int, EpochLayout] = {}
         self.layout(epoch)  # fail now, not in a worker, on too few shards or an empty epoch
@@ -175,7 +175,7 @@ class WdsEpochs(IterableDataset):
                 raise ShardError(f"rank {self.rank} epoch {epoch} batch {j}: none of its {b} images decodes: "
                                  + "; ".join(skipped))
             targets = soft_targets(pad_labels([lb for _, lb, _ in kept]), self.index.num_classes)
-            yield Batch(torch.stack([im for im, _, _ in kept]), targets,
+            yield Batch(stack_views([im for im, _, _ in kept]), targets,
                         torch.tensor([p for _, _, p in kept], dtype=torch.int64), tuple(skipped))
 
     def _stream(self, items: ReaderItems, first_read: int, remaining: dict) -> Iterator[tuple[int, tuple]]:
@@ -214,6 +214,14 @@ class WdsEpochs(IterableDataset):
         raise ShardError(f"{self.index.root}: the reader's shards ended before every needed image was read")
 
 
+def stack_views(images: list) -> torch.Tensor | tuple[torch.Tensor, ...]:
+    """[B, 3, S, S] from one view per image; a tuple of those, one per view, from a transform
+    that gives several (trainer/data/multicrop.py)."""
+    if isinstance(images[0], tuple):
+        return tuple(torch.stack(v) for v in zip(*images))
+    return torch.stack(images)
+
+
 class WdsLoader(DataLoader):
     """A DataLoader over WdsEpochs; call set_epoch(e[, start]) before each epoch (as with
     DistributedSampler); epoch_batches(e) is epoch e's number of batches (len() the current one's)."""
@@ -238,14 +246,16 @@ class WdsLoader(DataLoader):
 
 def wds_loader(root, batch_size: int, rank: int, world_size: int, num_workers: int, train: bool, size: int = 224,
                seed: int = 0, epoch: int = 0, shuffle_buffer: int = 10000, pin_memory: bool = False,
-               samples=None, skip_bad_images: bool = False) -> WdsLoader:
+               samples=None, skip_bad_images: bool = False, transform=None) -> WdsLoader:
     """Batches of one rank's share of the WebDataset shards in ROOT, the epochs given by the sample
     index in SAMPLES (jobs/resample.py --shards ROOT); without one, and always for evaluation,
     every stored image once per epoch. len() = batches per rank. skip_bad_images: an image that
-    does not decode is dropped from its batch and named in Batch.skipped (else a ShardError)."""
+    does not decode is dropped from its batch and named in Batch.skipped (else a ShardError).
+    transform: uint8 [3, H, W] -> a view or a tuple of views (SwAV's MultiCrop) in place of the
+    default crop; it draws from torch's global RNG, which each batch seeds."""
     index = load_index(root)
     ds = WdsEpochs(index, SampleIndex(index, samples if train else None), batch_size, rank, world_size, num_workers,
-                   train, size, seed, epoch, shuffle_buffer, skip_bad_images)
+                   train, size, seed, epoch, shuffle_buffer, skip_bad_images, transform)
     # Workers are started per epoch (not persistent) so that they see set_epoch's value. Our own
     # generator: DataLoader draws a seed from it every epoch, from the global RNG otherwise.
     return WdsLoader(ds, batch_size=None, num_workers=num_workers, pin_memory=pin_memory,

@@ -1,0 +1,3 @@
+from trainer.swav.train import main
+
+main()
