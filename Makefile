@@ -107,6 +107,20 @@ demo-maws: dataset $(DOWNSTREAM)/task.json
 		--probe-random $(MAWS)/probe_random.json --out $(DEMO)/maws.json
 	@echo "MAE reconstructions: $(MAWS)/mae/reconstructions.png; loss curves: $(MAWS)/*/curves.png"
 
+# The papers' comparison (SWAG vs SEER, MAWS): every arm of an architecture gets COMPARE_BUDGET CPU
+# seconds of measured training steps; COMPARE_SEEDS pretraining seeds each; linear probe and
+# few-shot k=5 on the held-out task, bootstrap CIs -> compare.json, compare.md, compare.png.
+COMPARE ?= $(DEMO)/compare
+COMPARE_BUDGET ?= 180
+COMPARE_SEEDS ?= 0 1 2
+compare: dataset $(DOWNSTREAM)/task.json
+	mkdir -p $(COMPARE)
+	[ -f $(COMPARE)/plan.json ] || $(PY) -m transfer.compare plan --shards $(DEMO)/shards --samples $(DEMO)/samples \
+		--vocab $(DEMO)/vocab --budget-cpu-s $(COMPARE_BUDGET) --nproc $(NPROC) --out $(COMPARE)
+	$(PY) -m transfer.compare run --out $(COMPARE) --data $(DOWNSTREAM) --seeds $(COMPARE_SEEDS) --img-size $(TRANSFER_IMG)
+	$(PY) -m transfer.compare report --out $(COMPARE) --json $(DEMO)/compare.json
+.PHONY: compare
+
 # Transfer (SWAG section 4): linear probe and few-shot for a random and the hashtag-pretrained trunk of
 # the same architecture, zero-shot through WordNet, a short finetune of each; table -> transfer.json.
 TRANSFER ?= $(DEMO)/transfer

@@ -83,7 +83,7 @@ class HashtagTask(Task):
     every checkpoint."""
 
     def __init__(self, cfg: PretrainConfig, run: Run, index: ShardIndex, names: list[str] | None):
-        self.run, self.loss_fn = run, get_loss(cfg.loss)
+        self.run, self.loss_fn, self.index, self.names = run, get_loss(cfg.loss), index, names
         self.info = {"num_classes": index.num_classes, "labels": names or []}
 
     def loss(self, batch, step):
@@ -95,17 +95,25 @@ class HashtagTask(Task):
         return self.info
 
 
-def train(cfg: PretrainConfig) -> dict:
-    d = start(cfg)
+def build(cfg: PretrainConfig, d: DistInfo, run_dir: Path):
+    """(run, task, loader, peak lr) of a hashtag run, prepared (resumed where run_dir has a
+    checkpoint); transfer/step_cost.py times the task's steps from here."""
     index, names, model = setup(cfg, d)
     loader = train_loader(cfg, d, make_loader)  # looked up here: bench/trainer_bench.py swaps it
-    run_dir = Path(cfg.run_dir)
     data_cfg = model_data_config(cfg.model)
     peak = peak_lr(cfg.optimizer, cfg.batch_size, cfg.base_lr)
     wd = cfg.weight_decay if cfg.weight_decay is not None else DEFAULT_WEIGHT_DECAY[cfg.optimizer]
     run = prepare(cfg, d, model, lambda m: build_optimizer(cfg.optimizer, m, peak, wd), run_dir,
                   data_cfg.mean, data_cfg.std)
-    result = fit(cfg, run, HashtagTask(cfg, run, index, names), loader, cfg.steps, peak)
+    return run, HashtagTask(cfg, run, index, names), loader, peak
+
+
+def train(cfg: PretrainConfig) -> dict:
+    d = start(cfg)
+    run_dir = Path(cfg.run_dir)
+    run, task, loader, peak = build(cfg, d, run_dir)
+    result = fit(cfg, run, task, loader, cfg.steps, peak)
+    index, names, data_cfg = task.index, task.names, model_data_config(cfg.model)
     return finish(run, result, lambda: export_model(run.model, run_dir / "export", {
         "model": cfg.model, "head": cfg.head, "num_classes": index.num_classes, "labels": names or [],
         "img_size": cfg.img_size, "input_size": [3, cfg.img_size, cfg.img_size], "mean": list(data_cfg.mean),

@@ -57,16 +57,19 @@ def run(cfg: FewShotConfig) -> dict:
     n_classes = len(f["classes"])
     per_k = {}
     for k in cfg.ks:
-        accs, lams = [], []
+        accs, lams, correct = [], [], torch.zeros(len(yva))
         for seed in range(cfg.seeds):
             idx, capped = draw(ytr, k, seed)
             clf, search = select_and_fit(xtr[idx], ytr[idx], n_classes, cfg.lams, cfg.holdout_frac, seed,
                                          cfg.default_lam)
-            accs.append(top_k(clf.scores(xva), yva, 1))
+            scores = clf.scores(xva)
+            accs.append(top_k(scores, yva, 1))
+            correct += (scores.argmax(1) == yva).float()
             lams.append(search["lam"])
         per_k[str(k)] = {"mean_top1": statistics.fmean(accs), "std_top1": statistics.pstdev(accs),
                          "min_top1": min(accs), "max_top1": max(accs), "top1": accs, "lams": lams,
-                         "classes_capped": capped, "train_images": len(idx)}
+                         "classes_capped": capped, "train_images": len(idx),
+                         "val_correct": (correct / cfg.seeds).tolist()}  # per val image: share of draws right
         print(f"k={k}: top-1 {pct(per_k[str(k)]['mean_top1'])} +- {pct(per_k[str(k)]['std_top1'])} "
               f"over {cfg.seeds} seeds ({capped} of {n_classes} classes have fewer than {k} train images)")
     result = {"protocol": "few_shot", "model": cfg.model, "arch": model.name, "model_key": model.key, "data": cfg.data,

@@ -37,7 +37,8 @@ def run(cfg: LinearProbeConfig) -> dict:
               "data": cfg.data, "img_size": cfg.img_size, "classes": list(f["classes"]), "train_images": len(ytr),
               "val_images": len(yva), "feature_dim": xtr.shape[1], "top1": top_k(scores, yva, 1),
               "top5": top_k(scores, yva, 5), "mean_class_top1": mean_class_accuracy(scores, yva),
-              "majority_class_top1": yva.bincount().max().item() / len(yva), **search}
+              "majority_class_top1": yva.bincount().max().item() / len(yva), **search,
+              "val_correct": (scores.argmax(1) == yva).int().tolist()}  # per val image, for bootstrap CIs
     md = (f"## Linear probe: {cfg.model}\n\n| data | classes | train | val | lam | top-1 | top-5 | mean per-class |\n"
           f"| --- | --- | --- | --- | --- | --- | --- | --- |\n| {cfg.data} | {len(f['classes'])} | {len(ytr)} | "
           f"{len(yva)} | {search['lam']:g} | {pct(result['top1'])} | {pct(result['top5'])} | "

@@ -105,18 +105,25 @@ class MaeTask(Task):
         return {"mae": {"model": self.cfg.model, "decoder": asdict(self.cfg.decoder)}}
 
 
-def train(cfg: MaeConfig) -> dict:
-    d = start(cfg)
+def build(cfg: MaeConfig, d: DistInfo, run_dir: Path):
+    """(run, task, loader, peak lr) of an MAE run, prepared (resumed where run_dir has a
+    checkpoint); transfer/step_cost.py times the task's steps from here."""
     mae = setup(cfg, d)
     loader = train_loader(cfg, d)
-    run_dir = Path(cfg.run_dir)
     data_cfg = model_data_config(cfg.model)
     peak = peak_lr("mae", cfg.batch_size, cfg.base_lr)
     # timm parts the MAE encoder never runs (fc_norm of avg-pooled ViTs, attention pools) get no gradient
     unused = any(n.split(".")[0] in ("fc_norm", "attn_pool", "head") for n, _ in mae.encoder.named_parameters())
     run = prepare(cfg, d, mae, lambda m: build_optimizer("mae", m, peak, cfg.weight_decay), run_dir,
                   data_cfg.mean, data_cfg.std, find_unused_parameters=unused)
-    task = MaeTask(cfg, run, data_cfg.mean, data_cfg.std)
+    return run, MaeTask(cfg, run, data_cfg.mean, data_cfg.std), loader, peak
+
+
+def train(cfg: MaeConfig) -> dict:
+    d = start(cfg)
+    run_dir = Path(cfg.run_dir)
+    run, task, loader, peak = build(cfg, d, run_dir)
+    data_cfg = model_data_config(cfg.model)
     result = fit(cfg, run, task, loader, cfg.steps, peak)
 
     def outputs():
