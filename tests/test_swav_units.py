@@ -168,3 +168,9 @@ def test_swav_export_round_trip_and_protocols(tmp_path):
     x = torch.randn(2, 3, 32, 32)
     model.eval()
     torch.testing.assert_close(loaded.trunk.eval()(x), model.trunk(x))
+    from transfer.zero_shot import ZeroShotConfig
+    from transfer.zero_shot import run as zero_shot
+
+    with pytest.raises(ValueError, match="prototypes, not hashtags"):  # before any data is read
+        zero_shot(ZeroShotConfig(model=str(tmp_path / "export"), data=str(tmp_path / "none"),
+                                 out=str(tmp_path / "z.json")))

@@ -66,9 +66,13 @@ def hashtag_table(cfg: ZeroShotConfig, meta: dict) -> tuple[list[str], list[list
 
 def run(cfg: ZeroShotConfig) -> dict:
     from pipeline.wordnet import load_wordnet
+    from trainer.export import read_export_meta
 
     if cfg.model.startswith("random:"):
         raise ValueError(f"model={cfg.model}: zero-shot needs an exported hashtag model (its head), not random init")
+    if read_export_meta(cfg.model).get("head") == "swav":
+        raise ValueError(f"model={cfg.model}: a SwAV export's head scores prototypes, not hashtags; zero-shot "
+                         "through WordNet needs a hashtag-pretrained export (trainer.pretrain)")
     model, f = features(cfg)
     names, tag_synsets = hashtag_table(cfg, model.meta)
     classes = list(f["classes"])
