@@ -6,10 +6,11 @@
     python -m transfer.maws_compare report --cost F.json --mae RUN --maws RUN --plain RUN \
         --probe-maws J.json --probe-plain J.json [--probe-random J.json] --out build/demo/maws.json
 
-Equal compute is equal training time on this machine: one training step (forward, backward,
-AdamW step on a synthetic uint8 batch, normalization included, no data loading) of the MAE and of
-the hashtag classifier are timed, interleaved, `--steps` times each after warm-up; the fastest
-is taken (as timeit does: slower repeats measure other processes' load, not the step). With c = (MAE time per image) / (hashtag time per image),
+Equal compute is equal training CPU time on this machine: one training step of the MAE and of the
+hashtag classifier (transfer/step_cost.py: each trainer's own task step on a real batch of the
+shards, normalization included, no data loading) are timed `--steps` times each after warm-up;
+the fastest is taken (as timeit does: slower repeats measure other processes' load, not the
+step). `make compare` measures its arms the same way. With c = (MAE CPU time per image) / (hashtag CPU time per image),
 the MAWS arm is M MAE images + H hashtag images and the plain arm gets H + c*M hashtag images
 (rounded to whole batches). FLOPs of one step of each (torch's FlopCounterMode) are recorded too.
 """
@@ -17,9 +18,7 @@ from __future__ import annotations
 
 import argparse
 import json
-import statistics
 import sys
-import time
 from pathlib import Path
 
 import torch
@@ -28,63 +27,17 @@ from pipeline.atomic import write_text_atomic
 from trainer.config import load_config
 
 
-def _steppers(mae_cfg, pre_cfg, num_classes: int):
-    """(name, batch, step function) for the MAE and the hashtag classifier, built as the trainers build them."""
-    from trainer.data import model_data_config
-    from trainer.losses import get_loss
-    from trainer.mae.model import build_mae, mask_noise
-    from trainer.models import create_model
-    from trainer.optim import build_optimizer, peak_lr
+def step_costs(mae_argv: list[str], pretrain_argv: list[str], steps: int = 5, warmup: int = 2) -> dict:
+    """One step of the MAE and of the hashtag classifier, each configured by its command line and
+    timed by transfer/step_cost.py (the trainers' own task steps on a real batch of the shards)."""
+    from transfer.step_cost import step_cost
 
-    torch.manual_seed(0)
-    mae = build_mae(mae_cfg.model, mae_cfg.img_size, mae_cfg.decoder, mae_cfg.mask_ratio, mae_cfg.norm_pix_loss)
-    clf = create_model(pre_cfg.model, num_classes, pre_cfg.head, pre_cfg.img_size)
-    out = []
-    for name, model, cfg in (("mae", mae, mae_cfg), ("hashtag", clf, pre_cfg)):
-        dc = model_data_config(cfg.model)
-        mean = torch.tensor(dc.mean).view(1, 3, 1, 1) * 255
-        std = torch.tensor(dc.std).view(1, 3, 1, 1) * 255
-        opt_name = "mae" if name == "mae" else cfg.optimizer
-        opt = build_optimizer(opt_name, model, peak_lr(opt_name, cfg.batch_size, cfg.base_lr) * 1e-3, 0.05)
-        images = torch.randint(0, 256, (cfg.batch_size, 3, cfg.img_size, cfg.img_size), dtype=torch.uint8)
-        targets = torch.full((cfg.batch_size, num_classes), 1.0 / num_classes)
-        loss_fn = get_loss(getattr(cfg, "loss", "softmax"))
-
-        def step(model=model, opt=opt, images=images, targets=targets, mean=mean, std=std, name=name,
-                 loss_fn=loss_fn):
-            x = images.float().sub_(mean).div_(std)
-            if name == "mae":
-                loss = model(x, mask_noise(0, 0, 0, x.shape[0], model.num_patches))[0]
-            else:
-                loss = loss_fn(model(x), targets)
-            opt.zero_grad(set_to_none=True)
-            loss.backward()
-            opt.step()
-
-        out.append((name, cfg.batch_size, step))
-    return out
-
-
-def step_costs(mae_cfg, pre_cfg, num_classes: int, steps: int = 5, warmup: int = 2) -> dict:
-    from torch.utils.flop_counter import FlopCounterMode
-
-    steppers = _steppers(mae_cfg, pre_cfg, num_classes)
-    times = {name: [] for name, _, _ in steppers}
-    flops = {}
-    for name, _, step in steppers:
-        with FlopCounterMode(display=False) as fc:
-            step()
-        flops[name] = fc.get_total_flops()
-    for i in range(warmup + steps):
-        for name, _, step in steppers:
-            t = time.perf_counter()
-            step()
-            if i >= warmup:
-                times[name].append(time.perf_counter() - t)
-    batch = {name: b for name, b, _ in steppers}
-    rec = {name: {"batch_size": batch[name], "step_s": min(times[name]), "median_step_s": statistics.median(times[name]),
-                  "step_times_s": times[name], "s_per_image": min(times[name]) / batch[name], "flops_per_step": flops[name],
-                  "flops_per_image": flops[name] / batch[name]} for name in times}
+    rec = {}
+    for name, trainer, argv in (("mae", "trainer.mae", mae_argv), ("hashtag", "trainer.pretrain", pretrain_argv)):
+        c = step_cost(trainer, argv, steps, warmup)
+        rec[name] = {"batch_size": c["batch_size"], "step_s": c["step_cpu_s"], "step_wall_s": c["step_wall_s"],
+                     "step_times_s": c["cpu_times_s"], "s_per_image": c["cpu_s_per_image"],
+                     "flops_per_step": c["flops_per_step"], "flops_per_image": c["flops_per_step"] / c["batch_size"]}
     rec["time_ratio"] = rec["mae"]["s_per_image"] / rec["hashtag"]["s_per_image"]
     rec["flop_ratio"] = rec["mae"]["flops_per_image"] / rec["hashtag"]["flops_per_image"]
     rec["threads"] = torch.get_num_threads()
@@ -99,12 +52,13 @@ def plain_total_samples(mae_samples: int, hashtag_samples: int, ratio: float, ba
 def cost_main(a) -> None:
     from trainer.mae import MaeConfig
     from trainer.pretrain import PretrainConfig
-    from trainer.data.shard_index import load_index
 
-    need = ["shards=x", "run_dir=x"]
-    mae_cfg = load_config(MaeConfig, ["--config", a.mae_config, *need, *a.mae_overrides])
-    pre_cfg = load_config(PretrainConfig, ["--config", a.pretrain_config, *need, *a.pretrain_overrides])
-    rec = step_costs(mae_cfg, pre_cfg, load_index(a.shards).num_classes, a.steps)
+    mae_argv = ["--config", a.mae_config, f"shards={a.shards}", *a.mae_overrides]
+    pre_argv = ["--config", a.pretrain_config, f"shards={a.shards}", *a.pretrain_overrides]
+    need = ["run_dir=x"]
+    mae_cfg = load_config(MaeConfig, [*mae_argv, *need])
+    pre_cfg = load_config(PretrainConfig, [*pre_argv, *need])
+    rec = step_costs(mae_argv, pre_argv, a.steps)
     mae_n, pre_n = mae_cfg.steps * mae_cfg.batch_size, pre_cfg.steps * pre_cfg.batch_size
     rec.update({"mae_samples": mae_n, "maws_hashtag_samples": pre_n, "model": pre_cfg.model,
                 "plain_total_samples": plain_total_samples(mae_n, pre_n, rec["time_ratio"], pre_cfg.batch_size),
@@ -112,7 +66,7 @@ def cost_main(a) -> None:
                                                                     pre_cfg.batch_size)})
     write_text_atomic(a.out, json.dumps(rec, indent=2))
     print(f"step cost per image: MAE {rec['mae']['s_per_image'] * 1e3:.2f} ms, hashtag "
-          f"{rec['hashtag']['s_per_image'] * 1e3:.2f} ms (time ratio {rec['time_ratio']:.3f}, FLOP ratio "
+          f"{rec['hashtag']['s_per_image'] * 1e3:.2f} ms CPU (time ratio {rec['time_ratio']:.3f}, FLOP ratio "
           f"{rec['flop_ratio']:.3f}); plain arm: {rec['plain_total_samples']} samples", file=sys.stderr)
     print(rec["plain_total_samples"])
 
