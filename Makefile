@@ -111,11 +111,11 @@ demo-maws: dataset $(DOWNSTREAM)/task.json
 # seconds of measured training steps; COMPARE_SEEDS pretraining seeds each; linear probe and
 # few-shot k=5 on the held-out task, bootstrap CIs -> compare.json, compare.md, compare.png.
 COMPARE ?= $(DEMO)/compare
-COMPARE_BUDGET ?= 180
+COMPARE_BUDGET ?= 150
 COMPARE_SEEDS ?= 0 1 2
 compare: dataset $(DOWNSTREAM)/task.json
 	mkdir -p $(COMPARE)
-	[ -f $(COMPARE)/plan.json ] || $(PY) -m transfer.compare plan --shards $(DEMO)/shards --samples $(DEMO)/samples \
+	$(PY) -m transfer.compare plan --shards $(DEMO)/shards --samples $(DEMO)/samples \
 		--vocab $(DEMO)/vocab --budget-cpu-s $(COMPARE_BUDGET) --nproc $(NPROC) --out $(COMPARE)
 	$(PY) -m transfer.compare run --out $(COMPARE) --data $(DOWNSTREAM) --seeds $(COMPARE_SEEDS) --img-size $(TRANSFER_IMG)
 	$(PY) -m transfer.compare report --out $(COMPARE) --json $(DEMO)/compare.json

@@ -197,7 +197,8 @@ class SwavTask(Task):
         saved = state.get("swav", {})
         self.use_queue = bool(saved.get("use_queue", False))
         queue = saved.get("queue")
-        if queue is None:
+        if queue is None:  # no queue saved: whatever the flag says, there is nothing full to use
+            self.use_queue = False
             return
         if queue.shape[0] != self.run.d.world_size or queue.shape[2] != self.rank_queue:
             if self.run.d.is_main:
