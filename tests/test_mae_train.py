@@ -5,7 +5,6 @@ import json
 import os
 import subprocess
 import sys
-import time
 from pathlib import Path
 
 import numpy as np
@@ -15,7 +14,7 @@ from PIL import Image
 from safetensors.torch import load_file
 
 from tests.shardkit import write_shard_set
-from tests.test_trainer_torchrun import kill_tree
+from tests.test_trainer_torchrun import kill_when
 
 ROOT = Path(__file__).resolve().parents[1]
 TINY = ["model=test_vit", "img_size=64", "decoder_depth=1", "decoder_width=64", "decoder_heads=4", "workers=1",
@@ -136,12 +135,7 @@ def test_two_processes_sigkill_then_resume_is_exact(shards, tmp_path):
     run = tmp_path / "run"
     p = subprocess.Popen(torchrun_cmd(args + [f"run_dir={run}"]), cwd=ROOT, env=env, stdout=subprocess.DEVNULL,
                          stderr=subprocess.DEVNULL, start_new_session=True)
-    try:
-        deadline = time.time() + 300
-        while time.time() < deadline and not (run / "checkpoints" / "ckpt-000000010.pt").exists():
-            time.sleep(0.05)
-    finally:
-        kill_tree(p)  # the agent and its ranks: each rank runs in a session of its own
+    kill_when(p, run / "checkpoints" / "ckpt-000000010.pt")  # the agent and its ranks: each in a session of its own
     killed_at = metrics(run)[-1]["step"]
     assert 10 <= killed_at < 24, killed_at
     r = subprocess.run(torchrun_cmd(args + [f"run_dir={run}"]), cwd=ROOT, env=env, capture_output=True, text=True,

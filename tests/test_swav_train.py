@@ -11,7 +11,6 @@ import os
 import shutil
 import subprocess
 import sys
-import time
 from pathlib import Path
 
 import numpy as np
@@ -21,7 +20,7 @@ from PIL import Image
 from safetensors.torch import load_file
 
 from tests.shardkit import make_shards, write_shard_set
-from tests.test_trainer_torchrun import kill_tree, resumed_at
+from tests.test_trainer_torchrun import kill_when, resumed_at
 
 ROOT = Path(__file__).resolve().parents[1]
 K, DIM, HIDDEN, SEED = 16, 8, 32, 1
@@ -145,12 +144,7 @@ def test_sigkill_then_resume_is_exact(shards, reference, tmp_path):
     run = tmp_path / "run"
     p = subprocess.Popen(torchrun(args + [f"run_dir={run}"]), cwd=ROOT, env=ENV, stdout=subprocess.DEVNULL,
                          stderr=subprocess.DEVNULL, start_new_session=True)
-    try:
-        deadline = time.time() + 300
-        while time.time() < deadline and not (run / "checkpoints" / "ckpt-000000010.pt").exists():
-            time.sleep(0.05)
-    finally:
-        kill_tree(p)
+    kill_when(p, run / "checkpoints" / "ckpt-000000010.pt")  # the agent and its ranks: each in a session of its own
     killed_at = metrics(run)[-1]["step"]
     assert 10 <= killed_at < 24 and not (run / "result.json").exists(), killed_at
 

@@ -44,6 +44,17 @@ def kill_tree(p: subprocess.Popen) -> None:
     assert not alive, alive
 
 
+def kill_when(p: subprocess.Popen, path: Path, timeout: float = 300) -> None:
+    """SIGKILL torchrun `p` and its ranks (kill_tree) once `path` exists (a checkpoint), or after
+    `timeout` seconds."""
+    try:
+        deadline = time.time() + timeout
+        while time.time() < deadline and not path.exists():
+            time.sleep(0.05)
+    finally:
+        kill_tree(p)
+
+
 def metrics(run: Path):
     return [json.loads(line) for line in (run / "metrics.jsonl").read_text().splitlines()]
 
@@ -113,12 +124,7 @@ def test_sigkill_then_resume_is_exact(shards, reference, tmp_path):
            "trainer.pretrain", *BASE, *args, f"run_dir={run}"]
     p = subprocess.Popen(cmd, cwd=ROOT, env={**os.environ, "OMP_NUM_THREADS": "1", "PYTHONPATH": str(ROOT)},
                          stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL, start_new_session=True)
-    try:
-        deadline = time.time() + 300
-        while time.time() < deadline and not (run / "checkpoints" / "ckpt-000000005.pt").exists():
-            time.sleep(0.05)
-    finally:
-        kill_tree(p)
+    kill_when(p, run / "checkpoints" / "ckpt-000000005.pt")
     killed_at = metrics(run)[-1]["step"]
     assert 5 <= killed_at < 12 and not (run / "result.json").exists(), killed_at  # killed mid-run, past the step-5 checkpoint
     r = torchrun(2, args + [f"run_dir={run}"])  # resumes from the newest checkpoint: 5 or 10

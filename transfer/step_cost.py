@@ -14,6 +14,7 @@ FlopCounterMode.
 """
 from __future__ import annotations
 
+import dataclasses
 import importlib
 import tempfile
 import time
@@ -23,15 +24,10 @@ import torch
 
 from trainer.config import load_config
 
-# trainer module -> its config class's module attribute
-TRAINERS = {"trainer.pretrain": "PretrainConfig", "trainer.mae": "MaeConfig", "trainer.swav": "SwavConfig"}
-
-
-def _module(trainer: str):
-    if trainer not in TRAINERS:
-        raise ValueError(f"unknown trainer {trainer!r}; valid: {', '.join(TRAINERS)}")
-    name = {"trainer.mae": "trainer.mae.train", "trainer.swav": "trainer.swav.train"}.get(trainer, trainer)
-    return importlib.import_module(name)
+# trainer (torchrun -m name) -> (the module with its build() and config class, the class's name)
+TRAINERS = {"trainer.pretrain": ("trainer.pretrain", "PretrainConfig"),
+            "trainer.mae": ("trainer.mae.train", "MaeConfig"),
+            "trainer.swav": ("trainer.swav.train", "SwavConfig")}
 
 
 def step_cost(trainer: str, argv: list[str], steps: int = 5, warmup: int = 2) -> dict:
@@ -44,12 +40,15 @@ def step_cost(trainer: str, argv: list[str], steps: int = 5, warmup: int = 2) ->
 
     if steps < 1 or warmup < 0:
         raise ValueError(f"need steps >= 1 and warmup >= 0, got {steps}, {warmup}")
-    mod = _module(trainer)
+    if trainer not in TRAINERS:
+        raise ValueError(f"unknown trainer {trainer!r}; valid: {', '.join(TRAINERS)}")
+    module, config_class = TRAINERS[trainer]
+    mod = importlib.import_module(module)
     with tempfile.TemporaryDirectory(prefix="step-cost-") as tmp:
         given = {a.split("=", 1)[0] for a in argv if "=" in a}
         extra = [f"{k}={v}" for k, v in (("run_dir", f"{tmp}/run"), ("total_samples", 10**9)) if k not in given]
-        cfg = load_config(getattr(mod, TRAINERS[trainer]), [*argv, *extra], trainer)
-        cfg = type(cfg)(**{**cfg.__dict__, "run_dir": f"{tmp}/run", "workers": 0})
+        cfg = dataclasses.replace(load_config(getattr(mod, config_class), [*argv, *extra], trainer),
+                                  run_dir=f"{tmp}/run", workers=0)
         d = setup_distributed(cfg.device)
         with torch.random.fork_rng(devices=[]):
             run, task, loader, _ = mod.build(cfg, d, Path(tmp) / "run")
