@@ -21,6 +21,8 @@ def entry_points():
     from trainer.pretrain import main as pretrain
     from trainer.swav import SwavConfig
     from trainer.swav import main as swav
+    from trainer.lit import LitConfig
+    from trainer.lit import main as lit
     from transfer.few_shot import FewShotConfig
     from transfer.few_shot import main as few_shot
     from transfer.finetune import FinetuneConfig
@@ -33,6 +35,7 @@ def entry_points():
     return {"trainer.pretrain": (pretrain, PretrainConfig, ["shards", "run_dir", "total_samples"]),
             "trainer.mae": (mae, MaeConfig, ["shards", "run_dir", "total_samples"]),
             "trainer.swav": (swav, SwavConfig, ["shards", "run_dir", "total_samples"]),
+            "trainer.lit": (lit, LitConfig, ["shards", "run_dir", "total_samples", "image_tower"]),
             "transfer.finetune": (finetune, FinetuneConfig, ["model", "data", "out"]),
             "transfer.linear_probe": (linear_probe, LinearProbeConfig, ["model", "data", "out"]),
             "transfer.few_shot": (few_shot, FewShotConfig, ["model", "data", "out"]),
@@ -52,7 +55,7 @@ def key_line(text: str, key: str) -> list[str]:
     return re.split(r"\s{2,}", line.strip(), maxsplit=3)
 
 
-@pytest.mark.parametrize("name", ["trainer.pretrain", "trainer.mae", "trainer.swav", "transfer.finetune",
+@pytest.mark.parametrize("name", ["trainer.pretrain", "trainer.mae", "trainer.swav", "trainer.lit", "transfer.finetune",
                                   "transfer.linear_probe",
                                   "transfer.few_shot", "transfer.zero_shot"])
 def test_help_lists_every_key_and_usage_errors_name_the_key(name, capsys):

@@ -216,7 +216,7 @@ def _type_name(t) -> str:
 
 
 def _shown(value) -> str:
-    return yaml.safe_dump(list(value) if isinstance(value, tuple) else value, default_flow_style=True).strip() \
+    return yaml.safe_dump(list(value) if isinstance(value, tuple) else value, default_flow_style=True, width=10**6).strip() \
         .removesuffix("...").strip()
 
 

@@ -9,7 +9,8 @@ from torch import nn
 # name -> (base lr, at reference batch). "mae": He et al.'s AdamW recipe (1.5e-4 per 256, betas
 # (0.9, 0.95), wd 0.05), used by trainer.mae (MAWS appendix A). "lars": SEER's and SwAV's LARS
 # (0.3 per 256, i.e. 4.8 at 4096; momentum 0.9, trust coefficient 0.001), used by trainer.swav.
-RECIPES = {"sgd": (0.1, 256), "adamw": (4e-4, 8192), "mae": (1.5e-4, 256), "lars": (0.3, 256)}
+# "lit": AdamW for LiT's text tower trained from scratch (1e-3 at 16384; Zhai et al. 2022), trainer.lit.
+RECIPES = {"sgd": (0.1, 256), "adamw": (4e-4, 8192), "mae": (1.5e-4, 256), "lars": (0.3, 256), "lit": (1e-3, 16384)}
 
 
 def peak_lr(optimizer: str, global_batch: int, base_lr: float | None = None) -> float:
@@ -51,7 +52,7 @@ def build_optimizer(name: str, model: nn.Module, lr: float, weight_decay: float)
     groups = param_groups(model, weight_decay)
     if name == "sgd":
         return torch.optim.SGD(groups, lr=lr, momentum=0.9, nesterov=True)
-    if name in ("adamw", "mae"):
+    if name in ("adamw", "mae", "lit"):
         return torch.optim.AdamW(groups, lr=lr, betas=(0.9, 0.95))
     if name == "lars":  # timm's LARS; the trust ratio applies where weight decay does (not norms, biases)
         from timm.optim import Lars

@@ -19,6 +19,7 @@ class ShardInfo:
     images: int
     bytes: int
     first_image: int
+    sha256: str = ""  # of the tar, as the shards job recorded it
 
 
 @dataclass(frozen=True)
@@ -28,6 +29,7 @@ class ShardIndex:
     images: int
     shards: tuple[ShardInfo, ...]
     ffcv: dict | None  # {"file": "images.beton", "label_pad": L, ...} when the job wrote one
+    text: str | None = None  # the manifest column whose text each sample's .json holds ("text"), if any
 
 
 def load_index(root) -> ShardIndex:
@@ -41,8 +43,8 @@ def load_index(root) -> ShardIndex:
     try:
         meta = json.loads((root / "shards.json").read_text())
         names = [str(s["name"]) for s in meta["shards"]]
-        shards = tuple(ShardInfo(root / n, int(s["images"]), int(s["bytes"]), int(s["first_image"]))
-                       for n, s in zip(names, meta["shards"]))
+        shards = tuple(ShardInfo(root / n, int(s["images"]), int(s["bytes"]), int(s["first_image"]),
+                                 str(s.get("sha256", ""))) for n, s in zip(names, meta["shards"]))
         num_classes, images = int(meta["num_classes"]), int(meta["images"])
     except (OSError, ValueError, KeyError, TypeError) as e:
         raise ShardError(f"{root}/shards.json is unreadable or lacks num_classes/images/shards: {e!r}") from e
@@ -58,7 +60,7 @@ def load_index(root) -> ShardIndex:
         first += s.images
     if first != images:
         raise ShardError(f"{root}/shards.json: shard images sum to {first}, not {images}")
-    return ShardIndex(root, num_classes, images, shards, meta.get("ffcv"))
+    return ShardIndex(root, num_classes, images, shards, meta.get("ffcv"), meta.get("text"))
 
 
 def batches_per_rank(samples: int, batch_size: int, world_size: int) -> int:

@@ -1,0 +1,3 @@
+from trainer.lit.train import main
+
+main()

@@ -1,0 +1,260 @@
+"""LiT's training pairs: the locked image tower's embedding of every stored image that has a
+text, computed once, beside the text's tokens; and the loader over them.
+
+A locked tower with no head gives each image one fixed embedding, so the images are decoded and
+embedded once (evaluation transform: shorter side to img_size, center crop, as the transfer
+protocols) instead of every step. Each rank embeds the shards i with i % world_size == rank
+(a DataLoader's workers decode, one shard per item); the results are per-shard files in
+PAIRS_DIR (default RUN_DIR/pairs):
+
+    shard-000012.image.npy    float32 [n, D]  pooled features of the images with a text
+    shard-000012.texts.json   [image_id, ...], [text, ...]: the n pairs' ids and texts
+    shard-000012.json         written last: fingerprint, pairs, images, no_text, bad (names)
+    shard-000012.tokens.npy   int32 [n, L]    the texts' tokens; .tokens.json marks them done
+
+A shard is redone only when its fingerprint (the tower's weights, the tar's sha256, img_size,
+the decoder; for tokens also the tokenizer and context length) changed, so a resumed or rerun
+job does not embed again. Arrays are .npy read with mmap_mode="r" and allow_pickle=False: no
+pickle, and host memory does not grow with the corpus. Texts come from the shards' .json
+metadata ("text", written by jobs/shards.py from the manifest's text column): only images of
+the pretraining shards, never the held-out set's.
+
+PairLoader: epoch e is a permutation of all pairs seeded by (seed, e); global batch k is its
+k-th slice of batch_size pairs (the incomplete last one dropped). Every rank gets the global
+batch's image embeddings and its own share of the tokens, so the order does not depend on the
+world size, and a resumed epoch starts at its batch without reading the ones before.
+"""
+from __future__ import annotations
+
+import hashlib
+import json
+import logging
+from dataclasses import dataclass
+from pathlib import Path
+from typing import NamedTuple
+
+import numpy as np
+import torch
+import torch.distributed as dist
+from tokenizers import Tokenizer
+from torch.utils.data import DataLoader, Dataset
+
+from pipeline.atomic import atomic_path, write_text_atomic
+from pipeline.images import DECODER_VERSION, ImageRejected, decode_rgb
+from pipeline.wds import iter_shard
+from trainer.data.shard_index import ShardIndex, ShardInfo
+from trainer.data.transforms import eval_transform
+from trainer.distributed import DistInfo
+from trainer.lit.tokenizer import encode, tokenizer_sha256
+
+log = logging.getLogger("lit")
+TRANSFORM = "resize-shorter+center-crop"
+
+
+def _stem(shard: ShardInfo) -> str:
+    return shard.path.name.removesuffix(".tar")
+
+
+def image_fingerprint(shard: ShardInfo, tower_key: str, img_size: int) -> str:
+    ident = [shard.path.name, shard.sha256 or f"{shard.bytes}", tower_key, img_size, DECODER_VERSION, TRANSFORM]
+    return hashlib.sha256(json.dumps(ident).encode()).hexdigest()
+
+
+class ShardImages(Dataset):
+    """Item i: the i-th shard's images with a text, decoded and cropped: (uint8 [n, 3, S, S], ids,
+    texts, images in the shard, without text, bad 'shard:key: reason' names)."""
+
+    def __init__(self, shards: list[ShardInfo], size: int):
+        self.shards, self.size = shards, size
+
+    def __len__(self) -> int:
+        return len(self.shards)
+
+    def __getitem__(self, i: int):
+        shard, transform = self.shards[i], eval_transform(self.size)
+        images, ids, texts, bad, no_text, n = [], [], [], [], 0, 0
+        for key, parts in iter_shard(shard.path):
+            n += 1
+            where = f"{shard.path.name}:{key}"
+            try:
+                meta = json.loads(parts["json"])
+                text = str(meta.get("text") or "").strip()
+            except (KeyError, ValueError, UnicodeDecodeError) as e:
+                raise ValueError(f"{where}: no readable .json metadata ({e!r})") from None
+            if not text:
+                no_text += 1
+                continue
+            try:
+                rgb = decode_rgb(parts["jpg"], source=where)
+            except (KeyError, ImageRejected) as e:
+                bad.append(f"{where}: {e}")
+                continue
+            images.append(transform(torch.from_numpy(np.array(rgb)).permute(2, 0, 1)))
+            ids.append(str(meta.get("image_id", key)))
+            texts.append(text)
+        stack = torch.stack(images) if images else torch.zeros(0, 3, self.size, self.size, dtype=torch.uint8)
+        return stack, ids, texts, n, no_text, bad
+
+
+def _save_npy(path: Path, array: np.ndarray) -> None:
+    with atomic_path(path) as tmp:
+        with open(tmp, "wb") as f:
+            np.save(f, array, allow_pickle=False)
+
+
+def _marker(path: Path) -> dict | None:
+    try:
+        return json.loads(path.read_text())
+    except (OSError, ValueError):
+        return None
+
+
+@torch.no_grad()
+def embed_images(index: ShardIndex, trunk: torch.nn.Module, mean, std, tower_key: str, img_size: int,
+                 out: Path, d: DistInfo, workers: int, batch_size: int = 64) -> int:
+    """This rank's shards' image embeddings and texts (skipping shards already done); returns the
+    number of shards it embedded."""
+    out.mkdir(parents=True, exist_ok=True)
+    todo = [s for i, s in enumerate(index.shards) if i % d.world_size == d.rank and
+            (_marker(out / f"{_stem(s)}.json") or {}).get("fingerprint") != image_fingerprint(s, tower_key, img_size)]
+    if not todo:
+        return 0
+    trunk = trunk.to(d.device).eval()
+    m = torch.tensor(mean, device=d.device).view(1, 3, 1, 1) * 255
+    s_ = torch.tensor(std, device=d.device).view(1, 3, 1, 1) * 255
+    loader = DataLoader(ShardImages(todo, img_size), batch_size=None, num_workers=workers)
+    for shard, (images, ids, texts, n, no_text, bad) in zip(todo, loader):
+        feats = [trunk(x.to(d.device).float().sub_(m).div_(s_)).float().cpu() for x in images.split(batch_size)]
+        emb = torch.cat(feats).numpy() if feats else np.zeros((0, getattr(trunk, "num_features", 0)), np.float32)
+        stem = _stem(shard)
+        _save_npy(out / f"{stem}.image.npy", np.ascontiguousarray(emb, dtype=np.float32))
+        write_text_atomic(out / f"{stem}.texts.json", json.dumps({"image_ids": ids, "texts": texts}))
+        write_text_atomic(out / f"{stem}.json", json.dumps({
+            "fingerprint": image_fingerprint(shard, tower_key, img_size), "pairs": len(ids), "images": n,
+            "no_text": no_text, "bad": bad}))
+        if d.is_main:
+            log.info("embedded %s: %d pairs of %d images (%d without text, %d undecodable)", shard.path.name,
+                     len(ids), n, no_text, len(bad))
+    return len(todo)
+
+
+def read_texts(index: ShardIndex, out: Path, limit: int) -> list[str]:
+    """The pairs' texts in shard order, at most `limit` (what the tokenizer learns from)."""
+    texts: list[str] = []
+    for s in index.shards:
+        if len(texts) >= limit:
+            break
+        texts += json.loads((out / f"{_stem(s)}.texts.json").read_text())["texts"][:limit - len(texts)]
+    return texts
+
+
+def tokenize_pairs(index: ShardIndex, tok: Tokenizer, context_length: int, out: Path, d: DistInfo) -> int:
+    """This rank's shards' tokens (skipping those already done with this tokenizer)."""
+    done = 0
+    tok_key = f"{tokenizer_sha256(tok)}:{context_length}"
+    for i, s in enumerate(index.shards):
+        stem = _stem(s)
+        fp = (_marker(out / f"{stem}.json") or {}).get("fingerprint")
+        if i % d.world_size != d.rank or (_marker(out / f"{stem}.tokens.json") or {}).get("fingerprint") == f"{fp}:{tok_key}":
+            continue
+        texts = json.loads((out / f"{stem}.texts.json").read_text())["texts"]
+        _save_npy(out / f"{stem}.tokens.npy", encode(tok, texts, context_length))
+        write_text_atomic(out / f"{stem}.tokens.json", json.dumps({"fingerprint": f"{fp}:{tok_key}"}))
+        done += 1
+    return done
+
+
+def barrier() -> None:
+    if dist.is_initialized():
+        dist.barrier()
+
+
+@dataclass
+class PairStore:
+    """Every shard's pairs, memory-mapped, in shard order: pair p is row p - offsets[f] of file f."""
+    images: list[np.ndarray]
+    tokens: list[np.ndarray]
+    offsets: np.ndarray          # [files + 1]
+    stats: dict                  # images, pairs, no_text, bad (names)
+
+    def __len__(self) -> int:
+        return int(self.offsets[-1])
+
+    @property
+    def dim(self) -> int:
+        return int(self.images[0].shape[1])
+
+    def rows(self, pairs: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
+        """(float32 [k, D], int32 [k, L]) of the pairs numbered `pairs`, in that order."""
+        f = np.searchsorted(self.offsets, pairs, side="right") - 1
+        img = np.empty((len(pairs), self.dim), np.float32)
+        tok = np.empty((len(pairs), self.tokens[0].shape[1]), np.int32)
+        for j in np.unique(f):
+            sel = np.nonzero(f == j)[0]
+            local = pairs[sel] - self.offsets[j]
+            img[sel], tok[sel] = self.images[j][local], self.tokens[j][local]
+        return img, tok
+
+
+def open_pairs(index: ShardIndex, out: Path) -> PairStore:
+    images, tokens, sizes = [], [], []
+    stats = {"images": 0, "pairs": 0, "no_text": 0, "bad": []}
+    for s in index.shards:
+        stem = _stem(s)
+        marker = _marker(out / f"{stem}.json")
+        if marker is None:
+            raise ValueError(f"{out}: no pairs of {s.path.name} ({stem}.json missing): the embedding pass did not finish")
+        for k in ("images", "pairs", "no_text"):
+            stats[k] += int(marker[k])
+        stats["bad"] += list(marker["bad"])
+        if marker["pairs"] == 0:
+            continue
+        img = np.load(out / f"{stem}.image.npy", mmap_mode="r", allow_pickle=False)
+        tok = np.load(out / f"{stem}.tokens.npy", mmap_mode="r", allow_pickle=False)
+        if img.shape[0] != marker["pairs"] or tok.shape[0] != marker["pairs"]:
+            raise ValueError(f"{out}/{stem}: {img.shape[0]} embeddings and {tok.shape[0]} token rows for "
+                             f"{marker['pairs']} pairs; delete {out} and rerun")
+        images.append(img), tokens.append(tok), sizes.append(img.shape[0])
+    if not sizes:
+        raise ValueError(f"{index.root}: none of its {stats['images']} stored images has a text (the samples' .json "
+                         "hold no \"text\"): write the shards from a manifest with a text or caption column")
+    return PairStore(images, tokens, np.concatenate([[0], np.cumsum(sizes)]).astype(np.int64), stats)
+
+
+class PairBatch(NamedTuple):
+    images: torch.Tensor      # float32 [B, D]: the global batch's image embeddings
+    tokens: torch.Tensor      # int32 [B / world, L]: this rank's texts
+    positions: torch.Tensor   # int64 [B / world]: this rank's pair numbers
+    skipped: tuple = ()
+
+
+class PairLoader:
+    """trainer.loop's loader protocol over a PairStore (see the module docstring)."""
+    order_depends_on = ()
+
+    def __init__(self, store: PairStore, batch_size: int, rank: int, world_size: int, seed: int):
+        if batch_size % world_size:
+            raise ValueError(f"batch_size {batch_size} is not divisible by world size {world_size}")
+        self.store, self.batch, self.rank, self.world, self.seed = store, batch_size, rank, world_size, seed
+        self.epoch, self.start = 0, 0
+
+    def epoch_batches(self, epoch: int) -> int:
+        return len(self.store) // self.batch
+
+    def set_epoch(self, epoch: int, start: int = 0) -> None:
+        self.epoch, self.start = epoch, start
+
+    def order(self, epoch: int) -> np.ndarray:
+        return np.random.default_rng([self.seed, epoch, 0x117]).permutation(len(self.store))
+
+    def __iter__(self):
+        perm, b = self.order(self.epoch), self.batch // self.world
+        for k in range(self.start, self.epoch_batches(self.epoch)):
+            pairs = perm[k * self.batch:(k + 1) * self.batch]
+            img, tok = self.store.rows(pairs)
+            mine = slice(self.rank * b, (self.rank + 1) * b)
+            yield PairBatch(torch.from_numpy(img), torch.from_numpy(tok[mine].copy()),
+                            torch.from_numpy(pairs[mine].copy()))
+
+    def __len__(self) -> int:
+        return self.epoch_batches(self.epoch)
