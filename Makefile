@@ -9,7 +9,7 @@ OPENCLIPART ?= /usr/share/openclipart
 SPARK_SUBMIT := PYSPARK_PYTHON=$(abspath $(PY)) PYSPARK_DRIVER_PYTHON=$(abspath $(PY)) $(VENV)/bin/spark-submit --master '$(MASTER)' --conf spark.log.level=WARN --conf spark.ui.showConsoleProgress=false
 export PYTHONHASHSEED := 0
 
-.PHONY: setup dataset dedup vocab label resample report shards pretrain transfer demo demo-maws test test-all bench clean
+.PHONY: setup dataset dedup vocab label resample report shards pretrain transfer demo demo-maws demo-lit test test-all bench clean
 
 setup:
 	@bash scripts/setup.sh
@@ -146,6 +146,23 @@ transfer: pretrain $(DOWNSTREAM)/task.json
 	$(FINETUNE) model=random:$(TRANSFER_ARCH) out=$(TRANSFER)/finetune_random_init.json
 	$(FINETUNE) model=$(DEMO)/pretrain/export out=$(TRANSFER)/finetune_pretrained.json
 	$(PY) -m transfer.show --collect $(TRANSFER) --out $(DEMO)/transfer.json > /dev/null
+
+# LiT zero-shot (MAWS): a text tower trained against the locked demo export on the pretraining
+# images' SVG titles and descriptions, then zero-shot by class name next to SWAG's WordNet route
+# (both aggregations) and the majority rate, with bootstrap CIs -> $(LIT)/zero_shot.json and .md.
+LIT ?= $(DEMO)/lit
+LIT_CONFIG ?= trainer/configs/lit_demo_cpu.yaml
+CLASS_SYNSETS := class_synsets=pipeline/data/openclipart_class_synsets.yaml
+ZERO_SHOT = $(PY) -m transfer.zero_shot data=$(DOWNSTREAM) img_size=$(TRANSFER_IMG) cache_dir=$(LIT)/features
+demo-lit: pretrain $(DOWNSTREAM)/task.json
+	rm -rf $(LIT)
+	$(TORCHRUN) --nproc_per_node=$(NPROC) -m trainer.lit --config $(LIT_CONFIG) shards=$(DEMO)/shards \
+		image_tower=$(DEMO)/pretrain/export run_dir=$(LIT)/run img_size=$(TRANSFER_IMG)
+	$(ZERO_SHOT) method=lit model=$(LIT)/run/export out=$(LIT)/lit.json
+	$(ZERO_SHOT) method=wordnet aggregation=average model=$(DEMO)/pretrain/export $(CLASS_SYNSETS) out=$(LIT)/wordnet_average.json
+	$(ZERO_SHOT) method=wordnet aggregation=split_max model=$(DEMO)/pretrain/export $(CLASS_SYNSETS) out=$(LIT)/wordnet_split_max.json
+	$(PY) -m transfer.zero_shot_table data=$(DOWNSTREAM) lit=$(LIT)/lit.json wordnet_average=$(LIT)/wordnet_average.json \
+		wordnet_split_max=$(LIT)/wordnet_split_max.json out=$(LIT)/zero_shot.json
 
 demo: transfer
 	$(PY) -m pipeline.show_vocab $(DEMO)/vocab

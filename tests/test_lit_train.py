@@ -51,16 +51,15 @@ def test_zero_shot_by_name_near_100_when_aligned_near_chance_when_shuffled(kit, 
     run, result = aligned
     assert result["pairs"] == {"images": 160, "pairs": 144, "no_text": 16, "bad": 0}  # every 10th has no text
     good = score(kit, run / "export", kit["root"] / "zs_aligned.json")
-    shuffled = train(kit, "shuffled", kit["root"] / "shuffled_run")
+    train(kit, "shuffled", kit["root"] / "shuffled_run")
     bad = score(kit, kit["root"] / "shuffled_run" / "export", kit["root"] / "zs_shuffled.json")
-    n, k = good["val_images"], len(COLOURS)
+    n = good["val_images"]
     assert n == 48 and good["classes"] == sorted(COLOURS)
     assert good["top1"] >= 0.95, good["top1"]
     # chance is 1/8: under the null, P(>= 13 of 48 right) < 0.02 (binomial); seeds are fixed
     assert bad["top1"] * n <= 12, bad["top1"]
     assert sum(good["val_correct"]) == round(good["top1"] * n) and len(good["val_top5_correct"]) == n
     assert json.loads((kit["root"] / "zs_aligned.json").read_text())["method"] == "lit"
-    assert 1 / k < 0.2
 
 
 def test_image_tower_locked_and_embeddings_are_the_exports(kit, aligned):
