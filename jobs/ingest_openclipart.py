@@ -6,7 +6,10 @@
 Plain Python, no Spark: about 8k local files. Writes OUT/manifest.parquet (pretraining images),
 OUT/heldout.parquet (held-out images outside the `unsorted` category), both with schema
 schemas.OPENCLIPART_MANIFEST and sorted by image_id, then OUT/ingest_stats.json last. Each file
-is written under a temporary name in OUT and renamed into place.
+is written under a temporary name in OUT and renamed into place. Each row's `hashtags` are its
+SVG's dc:subject keywords and its `text` the SVG's dc:title and dc:description
+(pipeline.openclipart.svg_text; "" when it has neither): the image-text pairs of LiT. The text
+never feeds the hashtag vocabulary, and a held-out image's text stays in heldout.parquet.
 """
 from __future__ import annotations
 
@@ -65,6 +68,7 @@ def run(cfg: IngestConfig) -> dict:
         "heldout_images": len(split.heldout) + split.excluded_unsorted,
         "heldout_unsorted_excluded": split.excluded_unsorted,
         "images_without_keywords": sum(not r["hashtags"] for r in corpus.rows),
+        "images_without_text": sum(not r["text"] for r in corpus.rows),
         "config": asdict(cfg),
     }
     write_text_atomic(out / "ingest_stats.json", json.dumps(stats, indent=2, sort_keys=True) + "\n")

@@ -3,15 +3,18 @@
     spark-submit jobs/shards.py --labeled build/demo/labeled --out build/demo/shards \
         [--format wds,ffcv] [--shard-size 1000] [--max-side 320] [--quality 90] [--image-root DIR]
 
-One pass: images are grouped into shards by a hash of image_id (only paths and labels cross the
-shuffle), and each shard's writer reads, prepares and writes its own images (members
-`<slot>.jpg` + `<slot>.json` with image_id, labels, tail). Bad images go to OUT/rejects.parquet
-with a reason. OUT/images.parquet maps image_id -> `image` (the stored-image index: dense in
-shard order, the same in the .beton), shard and ordinal. Which samples an epoch trains on is a
+One pass: images are grouped into shards by a hash of image_id (only paths, labels and texts
+cross the shuffle), and each shard's writer reads, prepares and writes its own images (members
+`<slot>.jpg` + `<slot>.json` with image_id, labels, tail, and "text" where labeled.parquet has a
+text column: the first of schemas.TEXT_COLUMNS present, passed through from the manifest by
+jobs/label.py; a null text is ""; shards.json's "text" names that column, or is null). Bad
+images go to OUT/rejects.parquet with a reason. OUT/images.parquet maps image_id -> `image` (the
+stored-image index: dense in shard order, the same in the .beton), shard and ordinal. Which samples an epoch trains on is a
 sample index (jobs/resample.py --shards OUT), applied by the loaders: resampling never rewrites
 shards. The class count (shards.json's num_classes) is the one labeled.parquet's labels column
-records. shards.json, stats.json and _SUCCESS are written last. A rerun skips a shard only when
-everything that determines its bytes (images, labels, image settings) is unchanged.
+records. shards.json, stats.json (with images_with_text: stored images with a non-empty text)
+and _SUCCESS are written last. A rerun skips a shard only when everything that determines its
+bytes (images, labels, texts, image settings) is unchanged.
 OUT must be a POSIX path every executor can write (local disk or a shared filesystem).
 """
 from __future__ import annotations
@@ -76,12 +79,16 @@ def run(spark, cfg: ShardsConfig) -> dict:
     tune_session(spark, input_bytes(spark, where))
     num_classes, vocabulary = class_count(labeled, where)  # C: the vocabulary's, via the label job
     check_label_range(labeled.select("labels"), num_classes, where, vocabulary)
+    text = schemas.text_column(labeled.columns)
+    if text is not None and labeled.schema[text].dataType.simpleString() != "string":
+        raise ValueError(f"{where}: text column {text!r} is {labeled.schema[text].dataType.simpleString()}, "
+                         "expected string")
     out.mkdir(parents=True, exist_ok=True)
     for marker in ("_SUCCESS", "shards.json", "stats.json"):  # nothing may look complete meanwhile
         (out / marker).unlink(missing_ok=True)
     remove_temp_files(out)  # of writers killed in an earlier run
 
-    outcomes = write_shards(slotted(labeled, cfg.shard_size), str(out), spec, cfg.image_root).cache()
+    outcomes = write_shards(slotted(labeled, cfg.shard_size, text), str(out), spec, cfg.image_root).cache()
     shard_rows = sorted((r.asDict() for r in outcomes.filter(F.col("image_id").isNull()).collect()),
                         key=lambda r: r["shard"])  # one row per shard
     remove_temp_files(out)  # of task attempts killed in this run (lost executors, speculative losers)
@@ -107,7 +114,7 @@ def run(spark, cfg: ShardsConfig) -> dict:
         per_image.filter(F.col("reason").isNotNull()).select("image_id", "reason", "detail").write.parquet(tmp)
     by_reason = {r["reason"]: r["count"] for r in
                  per_image.filter(F.col("reason").isNotNull()).groupBy("reason").count().collect()}
-    index = {"num_classes": num_classes, "images": first, "shard_size": cfg.shard_size,
+    index = {"num_classes": num_classes, "images": first, "shard_size": cfg.shard_size, "text": text,
              "max_side": cfg.max_side, "quality": cfg.quality,
              "shards": [{k: s[k] for k in ("name", "images", "first_image", "bytes", "sha256")} for s in listed],
              "rejected_images": {k: by_reason.get(k, 0) for k in REJECT_REASONS}}
@@ -117,7 +124,8 @@ def run(spark, cfg: ShardsConfig) -> dict:
                                     label_pad, cfg.quality, num_workers=os.cpu_count() or 1)
     stats = {**index, "images_in": sum(r["ordinal"] for r in shard_rows) + sum(by_reason.values()),
              "shards_written": sum(not s["skipped"] for s in listed),
-             "shards_skipped": sum(s["skipped"] for s in listed), "config": vars(cfg)}
+             "shards_skipped": sum(s["skipped"] for s in listed), "config": vars(cfg),
+             "images_with_text": sum(r["with_text"] for r in shard_rows)}
     stats["shards"] = len(listed)
     outcomes.unpersist()
     write_text_atomic(out / "shards.json", json.dumps(index, indent=2, sort_keys=True))

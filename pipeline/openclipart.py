@@ -1,9 +1,11 @@
-"""The openclipart corpus as a hashtag manifest: SVG keywords, categories, a seeded held-out split.
+"""The openclipart corpus as a hashtag manifest: SVG keywords and text, categories, a seeded held-out split.
 
 Debian's openclipart-png / openclipart-svg lay the corpus out as ROOT/png/<category>/.../<name>.png
-with an SVG twin at ROOT/svg/<same path>.svg whose Dublin Core metadata holds the authors'
-keywords. Debian deduplicates identical PNGs with symlinks (1221 of 8121 in openclipart 0.18),
-often across categories: every PNG path stays a row, but the held-out split is keyed on the file
+with an SVG twin at ROOT/svg/<same path>.svg whose Dublin Core metadata (the RDF block) holds the
+authors' keywords (dc:subject) and each picture's title and description (dc:title,
+dc:description): the image's text, for image-text training (LiT, Zhai et al. 2022, as MAWS uses).
+Debian deduplicates identical PNGs with symlinks (1221 of 8121 in openclipart 0.18), often across
+categories: every PNG path stays a row, but the held-out split is keyed on the file
 a link resolves to, so copies of one picture never straddle pretraining and held-out.
 """
 from __future__ import annotations
@@ -31,6 +33,12 @@ _REFERENCE_BEFORE = re.compile(r"&#?[A-Za-z0-9_][\w.-]*\Z")
 _ESCAPED_ENTITY_BEFORE = re.compile(r"&amp;([A-Za-z][A-Za-z0-9]*)\Z")
 _XML_DECL = re.compile(rb"""^<\?xml[^>]*?encoding\s*=\s*["']([A-Za-z0-9._-]+)["']""")
 _WHITESPACE = re.compile(r"\s+")
+# Comments and CDATA sections in one left-to-right scan, so neither is read inside the other.
+_COMMENT_OR_CDATA = re.compile(r"<!--.*?-->|<!\[CDATA\[(.*?)\]\]>", re.S)
+# A cc:Agent (creator, publisher, rights holder) names itself with a dc:title: not the picture's.
+_AGENT = re.compile(r"<cc:Agent(?=[\s/>])[^>]*?(?:/>|>.*?</cc:Agent\s*>)", re.S)
+_DC_TEXT = {name: re.compile(rf"<dc:{name}(?=[\s/>])[^>]*?(?:/>|>(.*?)</dc:{name}\s*>)", re.S)
+            for name in ("title", "description")}
 PLACEHOLDER_KEYWORD = "unsorted"
 UNSORTED_CATEGORY = "unsorted"  # the corpus' catch-all folder: no usable label for evaluation
 PNG_SIGNATURE = b"\x89PNG\r\n\x1a\n"
@@ -93,6 +101,38 @@ def svg_keywords(svg_text: str) -> list[str]:
     return out
 
 
+def svg_text(svg_text: str) -> str:
+    """An SVG's text: its first dc:title, then its first dc:description, joined by ". " (by " "
+    when the title already ends in '.', '!' or '?'); a description equal to the title (casefold)
+    is dropped; either may be missing; neither -> "".
+
+    Read as svg_keywords reads keywords: regexes, no XML parser. Comments are dropped and CDATA
+    kept as text; dc:title elements inside a cc:Agent (an author's name) are skipped; an element
+    wrapping rdf:li items (an rdf:Alt of languages) reads as its first item. The text is
+    XML-unescaped once (unknown entities stay as text), tags inside it dropped, whitespace runs
+    collapsed to one space; anything else (URLs, escaped markup) is kept as the author wrote it.
+    """
+    doc = _COMMENT_OR_CDATA.sub(
+        lambda m: "" if m.group(1) is None else m.group(1).replace("&", "&amp;").replace("<", "&lt;"), svg_text)
+    doc = _AGENT.sub(" ", doc)
+    title, description = (_dc_text(doc, name) for name in ("title", "description"))
+    if description.casefold() == title.casefold():
+        description = ""
+    if not (title and description):
+        return title or description
+    return f"{title}{' ' if title.endswith(('.', '!', '?')) else '. '}{description}"
+
+
+def _dc_text(doc: str, name: str) -> str:
+    """The text of the first dc:<name> element of a comment- and CDATA-free document, or ""."""
+    m = _DC_TEXT[name].search(doc)
+    body = (m.group(1) or "") if m else ""
+    if "<rdf:li" in body:
+        li = _LI.search(body)
+        body = (li.group(1) or "") if li else ""
+    return _WHITESPACE.sub(" ", _xml_unescape(_TAG.sub(" ", body))).strip()
+
+
 def decode_svg(data: bytes) -> str:
     """SVG bytes as text: BOM, else the XML declaration's encoding, else UTF-8 (strict).
 
@@ -150,9 +190,10 @@ def _walk(png_root: Path) -> Iterator[Path]:
 
 
 def scan_corpus(root: str | os.PathLike) -> Corpus:
-    """Every PNG under ROOT/png with its twin's keywords; PNGs that cannot be used are counted
-    in `skipped` by reason (missing_svg, unreadable_svg, no_category, broken_png_link,
-    unreadable_png, not_a_png). Images without keywords are kept with an empty list."""
+    """Every PNG under ROOT/png with its twin's keywords and text (svg_text); PNGs that cannot be
+    used are counted in `skipped` by reason (missing_svg, unreadable_svg, no_category, broken_png_link,
+    unreadable_png, not_a_png). Images without keywords are kept with an empty list, images without
+    text with ""."""
     root = Path(os.path.abspath(root))
     png_root, svg_root = root / "png", root / "svg"
     rows, skipped = [], Counter()
@@ -174,15 +215,15 @@ def scan_corpus(root: str | os.PathLike) -> Corpus:
             reason = "missing_svg"
         if not reason:
             try:
-                keywords = svg_keywords(decode_svg(svg.read_bytes()))
+                svg_source = decode_svg(svg.read_bytes())
             except (OSError, UnicodeDecodeError, LookupError):
                 reason = "unreadable_svg"
         if reason:
             skipped[reason] += 1
             continue
         image_id = rel.with_suffix("").as_posix()
-        rows.append({"image_id": image_id, "image": str(png), "hashtags": keywords, "category": cat,
-                     "canonical_id": _canonical_id(png, png_root)})
+        rows.append({"image_id": image_id, "image": str(png), "hashtags": svg_keywords(svg_source),
+                     "category": cat, "text": svg_text(svg_source), "canonical_id": _canonical_id(png, png_root)})
     rows.sort(key=lambda r: r["image_id"])
     return Corpus(rows, png_files, links, dict(sorted(skipped.items())), ignored)
 

@@ -14,19 +14,32 @@ MANIFEST_ID = "image_id"
 MANIFEST_IMAGE = "image"
 MANIFEST_HASHTAGS = "hashtags"
 MANIFEST_CAPTION = "caption"
+MANIFEST_TEXT = "text"
 MANIFEST_FIELDS = {
     MANIFEST_ID: (pa.string(),),
     MANIFEST_IMAGE: (pa.string(), pa.binary()),
     MANIFEST_HASHTAGS: (pa.list_(pa.string()),),
     MANIFEST_CAPTION: (pa.string(),),
+    MANIFEST_TEXT: (pa.string(),),
 }
+# The manifest column an image's text is taken from for image-text training (LiT): the first of
+# these present wins; they pass through jobs/label.py into labeled.parquet, and jobs/shards.py
+# writes the text into each sample's .json as "text". A caption's `#words` also feed the hashtag
+# vocabulary (jobs/lib/manifest.py, as before); a `text` column never does.
+TEXT_COLUMNS = (MANIFEST_TEXT, MANIFEST_CAPTION)
+
+
+def text_column(columns) -> str | None:
+    """The first of TEXT_COLUMNS among `columns` (a table's column names), or None."""
+    return next((c for c in TEXT_COLUMNS if c in columns), None)
 # The manifest written by jobs/ingest_openclipart.py and pipeline/synthetic.py.
 MANIFEST = pa.schema([
     pa.field("image_id", pa.string(), nullable=False),
     pa.field("image", pa.string()),
     pa.field("hashtags", pa.list_(pa.string())),
 ])
-OPENCLIPART_MANIFEST = MANIFEST.append(pa.field("category", pa.string()))
+# openclipart adds each image's top-level folder and its SVG's dc:title + dc:description ("" if none).
+OPENCLIPART_MANIFEST = MANIFEST.append(pa.field("category", pa.string())).append(pa.field(MANIFEST_TEXT, pa.string()))
 
 # --- vocabulary (jobs/vocab.py) ------------------------------------------------------------
 VOCAB = pa.schema([

@@ -17,11 +17,11 @@ from schemas import OPENCLIPART_MANIFEST
 REAL_ROOT = Path("/usr/share/openclipart")
 
 
-def svg(subject: str, extra: str = "") -> str:
-    """An SVG shaped like openclipart's, with `subject` as the dc:subject body."""
+def svg(subject: str, extra: str = "", title: str = "<dc:title>t</dc:title>") -> str:
+    """An SVG shaped like openclipart's, with `subject` as the dc:subject body after `title`."""
     return f"""<?xml version="1.0" encoding="UTF-8"?>{extra}
 <svg xmlns="http://www.w3.org/2000/svg"><metadata><rdf:RDF><cc:Work rdf:about="">
-<dc:title>t</dc:title>{subject}
+{title}{subject}
 <dc:creator><cc:Agent><dc:title>Ann</dc:title></cc:Agent></dc:creator>
 </cc:Work></rdf:RDF></metadata><rect width="1" height="1"/></svg>"""
 
@@ -146,11 +146,14 @@ def fake_corpus(tmp_path) -> Path:
     root = tmp_path / "openclipart"
     png, sv = root / "png", root / "svg"
     _png(png / "animals/cat.png", "orange")
-    _write(sv / "animals/cat.svg", svg(bag("cat", "pet")))
+    _write(sv / "animals/cat.svg", svg(bag("cat", "pet"), title="<dc:title>Sleepy  cat</dc:title>"
+                                       "<dc:description>A cat on a\n mat</dc:description>"))
     _png(png / "animals/wild/lion.png", "yellow")
-    _write(sv / "animals/wild/lion.svg", svg(bag("lion, big cat;savanna")))
+    _write(sv / "animals/wild/lion.svg", svg(bag("lion, big cat;savanna"), title="<dc:title>Lion!</dc:title>"
+                                             "<dc:description>King &amp; queen</dc:description>"))
     _png(png / "food/apple.png", "red")
-    _write(sv / "food/apple.svg", svg(bag("apple", "Unsorted")))
+    _write(sv / "food/apple.svg", svg(bag("apple", "Unsorted"), title="<dc:title>Apple</dc:title>"
+                                      "<dc:description>apple</dc:description>"))
     _png(png / "food/bread.png", "brown")  # no SVG twin
     _png(png / "food/broken.png", "black")
     _write(sv / "food/broken.svg", b'<?xml version="1.0" encoding="UTF-8"?><svg>\xff\xfe\xfa</svg>')
@@ -159,10 +162,11 @@ def fake_corpus(tmp_path) -> Path:
     _png(png / "unsorted/thing.png", "gray")
     _write(sv / "unsorted/thing.svg", svg(bag("unsorted")))
     _png(png / "unsorted/blob.png", "blue")
-    _write(sv / "unsorted/blob.svg", svg(""))
+    _write(sv / "unsorted/blob.svg", svg("", title="<title>not dc</title>"))
     (png / "people").mkdir()
     os.symlink("../animals/cat.png", png / "people/cat_alias.png")  # Debian's dedup links
-    _write(sv / "people/cat_alias.svg", svg(bag("cat", "people")))
+    _write(sv / "people/cat_alias.svg", svg(bag("cat", "people"), title="<dc:description>See "
+                                            "http://example.org/cat</dc:description>"))
     _write(png / "animals/notes.txt", "ignored")
     os.symlink("../nowhere.png", png / "food/gone.png")  # dangling
     _png(png / "top.png", "white")  # outside any category folder
@@ -192,17 +196,17 @@ def test_ingest_end_to_end(fake_corpus, tmp_path, capsys):
     png = fake_corpus / "png"
     assert _rows(out / "manifest.parquet") == [
         {"image_id": "food/apple", "image": str(png / "food/apple.png"), "hashtags": ["apple"],
-         "category": "food"},
+         "category": "food", "text": "Apple"},
         {"image_id": "unsorted/blob", "image": str(png / "unsorted/blob.png"), "hashtags": [],
-         "category": "unsorted"},
+         "category": "unsorted", "text": ""},
     ]
     assert _rows(out / "heldout.parquet") == [
         {"image_id": "animals/cat", "image": str(png / "animals/cat.png"), "hashtags": ["cat", "pet"],
-         "category": "animals"},
+         "category": "animals", "text": "Sleepy cat. A cat on a mat"},
         {"image_id": "animals/wild/lion", "image": str(png / "animals/wild/lion.png"),
-         "hashtags": ["lion", "big cat", "savanna"], "category": "animals"},
+         "hashtags": ["lion", "big cat", "savanna"], "category": "animals", "text": "Lion! King & queen"},
         {"image_id": "people/cat_alias", "image": str(png / "people/cat_alias.png"),
-         "hashtags": ["cat", "people"], "category": "people"},
+         "hashtags": ["cat", "people"], "category": "people", "text": "See http://example.org/cat"},
     ]
     on_disk = json.loads((out / "ingest_stats.json").read_text())
     assert on_disk == stats
@@ -213,6 +217,7 @@ def test_ingest_end_to_end(fake_corpus, tmp_path, capsys):
                                 "broken_png_link": 1, "no_category": 1}
     assert stats["heldout_images"] == 4 and stats["heldout_unsorted_excluded"] == 1
     assert stats["images_without_keywords"] == 2  # unsorted/thing, unsorted/blob
+    assert stats["images_without_text"] == 1  # unsorted/blob (unsorted/thing's title is "t")
     assert sorted(p.name for p in out.iterdir()) == ["heldout.parquet", "ingest_stats.json",
                                                      "manifest.parquet"]  # no temp files left
     assert "2 pretraining + 3 held-out" in capsys.readouterr().out
@@ -263,9 +268,13 @@ def test_real_openclipart_corpus(tmp_path):
     rows = manifest + heldout
     with_keywords = sum(bool(r["hashtags"]) for r in rows) / len(rows)
     assert with_keywords > 0.9
+    with_text = sum(bool(r["text"]) for r in manifest) / len(manifest)  # pretraining rows: LiT's pairs
+    assert with_text > 0.9
+    assert stats["images_without_text"] >= sum(not r["text"] for r in rows)  # + held-out unsorted
     assert {"animals", "food"} <= {r["category"] for r in rows}
     assert "unsorted" not in {r["category"] for r in heldout}
     assert not {r["image_id"] for r in manifest} & {r["image_id"] for r in heldout}
     assert [r["image_id"] for r in manifest] == sorted(r["image_id"] for r in manifest)
     print(f"real corpus: {len(manifest)} + {len(heldout)} rows, {with_keywords:.3f} with keywords, "
+          f"{with_text:.3f} of pretraining rows with text, "
           f"skipped {stats['skipped']}, {elapsed:.1f} s")

@@ -48,15 +48,20 @@ def image_files(d: Path) -> dict:
     return out
 
 
-def write_labeled(d: Path, images: dict, vocab_size: int = 5, seed: int = 0):
-    """labeled.parquet (one row per image, as jobs/label.py writes it) for `images`."""
+def write_labeled(d: Path, images: dict, vocab_size: int = 5, seed: int = 0, extra: dict | None = None):
+    """labeled.parquet (one row per image, as jobs/label.py writes it) for `images`, with `extra`
+    string columns passed through from a manifest ({column: {image_id: value}})."""
     rng = np.random.default_rng(seed)
     rows = []
     for k, i in enumerate(sorted(images)):
         labels = sorted({int(x) for x in rng.integers(0, vocab_size, int(rng.integers(1, 4)))})
-        rows.append({"image_id": i, "image": images[i][0], "labels": labels, "importance": 0.5, "tail": k % 3 == 0})
-    (d / "labeled.parquet").mkdir(parents=True)
-    table = schemas.with_class_count(pa.Table.from_pylist(rows, schema=schemas.LABELED), vocab_size, "vocab")
+        rows.append({"image_id": i, "image": images[i][0], "labels": labels, "importance": 0.5, "tail": k % 3 == 0,
+                     **{c: v.get(i) for c, v in (extra or {}).items()}})
+    schema = schemas.LABELED
+    for c in extra or {}:
+        schema = schema.append(pa.field(c, pa.string()))
+    (d / "labeled.parquet").mkdir(parents=True, exist_ok=True)
+    table = schemas.with_class_count(pa.Table.from_pylist(rows, schema=schema), vocab_size, "vocab")
     pq.write_table(table, d / "labeled.parquet" / "part-0.parquet")
     return rows
 
@@ -170,3 +175,112 @@ def test_killed_job_rerun_equals_uninterrupted(spark, tmp_path):
     assert (killed / "shards.json").read_text() == (tmp_path / "clean" / "shards.json").read_text()
     assert sorted(p.name for p in killed.glob("*.tar")) == sorted(p.name for p in (tmp_path / "clean").glob("*.tar"))
     assert not list(killed.glob(".*.tmp"))  # the killed writer's temp tar is not a shard
+
+
+# --- each image's text (issue 19: LiT's image-text pairs) -------------------------------------
+
+def _text_images(d: Path) -> tuple[dict, dict]:
+    """10 images (one rejected) and their texts: plain, unicode, empty and null."""
+    d.mkdir()
+    images, texts = {}, {}
+    for k in range(9):
+        (d / f"g{k}.jpg").write_bytes(encode(Image.new("RGB", (40 + k, 30), (20 * k, 90, 200)), "JPEG"))
+        images[f"g{k}"] = (f"g{k}.jpg", None)
+        texts[f"g{k}"] = [f"Picture {k}. A café & \"quotes\"", "", None][k % 3] if k % 4 else f"Plain text {k}"
+    (d / "bad.jpg").write_bytes(b"")
+    images["bad"], texts["bad"] = ("bad.jpg", "undecodable"), "never stored"
+    return images, texts
+
+
+def _text_fingerprint_before_issue_19(rows: list[dict], spec: dict, image_root: str) -> str:
+    """The shard fingerprint as jobs/lib/sharding.py computed it before texts: rows in slot order."""
+    import hashlib
+    h = hashlib.sha256(json.dumps([spec, image_root, 2], sort_keys=True).encode())  # DECODER_VERSION 2
+    for r in rows:
+        h.update(json.dumps([r["slot"], r["image_id"], r["image"], r["labels"], r["tail"]]).encode())
+    return h.hexdigest()
+
+
+def test_text_goes_into_each_sample_json_and_reruns_rewrite_only_its_shard(spark, tmp_path):
+    from pipeline.wds import write_shard
+
+    images, texts = _text_images(tmp_path / "img")
+    rows = {r["image_id"]: r for r in write_labeled(tmp_path / "with", images, extra={"text": texts})}
+    write_labeled(tmp_path / "without", images)  # the same rows, no text column
+    cfg = dict(shard_size=3, max_side=32, image_root=str(tmp_path / "img"))
+    with_text = shards(spark, ShardsConfig(labeled=str(tmp_path / "with"), out=str(tmp_path / "a"), **cfg))
+    without = shards(spark, ShardsConfig(labeled=str(tmp_path / "without"), out=str(tmp_path / "b"), **cfg))
+    index_a, got_a = read_all(tmp_path / "a")
+    index_b, got_b = read_all(tmp_path / "b")
+    assert index_a["text"] == with_text["text"] == "text" and index_b["text"] is without["text"] is None
+    stored = [json.loads(p["json"])["image_id"] for _, p in got_a]
+    assert sorted(stored) == [f"g{k}" for k in range(9)]
+    for (_, parts), image_id in zip(got_a, stored):
+        meta = json.loads(parts["json"])
+        assert meta["text"] == (texts[image_id] or "") and isinstance(meta["text"], str)
+        assert (meta["labels"], meta["tail"]) == (rows[image_id]["labels"], rows[image_id]["tail"])
+    assert with_text["images_with_text"] == sum(bool(texts[i]) for i in stored) == 5
+    assert without["images_with_text"] == 0
+    # without a text column: the .json of before (no "text" key), the same JPEGs, the same tars
+    # (rebuilt here from those members) and the fingerprint of before
+    assert [k for k, _ in got_a] == [k for k, _ in got_b]
+    for (_, pa_), (_, pb) in zip(got_a, got_b):
+        meta = json.loads(pb["json"])
+        assert "text" not in meta and pa_["jpg"] == pb["jpg"]
+        assert pb["json"] == json.dumps({k: meta[k] for k in ("image_id", "labels", "tail")}, sort_keys=True).encode()
+    slots = {json.loads(p["json"])["image_id"]: int(k) for k, p in got_b}
+    slots["bad"] = next(k for k in range(10) if k not in slots.values())  # the reject holds the missing slot
+    spec = {"max_side": 32, "quality": 90, "max_pixels": None}
+    for s in index_b["shards"]:
+        members = [m for m in got_b if int(m[0]) // 3 == int(s["name"][6:12])]
+        rebuilt = write_shard(tmp_path / "rebuilt.tar", [(k, p["jpg"], json.loads(p["json"])) for k, p in members])
+        assert rebuilt["sha256"] == s["sha256"]
+        in_shard = sorted((r for r in rows.values() if slots[r["image_id"]] // 3 == int(s["name"][6:12])),
+                          key=lambda r: slots[r["image_id"]])
+        fp = _text_fingerprint_before_issue_19([{**r, "slot": slots[r["image_id"]]} for r in in_shard], spec,
+                                               str(tmp_path / "img"))
+        assert json.loads((tmp_path / "b" / "_shards" / f"{s['name']}.json").read_text())["fingerprint"] == fp
+    assert [s["sha256"] for s in index_a["shards"]] != [s["sha256"] for s in index_b["shards"]]
+    # one image's new text rewrites its shard only
+    changed = stored[4]
+    texts[changed] = "A new text"
+    write_labeled(tmp_path / "with", images, extra={"text": texts})
+    rerun = shards(spark, ShardsConfig(labeled=str(tmp_path / "with"), out=str(tmp_path / "a"), **cfg))
+    assert (rerun["shards_written"], rerun["shards_skipped"]) == (1, len(index_a["shards"]) - 1)
+    index_c, got_c = read_all(tmp_path / "a")
+    assert {json.loads(p["json"])["image_id"]: json.loads(p["json"])["text"] for _, p in got_c} == \
+        {i: texts[i] or "" for i in stored}
+    differ = [a["name"] for a, c in zip(index_a["shards"], index_c["shards"]) if a["sha256"] != c["sha256"]]
+    assert differ == [shard_of(index_a, stored.index(changed))]
+
+
+def shard_of(index: dict, image: int) -> str:
+    """The name of the shard holding stored image number `image` (shards.json first_image)."""
+    return next(s["name"] for s in index["shards"] if s["first_image"] <= image < s["first_image"] + s["images"])
+
+
+def test_caption_is_the_text_when_there_is_no_text_column(spark, tmp_path):
+    images, texts = _text_images(tmp_path / "img")
+    captions = {i: f"#cap {i}" for i in images}
+    write_labeled(tmp_path / "cap", images, extra={"caption": captions})
+    write_labeled(tmp_path / "both", images, extra={"caption": captions, "text": texts})
+    cfg = dict(shard_size=4, max_side=32, image_root=str(tmp_path / "img"))
+    cap = shards(spark, ShardsConfig(labeled=str(tmp_path / "cap"), out=str(tmp_path / "c"), **cfg))
+    both = shards(spark, ShardsConfig(labeled=str(tmp_path / "both"), out=str(tmp_path / "t"), **cfg))
+    assert (cap["text"], both["text"]) == ("caption", "text")
+    assert {json.loads(p["json"])["image_id"]: json.loads(p["json"])["text"] for _, p in read_all(tmp_path / "c")[1]} \
+        == {i: captions[i] for i in images if i != "bad"}
+    assert {json.loads(p["json"])["image_id"]: json.loads(p["json"])["text"] for _, p in read_all(tmp_path / "t")[1]} \
+        == {i: texts[i] or "" for i in images if i != "bad"}
+    assert cap["images_with_text"] == 9 and both["images_with_text"] == 5
+
+
+def test_a_text_column_that_is_not_a_string_is_a_clear_error(spark, tmp_path):
+    schema = schemas.LABELED.append(pa.field("text", pa.list_(pa.string())))
+    row = {"image_id": "a", "image": "a.jpg", "labels": [0], "importance": 1.0, "tail": False, "text": ["x"]}
+    (tmp_path / "lab" / "labeled.parquet").mkdir(parents=True)
+    pq.write_table(schemas.with_class_count(pa.Table.from_pylist([row], schema=schema), 1, "vocab"),
+                   tmp_path / "lab" / "labeled.parquet" / "part-0.parquet")
+    with pytest.raises(ValueError, match=r"labeled.parquet: text column 'text' is array<string>, expected string"):
+        shards(spark, ShardsConfig(labeled=str(tmp_path / "lab"), out=str(tmp_path / "out")))
+    assert not (tmp_path / "out" / "_SUCCESS").exists()
