@@ -150,23 +150,30 @@ def batch():
     return images, tokens
 
 
-def store(n=50, files=3):
+def store(tmp_path, n=50, files=3):
+    """A PairStore of n pairs over `files` files of .npy, as trainer/lit/pairs.py writes them."""
     rng = np.random.default_rng(0)
     sizes = [n // files + (i < n % files) for i in range(files)]
-    imgs = [rng.normal(size=(s, 4)).astype(np.float32) for s in sizes]
-    toks = [rng.integers(3, 99, (s, 5)).astype(np.int32) for s in sizes]
-    return PairStore(imgs, toks, np.concatenate([[0], np.cumsum(sizes)]), {})
+    stems = [tmp_path / f"shard-{i:06d}" for i in range(files)]
+    for stem, size in zip(stems, sizes):
+        np.save(f"{stem}.image.npy", rng.normal(size=(size, 4)).astype(np.float32))
+        np.save(f"{stem}.tokens.npy", rng.integers(3, 99, (size, 5)).astype(np.int32))
+    return PairStore(stems, sizes, {}, max_open=2)
 
 
-def test_pair_loader_order_is_the_same_on_any_world_size_and_resumes_mid_epoch():
-    s = store()
+def all_tokens(s):
+    return np.concatenate([np.load(f"{stem}.tokens.npy") for stem in s.stems])
+
+
+def test_pair_loader_order_is_the_same_on_any_world_size_and_resumes_mid_epoch(tmp_path):
+    s = store(tmp_path)
     one = PairLoader(s, 8, 0, 1, seed=5)
     assert one.epoch_batches(0) == 6  # 50 // 8, the last 2 dropped
     full = list(one)
     perm = one.order(0)
     assert sorted(perm.tolist()) == list(range(50))
     k = 2  # batch 2 holds pairs perm[16:24]: their rows from the files, looked up by hand
-    want = np.concatenate([a for a in s.tokens])[perm[16:24]]
+    want = all_tokens(s)[perm[16:24]]
     assert (full[k].tokens.numpy() == want).all()
     two = [PairLoader(s, 8, r, 2, seed=5) for r in (0, 1)]
     for b_one, b0, b1 in zip(full, *two):
@@ -179,3 +186,21 @@ def test_pair_loader_order_is_the_same_on_any_world_size_and_resumes_mid_epoch()
     assert not torch.equal(next(iter(one)).tokens, full[0].tokens)  # each epoch its own order
     with pytest.raises(ValueError, match="not divisible by world size 3"):
         PairLoader(s, 8, 0, 3, seed=5)
+
+
+def test_shuffle_windows_bound_the_files_a_batch_reads_and_resume_across_windows(tmp_path):
+    s = store(tmp_path, n=60, files=6)  # 10 pairs a file, windows of 2 files
+    loader = PairLoader(s, 5, 0, 1, seed=1, shuffle_window=2)
+    perm = loader.order(0)
+    assert sorted(perm.tolist()) == list(range(60))
+    file_of = np.searchsorted(s.offsets, perm, side="right") - 1
+    windows = [set(file_of[i:i + 20].tolist()) for i in range(0, 60, 20)]
+    assert all(len(w) == 2 for w in windows) and set().union(*windows) == set(range(6))
+    batches = list(loader)
+    assert [b.positions.tolist() for b in batches] == [perm[i:i + 5].tolist() for i in range(0, 60, 5)]
+    assert (torch.cat([b.tokens for b in batches]).numpy() == all_tokens(s)[perm]).all()
+    loader.set_epoch(0, 5)  # batch 5 starts in the middle of the second window
+    assert [b.positions.tolist() for b in loader] == [b.positions.tolist() for b in batches[5:]]
+    assert len(s._open) <= 2  # files closed least recently used first
+    with pytest.raises(ValueError, match="shuffle_window must be >= 1"):
+        PairLoader(s, 5, 0, 1, seed=1, shuffle_window=0)

@@ -1,5 +1,6 @@
 """The whole data chain on the real openclipart corpus: every resampled sample is either in the
-shards (same labels, a decodable JPEG with shorter side <= max-side) or rejected with a reason."""
+shards (same labels and text, a decodable JPEG with shorter side <= max-side) or rejected with a
+reason."""
 import io
 import json
 from pathlib import Path
@@ -39,8 +40,10 @@ def test_openclipart_round_trip(spark, tmp_path):
             im.load()
             assert im.mode == "RGB" and min(im.size) <= 96
             assert meta["labels"] == labeled[meta["image_id"]]["labels"]
+            assert meta["text"] == (labeled[meta["image_id"]]["text"] or "")  # the SVG's title + description
             seen.append(meta["image_id"])
     assert len(seen) == len(set(seen)) == stats["images"]  # every stored image once
+    assert index["text"] == "text" and stats["images_with_text"] > 0.9 * stats["images"]
     assert set(seen) | set(rejects) == set(labeled) and not set(seen) & set(rejects)
     assert len(rejects) == sum(index["rejected_images"].values())
     # the sample index: the draw's samples of stored images, those of rejected images counted

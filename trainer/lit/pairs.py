@@ -19,17 +19,21 @@ pickle, and host memory does not grow with the corpus. Texts come from the shard
 metadata ("text", written by jobs/shards.py from the manifest's text column): only images of
 the pretraining shards, never the held-out set's.
 
-PairLoader: epoch e is a permutation of all pairs seeded by (seed, e); global batch k is its
-k-th slice of batch_size pairs (the incomplete last one dropped). Every rank gets the global
-batch's image embeddings and its own share of the tokens, so the order does not depend on the
-world size, and a resumed epoch starts at its batch without reading the ones before.
+PairLoader: epoch e puts the shard files in an order seeded by (seed, e) and shuffles the
+pairs within each window of shuffle_window files (seeded by (seed, e, window)): a full shuffle
+when the corpus has fewer shards, and at web scale a stretch of batches reads a bounded set of
+files, with no permutation of all pairs in memory. Global batch k is the epoch's k-th run of
+batch_size pairs (the incomplete last one dropped). Every rank gets the global batch's image
+embeddings and its own share of the tokens, so the order does not depend on the world size, and
+a resumed epoch starts at its batch without reading the ones before (earlier windows are skipped
+by their sizes).
 """
 from __future__ import annotations
 
 import hashlib
 import json
 import logging
-from dataclasses import dataclass
+from collections import OrderedDict
 from pathlib import Path
 from typing import NamedTuple
 
@@ -169,35 +173,55 @@ def barrier() -> None:
         dist.barrier()
 
 
-@dataclass
 class PairStore:
-    """Every shard's pairs, memory-mapped, in shard order: pair p is row p - offsets[f] of file f."""
-    images: list[np.ndarray]
-    tokens: list[np.ndarray]
-    offsets: np.ndarray          # [files + 1]
-    stats: dict                  # images, pairs, no_text, bad (names)
+    """Every shard's pairs in shard order: pair p is row p - offsets[f] of file f. Files are
+    memory-mapped when first read, at most `max_open` at a time (least recently used closed
+    first): a corpus of millions of shards stays within the process's map count."""
+
+    def __init__(self, stems: list[Path], sizes: list[int], stats: dict, max_open: int = 256):
+        self.stems, self.stats, self.max_open = stems, stats, max_open
+        self.offsets = np.concatenate([[0], np.cumsum(sizes)]).astype(np.int64)
+        self._open: OrderedDict[int, tuple[np.ndarray, np.ndarray]] = OrderedDict()
+        img, tok = self.file(0)
+        self.dim, self.context_length = int(img.shape[1]), int(tok.shape[1])
 
     def __len__(self) -> int:
         return int(self.offsets[-1])
 
     @property
-    def dim(self) -> int:
-        return int(self.images[0].shape[1])
+    def files(self) -> int:
+        return len(self.stems)
+
+    def file(self, j: int) -> tuple[np.ndarray, np.ndarray]:
+        if j in self._open:
+            self._open.move_to_end(j)
+            return self._open[j]
+        stem, n = self.stems[j], int(self.offsets[j + 1] - self.offsets[j])
+        img = np.load(f"{stem}.image.npy", mmap_mode="r", allow_pickle=False)
+        tok = np.load(f"{stem}.tokens.npy", mmap_mode="r", allow_pickle=False)
+        if img.shape[0] != n or tok.shape[0] != n:
+            raise ValueError(f"{stem}: {img.shape[0]} embeddings and {tok.shape[0]} token rows for {n} pairs; delete "
+                             f"{stem.parent} and rerun")
+        self._open[j] = (img, tok)
+        if len(self._open) > self.max_open:
+            self._open.popitem(last=False)
+        return img, tok
 
     def rows(self, pairs: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
         """(float32 [k, D], int32 [k, L]) of the pairs numbered `pairs`, in that order."""
         f = np.searchsorted(self.offsets, pairs, side="right") - 1
         img = np.empty((len(pairs), self.dim), np.float32)
-        tok = np.empty((len(pairs), self.tokens[0].shape[1]), np.int32)
+        tok = np.empty((len(pairs), self.context_length), np.int32)
         for j in np.unique(f):
             sel = np.nonzero(f == j)[0]
             local = pairs[sel] - self.offsets[j]
-            img[sel], tok[sel] = self.images[j][local], self.tokens[j][local]
+            img_j, tok_j = self.file(int(j))
+            img[sel], tok[sel] = img_j[local], tok_j[local]
         return img, tok
 
 
 def open_pairs(index: ShardIndex, out: Path) -> PairStore:
-    images, tokens, sizes = [], [], []
+    stems, sizes = [], []
     stats = {"images": 0, "pairs": 0, "no_text": 0, "bad": []}
     for s in index.shards:
         stem = _stem(s)
@@ -207,18 +231,13 @@ def open_pairs(index: ShardIndex, out: Path) -> PairStore:
         for k in ("images", "pairs", "no_text"):
             stats[k] += int(marker[k])
         stats["bad"] += list(marker["bad"])
-        if marker["pairs"] == 0:
-            continue
-        img = np.load(out / f"{stem}.image.npy", mmap_mode="r", allow_pickle=False)
-        tok = np.load(out / f"{stem}.tokens.npy", mmap_mode="r", allow_pickle=False)
-        if img.shape[0] != marker["pairs"] or tok.shape[0] != marker["pairs"]:
-            raise ValueError(f"{out}/{stem}: {img.shape[0]} embeddings and {tok.shape[0]} token rows for "
-                             f"{marker['pairs']} pairs; delete {out} and rerun")
-        images.append(img), tokens.append(tok), sizes.append(img.shape[0])
+        if marker["pairs"] > 0:
+            stems.append(out / stem)
+            sizes.append(int(marker["pairs"]))
     if not sizes:
         raise ValueError(f"{index.root}: none of its {stats['images']} stored images has a text (the samples' .json "
                          "hold no \"text\"): write the shards from a manifest with a text or caption column")
-    return PairStore(images, tokens, np.concatenate([[0], np.cumsum(sizes)]).astype(np.int64), stats)
+    return PairStore(stems, sizes, stats)
 
 
 class PairBatch(NamedTuple):
@@ -232,10 +251,14 @@ class PairLoader:
     """trainer.loop's loader protocol over a PairStore (see the module docstring)."""
     order_depends_on = ()
 
-    def __init__(self, store: PairStore, batch_size: int, rank: int, world_size: int, seed: int):
+    def __init__(self, store: PairStore, batch_size: int, rank: int, world_size: int, seed: int,
+                 shuffle_window: int = 1024):
         if batch_size % world_size:
             raise ValueError(f"batch_size {batch_size} is not divisible by world size {world_size}")
+        if shuffle_window < 1:
+            raise ValueError(f"shuffle_window must be >= 1 shard, got {shuffle_window}")
         self.store, self.batch, self.rank, self.world, self.seed = store, batch_size, rank, world_size, seed
+        self.window = shuffle_window
         self.epoch, self.start = 0, 0
 
     def epoch_batches(self, epoch: int) -> int:
@@ -244,17 +267,43 @@ class PairLoader:
     def set_epoch(self, epoch: int, start: int = 0) -> None:
         self.epoch, self.start = epoch, start
 
+    def _windows(self, epoch: int) -> list[np.ndarray]:
+        """The epoch's files in a seeded order, in windows of shuffle_window files."""
+        files = np.random.default_rng([self.seed, epoch, 0x117]).permutation(self.store.files)
+        return [files[w:w + self.window] for w in range(0, len(files), self.window)]
+
+    def _window_pairs(self, epoch: int, w: int, files: np.ndarray) -> np.ndarray:
+        off = self.store.offsets
+        pairs = np.concatenate([np.arange(off[f], off[f + 1]) for f in files])
+        return pairs[np.random.default_rng([self.seed, epoch, 0x118, w]).permutation(len(pairs))]
+
     def order(self, epoch: int) -> np.ndarray:
-        return np.random.default_rng([self.seed, epoch, 0x117]).permutation(len(self.store))
+        """Every pair of the epoch in order (materialised: for inspection and tests)."""
+        return np.concatenate([self._window_pairs(epoch, w, f) for w, f in enumerate(self._windows(epoch))])
+
+    def _pairs_from(self, epoch: int, position: int):
+        """The epoch's pair numbers from `position` on, one window at a time (the windows before
+        the one holding `position` are skipped by their sizes alone)."""
+        off, seen = self.store.offsets, 0
+        for w, files in enumerate(self._windows(epoch)):
+            size = int(sum(off[f + 1] - off[f] for f in files))
+            if seen + size > position:
+                yield self._window_pairs(epoch, w, files)[max(0, position - seen):]
+            seen += size
 
     def __iter__(self):
-        perm, b = self.order(self.epoch), self.batch // self.world
-        for k in range(self.start, self.epoch_batches(self.epoch)):
-            pairs = perm[k * self.batch:(k + 1) * self.batch]
+        b, n = self.batch // self.world, self.epoch_batches(self.epoch)
+        buffer, k = np.zeros(0, np.int64), self.start
+        windows = self._pairs_from(self.epoch, self.start * self.batch)
+        while k < n:
+            while len(buffer) < self.batch:
+                buffer = np.concatenate([buffer, next(windows)])
+            pairs, buffer = buffer[:self.batch], buffer[self.batch:]
             img, tok = self.store.rows(pairs)
             mine = slice(self.rank * b, (self.rank + 1) * b)
             yield PairBatch(torch.from_numpy(img), torch.from_numpy(tok[mine].copy()),
                             torch.from_numpy(pairs[mine].copy()))
+            k += 1
 
     def __len__(self) -> int:
         return self.epoch_batches(self.epoch)

@@ -61,6 +61,8 @@ class LitConfig(ShardTrainConfig):
     optimizer: str = key("lit", "lit (AdamW, 1e-3 per 16384) | adamw")
     weight_decay: float = key(1e-4, "AdamW weight decay (none on norms, biases, the temperature)")
     embed_batch: int = key(64, "images per forward pass of the locked tower when embedding")
+    shuffle_window: int = key(1024, "pairs are shuffled within windows of this many shards, taken in a seeded "
+                                    "order (a full shuffle below that many shards)")
     batch_size: int = key(4096, "global batch of pairs, split evenly over the processes")
 
     def __post_init__(self):
@@ -68,8 +70,8 @@ class LitConfig(ShardTrainConfig):
         if self.data_format != "wds" or self.samples is not None:
             raise ValueError("trainer.lit reads every stored image with a text from the WebDataset shards: "
                              "data_format must be wds and samples null")
-        if self.tokenizer_texts < 1 or self.embed_batch < 1:
-            raise ValueError("tokenizer_texts and embed_batch must be >= 1")
+        if self.tokenizer_texts < 1 or self.embed_batch < 1 or self.shuffle_window < 1:
+            raise ValueError("tokenizer_texts, embed_batch and shuffle_window must be >= 1")
         if self.optimizer not in ("lit", "adamw"):
             raise ValueError(f"optimizer must be lit or adamw, got {self.optimizer!r}")
         self.text_spec(1)  # validates the tower's sizes
@@ -140,7 +142,7 @@ def build(cfg: LitConfig, d: DistInfo, run_dir: Path):
     peak = peak_lr(cfg.optimizer, cfg.batch_size, cfg.base_lr)
     run = prepare(cfg, d, text, lambda m: build_optimizer(cfg.optimizer, m, peak, cfg.weight_decay), run_dir,
                   tower.mean, tower.std)
-    loader = PairLoader(store, cfg.batch_size, d.rank, d.world_size, cfg.seed)
+    loader = PairLoader(store, cfg.batch_size, d.rank, d.world_size, cfg.seed, cfg.shuffle_window)
     return run, LitTask(cfg, run), loader, peak, tok, store
 
 
