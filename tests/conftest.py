@@ -11,6 +11,18 @@ os.environ.setdefault("PYSPARK_DRIVER_PYTHON", sys.executable)
 os.environ.setdefault("SPARK_LOCAL_IP", "127.0.0.1")
 
 
+@pytest.fixture(scope="session", autouse=True)
+def one_torch_thread():
+    """Torch in the test process on one intra-op thread, as OMP_NUM_THREADS=1 gives the torchrun
+    tests' ranks: on a busy 2-core machine, two spinning OpenMP threads make a step ~10x slower."""
+    import torch
+
+    n = torch.get_num_threads()
+    torch.set_num_threads(1)
+    yield
+    torch.set_num_threads(n)
+
+
 @pytest.fixture(scope="session")
 def wn():
     from pipeline.wordnet import load_wordnet

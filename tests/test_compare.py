@@ -5,7 +5,6 @@ import math
 
 import numpy as np
 import pytest
-import torch
 from PIL import Image
 
 from tests.shardkit import make_shards
@@ -28,14 +27,6 @@ def test_arms_pairs_and_budgets():
         demo_arms(1.0)
     with pytest.raises(ValueError, match="step cost > 0"):
         samples_for(100.0, 1.0, 0.0, 64)
-
-
-@pytest.fixture(autouse=True)
-def one_torch_thread():
-    n = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(n)
 
 
 def test_step_cost_of_the_real_trainers(tmp_path):

@@ -55,13 +55,8 @@ def mae_run(shards, tmp_path_factory):
     from trainer.mae import main
 
     run = tmp_path_factory.mktemp("mae") / "run"
-    threads = torch.get_num_threads()
-    torch.set_num_threads(1)  # as OMP_NUM_THREADS=1 under torchrun: spinning threads on a busy 2-core machine cost 10x
-    try:
-        result = main([*TINY, f"shards={shards}", f"run_dir={run}", "batch_size=16", "total_samples=640",
-                       "base_lr=0.02", "ckpt_every=20", "picture_images=4"])
-    finally:
-        torch.set_num_threads(threads)
+    result = main([*TINY, f"shards={shards}", f"run_dir={run}", "batch_size=16", "total_samples=640",
+                   "base_lr=0.02", "ckpt_every=20", "picture_images=4"])
     return run, result
 
 

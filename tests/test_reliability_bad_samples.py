@@ -13,7 +13,7 @@ import torch
 from PIL import Image
 
 from tests.shardkit import write_sample_index, write_shard_set
-from tests.test_reliability_trainer import BASE, forget_after, metrics, one_torch_thread  # noqa: F401 (fixture)
+from tests.test_reliability_trainer import BASE, forget_after, metrics
 
 
 # --- bad samples (bug) and 29: skipped, counted, bounded; the layout unchanged ---------------------------

@@ -24,16 +24,6 @@ ENV = {**os.environ, "OMP_NUM_THREADS": "1", "PYTHONPATH": str(ROOT)}
 BASE = ["model=regnety_002", "img_size=32", "log_every=1", "optimizer=sgd", "seed=3", "device=cpu"]
 
 
-@pytest.fixture(autouse=True)
-def one_torch_thread():
-    """In-process training on one thread, as OMP_NUM_THREADS=1 gives the torchrun tests: on a busy
-    2-core machine two spinning OpenMP threads make each step ~10x slower."""
-    n = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(n)
-
-
 def metrics(run: Path) -> list[dict]:
     return [json.loads(x) for x in (run / "metrics.jsonl").read_text().splitlines()]
 

@@ -71,15 +71,10 @@ ENV = {**os.environ, "OMP_NUM_THREADS": "1", "PYTHONPATH": str(ROOT)}
 
 
 def run_swav_in_process(args: list[str]) -> dict:
-    """trainer.swav.main in this process, on one thread (as OMP_NUM_THREADS=1 under torchrun)."""
+    """trainer.swav.main in this process (on one thread: tests/conftest.py)."""
     from trainer.swav import main
 
-    threads = torch.get_num_threads()
-    torch.set_num_threads(1)
-    try:
-        return main(args)
-    finally:
-        torch.set_num_threads(threads)
+    return main(args)
 
 
 @pytest.fixture(scope="module")

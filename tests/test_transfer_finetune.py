@@ -14,18 +14,6 @@ ROOT = Path(__file__).resolve().parents[1]
 BASE = ["model=random:regnety_002", "img_size=32", "workers=0", "log_every=1", "eval_batch_size=12"]
 
 
-@pytest.fixture(autouse=True)
-def one_torch_thread():
-    """In-process training on one thread, as OMP_NUM_THREADS=1 gives the torchrun test: on a busy
-    2-core machine two spinning OpenMP threads make each step ~10x slower."""
-    import torch
-
-    n = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(n)
-
-
 @pytest.fixture(scope="module")
 def data(tmp_path_factory):
     return make_folder(tmp_path_factory.mktemp("ft") / "data")
