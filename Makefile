@@ -14,7 +14,8 @@ export PYTHONHASHSEED := 0
 setup:
 	@bash scripts/setup.sh
 
-$(DEMO)/manifest.parquet: | setup
+# re-ingested when the ingest code changes (a new manifest column reaches every later stage)
+$(DEMO)/manifest.parquet: jobs/ingest_openclipart.py pipeline/openclipart.py schemas/__init__.py | setup
 	$(PY) -m jobs.ingest_openclipart --root $(OPENCLIPART) --out $(DEMO)
 
 # Near-duplicates of the evaluation set(s) leave the manifest before the vocab/label chain reads it.
