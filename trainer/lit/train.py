@@ -72,6 +72,8 @@ class LitConfig(ShardTrainConfig):
                              "data_format must be wds and samples null")
         if self.tokenizer_texts < 1 or self.embed_batch < 1 or self.shuffle_window < 1:
             raise ValueError("tokenizer_texts, embed_batch and shuffle_window must be >= 1")
+        if self.image_tower.startswith("random:"):
+            raise ValueError(f"image_tower={self.image_tower}: LiT locks a trained tower; pass an export directory")
         if self.optimizer not in ("lit", "adamw"):
             raise ValueError(f"optimizer must be lit or adamw, got {self.optimizer!r}")
         self.text_spec(1)  # validates the tower's sizes
