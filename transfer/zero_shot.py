@@ -93,7 +93,8 @@ def run(cfg: ZeroShotConfig) -> dict:
 
 def run_lit(cfg: ZeroShotConfig) -> dict:
     scores, yva, classes, names, meta = lit_scores(cfg, features)
-    result = {"protocol": "zero_shot", "method": "lit", "model": cfg.model, "arch": meta["config"].get("image_tower"),
+    result = {"protocol": "zero_shot", "method": "lit", "model": cfg.model,
+              "image_tower": meta.get("config", {}).get("image_tower"),
               "data": cfg.data, "img_size": cfg.img_size, "classes": classes, "class_names": names,
               "templates": list(cfg.templates), "val_images": len(yva), "top1": top_k(scores, yva, 1),
               "top5": top_k(scores, yva, 5), "mean_class_top1": mean_class_accuracy(scores, yva),
