@@ -5,8 +5,10 @@ checkpoints load without pickle; bad input named."""
 import json
 import os
 import shutil
+import signal
 import subprocess
 import sys
+import time
 from pathlib import Path
 
 import numpy as np
@@ -101,6 +103,28 @@ def test_resume_is_exact_and_embeds_nothing_again(kit, aligned):
     rec = lambda r: [json.loads(x) for x in (r / "metrics.jsonl").read_text().splitlines()]  # noqa: E731
     assert [x["loss"] for x in rec(resumed)] == [x["loss"] for x in rec(run)]
     assert rec(run)[-1]["temperature"] != pytest.approx(10.0)  # learned
+
+
+def test_sigterm_checkpoints_then_the_rerun_finishes_as_if_uninterrupted(kit, tmp_path):
+    ref = train(kit, "aligned", tmp_path / "ref", steps=300)
+    run = tmp_path / "run"
+    p = subprocess.Popen([sys.executable, "-m", "trainer.lit", f"shards={kit['aligned']}", f"image_tower={kit['tower']}",
+                          f"run_dir={run}", "total_samples=9600", *TINY, "ckpt_every=1000", "log_every=5"], cwd=ROOT,
+                         env={**os.environ, "OMP_NUM_THREADS": "1", "PYTHONPATH": str(ROOT)},
+                         stdout=subprocess.DEVNULL, stderr=subprocess.PIPE, text=True)
+    deadline = time.time() + 300
+    while time.time() < deadline and not ((run / "metrics.jsonl").exists() and
+                                          len((run / "metrics.jsonl").read_text().splitlines()) >= 2):
+        time.sleep(0.02)
+    p.send_signal(signal.SIGTERM)
+    _, err = p.communicate(timeout=120)
+    assert p.returncode == 0, err[-3000:]
+    ckpts = sorted((run / "checkpoints").glob("ckpt-*.pt"))
+    assert len(ckpts) == 1 and 10 <= int(ckpts[0].stem.split("-")[1]) < 300  # the stop's own checkpoint
+    assert not (run / "export").exists() and "stopped by SIGTERM" in err
+    assert train(kit, "aligned", run, steps=300)["step"] == ref["step"] == 300
+    a, b = (load_file(str(r / "export" / "text.safetensors")) for r in (tmp_path / "ref", run))
+    assert all(torch.equal(a[k], b[k]) for k in a)
 
 
 def test_export_and_checkpoints_load_without_pickle(kit, aligned):
