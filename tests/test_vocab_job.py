@@ -173,3 +173,17 @@ def test_rerun_replaces_output_and_failure_keeps_previous(spark, tmp_path):
     _, _, stats = read_out(out)  # previous output intact
     assert stats["config"]["min_count"] == 2
     assert sorted(p.name for p in tmp_path.iterdir()) == ["m.parquet", "out"]  # no temp left
+
+
+def test_text_column_never_feeds_the_vocabulary(spark, tmp_path):
+    """An image's `text` (LiT's, e.g. openclipart's SVG title) is not hashtags, #words included;
+    a `caption`'s #words are."""
+    t = pa.table({"image_id": list(ROWS), "image": [f"img/{k}.jpg" for k in ROWS], "hashtags": list(ROWS.values()),
+                  "text": ["a #cat and a #cat"] * len(ROWS)})
+    pq.write_table(t, tmp_path / "text.parquet")
+    run(spark, VocabConfig(manifest=str(tmp_path / "text.parquet"), out=str(tmp_path / "out")))
+    vocab, hmap, _ = read_out(tmp_path / "out")
+    assert "cat" not in hmap and [v["name"] for v in vocab] == ["dog", "eggplant", "brownbear", "ice_cream"]
+    pq.write_table(t.rename_columns(["image_id", "image", "hashtags", "caption"]), tmp_path / "caption.parquet")
+    run(spark, VocabConfig(manifest=str(tmp_path / "caption.parquet"), out=str(tmp_path / "out2")))
+    assert "cat" in read_out(tmp_path / "out2")[1]  # the same words as a caption: hashtags
