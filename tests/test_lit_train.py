@@ -108,8 +108,9 @@ def test_resume_is_exact_and_embeds_nothing_again(kit, aligned):
 def test_sigterm_checkpoints_then_the_rerun_finishes_as_if_uninterrupted(kit, tmp_path):
     ref = train(kit, "aligned", tmp_path / "ref", steps=300)
     run = tmp_path / "run"
-    p = subprocess.Popen([sys.executable, "-m", "trainer.lit", f"shards={kit['aligned']}", f"image_tower={kit['tower']}",
-                          f"run_dir={run}", "total_samples=9600", *TINY, "ckpt_every=1000", "log_every=5"], cwd=ROOT,
+    p = subprocess.Popen([sys.executable, "-m", "trainer.lit", f"shards={kit['aligned']}",
+                          f"image_tower={kit['tower']}", f"run_dir={run}", "total_samples=9600", *TINY,
+                          "ckpt_every=1000", "log_every=5"], cwd=ROOT,
                          env={**os.environ, "OMP_NUM_THREADS": "1", "PYTHONPATH": str(ROOT)},
                          stdout=subprocess.DEVNULL, stderr=subprocess.PIPE, text=True)
     deadline = time.time() + 300
@@ -171,6 +172,18 @@ def test_bad_input_is_named(kit, aligned, tmp_path):
     with pytest.raises(ValueError, match="data_format must be wds"):
         lit([f"shards={no_text}", f"image_tower={kit['tower']}", f"run_dir={tmp_path / 'r'}", "total_samples=64",
              "data_format=ffcv", *TINY])
+
+
+def test_train_split_as_a_dev_set(kit, aligned, tmp_path):
+    run, _ = aligned
+    dev = score(kit, run / "export", tmp_path / "dev.json", ["split=train"])
+    assert dev["split"] == "train" and dev["val_images"] == 48 and dev["top1"] >= 0.95
+    from transfer.zero_shot_table import main as table
+
+    with pytest.raises(ValueError, match="dev.json: scored on the train split"):
+        table([f"data={kit['task']}", f"lit={tmp_path / 'dev.json'}", f"out={tmp_path / 't.json'}"])
+    with pytest.raises(ValueError, match="split must be train or val"):
+        score(kit, run / "export", tmp_path / "x.json", ["split=test"])
 
 
 def test_class_name_overrides_and_templates_reach_the_prompts(kit, aligned, tmp_path):

@@ -15,7 +15,8 @@ prompt templates averaged; class names are the folder names or a YAML override.
         out=build/demo/lit/lit.json img_size=64 [class_names=names.yaml] [templates='["a photo of a {}."]']
 
 Both write top-1, top-5, mean per-class top-1 and, per val image, val_correct and
-val_top5_correct (for bootstrap CIs).
+val_top5_correct (for bootstrap CIs). split=train scores the train split instead: a dev set on
+which to choose a method's settings (templates, names, a LiT config) without looking at val.
 
 Hashtag synsets come from the vocabulary the model was trained on (`vocab=`, default the export's
 config), whose label names must equal the export's. The class -> hashtag mapping is written next
@@ -49,9 +50,13 @@ class ZeroShotConfig(ProtocolConfig):
     wnids: str | None = key(None, "class i -> line i of a wnid list file, or imagenet / imagenet22k (timm's)")
     class_names: str | None = key(None, "lit: YAML overrides, class -> name or [name, ...]; else the folder names")
     templates: tuple[str, ...] = key(DEFAULT_TEMPLATES, "lit: prompt templates, each with one {} for the name")
+    split: str = key("val", "the split scored: val (the result), or train (a dev set to choose settings on: "
+                            "zero-shot never trains on it)")
 
     def __post_init__(self):
         super().__post_init__()
+        if self.split not in ("train", "val"):
+            raise ValueError(f"split must be train or val, got {self.split!r}")
         if self.method not in METHODS:
             raise ValueError(f"unknown method {self.method!r}; valid: {', '.join(METHODS)}")
         if self.aggregation not in AGGREGATIONS:
@@ -93,14 +98,14 @@ def run(cfg: ZeroShotConfig) -> dict:
 
 def run_lit(cfg: ZeroShotConfig) -> dict:
     scores, yva, classes, names, meta = lit_scores(cfg, features)
-    result = {"protocol": "zero_shot", "method": "lit", "model": cfg.model,
+    result = {"protocol": "zero_shot", "method": "lit", "split": cfg.split, "model": cfg.model,
               "image_tower": meta.get("config", {}).get("image_tower"),
               "data": cfg.data, "img_size": cfg.img_size, "classes": classes, "class_names": names,
               "templates": list(cfg.templates), "val_images": len(yva), "top1": top_k(scores, yva, 1),
               "top5": top_k(scores, yva, 5), "mean_class_top1": mean_class_accuracy(scores, yva),
               **per_image(scores, yva)}
     md = (f"## Zero-shot (LiT): {cfg.model}\n\ntop-1 {pct(result['top1'])}, top-5 {pct(result['top5'])}, mean "
-          f"per-class {pct(result['mean_class_top1'])} on {len(yva)} val images of {len(classes)} classes, "
+          f"per-class {pct(result['mean_class_top1'])} on {len(yva)} {cfg.split} images of {len(classes)} classes, "
           f"{len(cfg.templates)} prompt templates\n\n| class | names |\n| --- | --- |\n" +
           "\n".join(f"| {c} | {', '.join(n)} |" for c, n in names.items()))
     write_result(cfg, result, md)
@@ -137,14 +142,15 @@ def run_wordnet(cfg: ZeroShotConfig) -> dict:
     out = Path(cfg.out)
     tsv = out.with_name(out.stem + ".mapping.tsv")
     write_text_atomic(tsv, mapping_table(mapping, names, tag_synsets))
-    xva, yva = f["val"]
+    xva, yva = f[cfg.split]
     with torch.no_grad():
         logits = model.head.eval()(xva.float())
     loss = model.meta.get("config", {}).get("loss", "softmax")
     probs = (torch.sigmoid(logits) if loss == "bce" else torch.softmax(logits, 1)).double().numpy()
     scores = torch.from_numpy(aggregate(probs, mapping, cfg.aggregation))
     unmapped = [m.name for m in mapping if not m.hashtags]
-    result = {"protocol": "zero_shot", "method": "wordnet", "model": cfg.model, "arch": model.name, "model_key": model.key,
+    result = {"protocol": "zero_shot", "method": "wordnet", "split": cfg.split, "model": cfg.model, "arch": model.name,
+              "model_key": model.key,
               "data": cfg.data, "img_size": cfg.img_size, "aggregation": cfg.aggregation, "classes": classes,
               "val_images": len(yva), "top1": top_k(scores, yva, 1), "top5": top_k(scores, yva, 5),
               "mean_class_top1": mean_class_accuracy(scores, yva), **per_image(scores, yva),
@@ -153,7 +159,7 @@ def run_wordnet(cfg: ZeroShotConfig) -> dict:
               "mapping": {m.name: {"synsets": list(m.synsets), "source": m.source, "similarity": m.similarity,
                                    "hashtags": [names[i] for i in m.hashtags]} for m in mapping}}
     md = (f"## Zero-shot: {cfg.model} ({cfg.aggregation})\n\ntop-1 {pct(result['top1'])}, top-5 "
-          f"{pct(result['top5'])}, mean per-class {pct(result['mean_class_top1'])} on {len(yva)} val images of "
+          f"{pct(result['top5'])}, mean per-class {pct(result['mean_class_top1'])} on {len(yva)} {cfg.split} images of "
           f"{len(classes)} classes; mapping in {tsv}\n\n| class | synsets | similarity | hashtags |\n"
           "| --- | --- | --- | --- |\n" +
           "\n".join(f"| {m.name} | {', '.join(m.synsets)} | {m.similarity:.3f} | "

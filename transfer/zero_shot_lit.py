@@ -54,7 +54,7 @@ def class_embeddings(embed, names: dict[str, list[str]], templates: tuple[str, .
 
 
 def lit_scores(cfg, read_features) -> tuple[torch.Tensor, torch.Tensor, list[str], dict, dict]:
-    """(scores [N, C], labels, classes, names, the LiT export's meta) on the val split.
+    """(scores [N, C], labels, classes, names, the LiT export's meta) on cfg.split.
     read_features(cfg) -> (model, features) is transfer.protocol.features."""
     from trainer.lit.export import IMAGE, load_lit
 
@@ -66,7 +66,7 @@ def lit_scores(cfg, read_features) -> tuple[torch.Tensor, torch.Tensor, list[str
     _, f = read_features(dataclasses.replace(cfg, model=str(Path(cfg.model) / IMAGE)))
     classes = list(f["classes"])
     names = class_names(classes, cfg.class_names)
-    xva, yva = f["val"]
+    xva, yva = f[cfg.split]
     with torch.no_grad():
         text = class_embeddings(lit.embed_texts, names, tuple(cfg.templates))
         scores = F.normalize(xva.float(), dim=1) @ text.t()

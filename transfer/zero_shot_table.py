@@ -50,6 +50,8 @@ def majority(data: str) -> tuple[dict, str]:
 
 def read_result(path: str, n: int) -> dict:
     r = json.loads(Path(path).read_text())
+    if r.get("split", "val") != "val":
+        raise ValueError(f"{path}: scored on the {r['split']} split (a dev set); the table compares val results")
     for k in ("val_correct", "val_top5_correct"):
         if len(r.get(k) or []) != n:
             raise ValueError(f"{path}: {k} holds {len(r.get(k) or [])} val images, the task has {n} (rerun "

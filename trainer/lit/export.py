@@ -37,7 +37,8 @@ def export_lit(out_dir: Path, image_export: Path, text: TextTower, tok: Tokenize
         save_file({k: v.detach().cpu().contiguous() for k, v in text.state_dict().items()}, str(tmp / TEXT),
                   metadata={"format": "pt"})
         (tmp / TOKENIZER).write_text(tok.to_str(pretty=False), encoding="utf-8")
-        (tmp / META).write_text(json.dumps({"text_tower": text.spec.to_dict(), "temperature": float(text.temperature().detach()),
+        (tmp / META).write_text(json.dumps({"text_tower": text.spec.to_dict(),
+                                            "temperature": float(text.temperature().detach()),
                                             "image_sha256": file_sha256(image_export / WEIGHTS), **meta},
                                            indent=2, sort_keys=True))
     return Path(out_dir)

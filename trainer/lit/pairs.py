@@ -159,7 +159,8 @@ def tokenize_pairs(index: ShardIndex, tok: Tokenizer, context_length: int, out: 
     for i, s in enumerate(index.shards):
         stem = _stem(s)
         fp = (_marker(out / f"{stem}.json") or {}).get("fingerprint")
-        if i % d.world_size != d.rank or (_marker(out / f"{stem}.tokens.json") or {}).get("fingerprint") == f"{fp}:{tok_key}":
+        done_with = (_marker(out / f"{stem}.tokens.json") or {}).get("fingerprint")
+        if i % d.world_size != d.rank or done_with == f"{fp}:{tok_key}":
             continue
         texts = json.loads((out / f"{stem}.texts.json").read_text())["texts"]
         _save_npy(out / f"{stem}.tokens.npy", encode(tok, texts, context_length))
@@ -227,7 +228,8 @@ def open_pairs(index: ShardIndex, out: Path) -> PairStore:
         stem = _stem(s)
         marker = _marker(out / f"{stem}.json")
         if marker is None:
-            raise ValueError(f"{out}: no pairs of {s.path.name} ({stem}.json missing): the embedding pass did not finish")
+            raise ValueError(f"{out}: no pairs of {s.path.name} ({stem}.json missing): the embedding pass did not "
+                             "finish")
         for k in ("images", "pairs", "no_text"):
             stats[k] += int(marker[k])
         stats["bad"] += list(marker["bad"])
