@@ -23,6 +23,7 @@ from torch import nn
 from pipeline.atomic import write_text_atomic
 from trainer.checkpoint import list_checkpoints, load_latest, set_aside
 from trainer.config import TrainConfig, to_dict
+from trainer.data.transforms import pixel_stats
 from trainer.distributed import DistInfo, setup_distributed
 
 log = logging.getLogger("trainer")
@@ -121,8 +122,7 @@ def prepare(cfg: TrainConfig, d: DistInfo, model: nn.Module,
     net = torch.compile(net) if cfg.compile else net
     if d.is_main:
         write_text_atomic(run_dir / "config.yaml", yaml.safe_dump(to_dict(cfg), sort_keys=False))
-    as_image = lambda v: torch.tensor(v, device=d.device).view(1, 3, 1, 1) * 255  # noqa: E731
-    return Run(d, run_dir, model, net, optimizer, scaler, precision, sync_bn, fmt, as_image(mean), as_image(std),
+    return Run(d, run_dir, model, net, optimizer, scaler, precision, sync_bn, fmt, pixel_stats(mean, d.device), pixel_stats(std, d.device),
                state["step"] if state else 0, state.get("extra", {}) if state else None,
                state.get("loader") if state else None,
                {k: state[k] for k in ("_path", "config", "layout", "bad_samples") if k in state} if state else None)

@@ -17,6 +17,7 @@ from safetensors.torch import load_file, save_file
 
 from pipeline.atomic import atomic_path
 from pipeline.images import DECODER_VERSION
+from trainer.data.transforms import pixel_stats
 from trainer.export import LoadedModel
 from transfer.downstream import ImageSet, Split, fingerprint
 
@@ -29,8 +30,7 @@ def extract(model: LoadedModel, split: Split, size: int, batch_size: int = 64, w
 
     device = torch.device(device)
     trunk = model.trunk.to(device).eval()
-    mean = torch.tensor(model.mean, device=device).view(1, 3, 1, 1) * 255
-    std = torch.tensor(model.std, device=device).view(1, 3, 1, 1) * 255
+    mean, std = pixel_stats(model.mean, device), pixel_stats(model.std, device)
     loader = torch.utils.data.DataLoader(ImageSet(split, size), batch_size=batch_size, num_workers=workers,
                                          shuffle=False)
     feats, labels = [], []

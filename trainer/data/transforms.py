@@ -16,6 +16,12 @@ def train_transform(size: int = 224, scale: tuple[float, float] = (0.08, 1.0)) -
     return v2.Compose([v2.RandomResizedCrop(size, scale=scale, antialias=True), v2.RandomHorizontalFlip()])
 
 
+def pixel_stats(values, device=None) -> torch.Tensor:
+    """A model's mean or std (in [0, 1] units, per channel) as [1, 3, 1, 1] in uint8 units, to
+    normalise uint8 image batches: (x - pixel_stats(mean)) / pixel_stats(std)."""
+    return torch.tensor(values, device=device, dtype=torch.float32).view(1, 3, 1, 1) * 255
+
+
 def eval_transform(size: int = 224) -> v2.Transform:
     return v2.Compose([v2.Resize(size, antialias=True), v2.CenterCrop(size)])
 

@@ -47,7 +47,7 @@ from pipeline.atomic import atomic_path, write_text_atomic
 from pipeline.images import DECODER_VERSION, ImageRejected, decode_rgb
 from pipeline.wds import iter_shard
 from trainer.data.shard_index import ShardIndex, ShardInfo
-from trainer.data.transforms import eval_transform
+from trainer.data.transforms import eval_transform, pixel_stats
 from trainer.distributed import DistInfo
 from trainer.lit.tokenizer import encode, tokenizer_sha256
 
@@ -124,8 +124,7 @@ def embed_images(index: ShardIndex, trunk: torch.nn.Module, mean, std, tower_key
     if not todo:
         return 0
     trunk = trunk.to(d.device).eval()
-    m = torch.tensor(mean, device=d.device).view(1, 3, 1, 1) * 255
-    s_ = torch.tensor(std, device=d.device).view(1, 3, 1, 1) * 255
+    m, s_ = pixel_stats(mean, d.device), pixel_stats(std, d.device)
     loader = DataLoader(ShardImages(todo, img_size), batch_size=None, num_workers=workers)
     for shard, (images, ids, texts, n, no_text, bad) in zip(todo, loader):
         feats = [trunk(x.to(d.device).float().sub_(m).div_(s_)).float().cpu() for x in images.split(batch_size)]
