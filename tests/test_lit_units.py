@@ -101,6 +101,7 @@ def test_two_gloo_processes_give_the_one_process_gradient(tmp_path):
         import sys, torch, torch.distributed as dist
         from torch.nn.parallel import DistributedDataParallel as DDP
         from tests.test_lit_units import tower, batch
+        from trainer.distributed import cleanup_distributed
         from trainer.lit.loss import gather_rows, symmetric_infonce
         dist.init_process_group("gloo")
         r = dist.get_rank()
@@ -120,7 +121,8 @@ def test_two_gloo_processes_give_the_one_process_gradient(tmp_path):
             if r == 0:
                 torch.save({"loss": loss.detach(), **{k: p.grad for k, p in net.module.named_parameters()}},
                            sys.argv[1] + f"/{variant}.pt")
-        dist.destroy_process_group()
+            del net  # the product's teardown: DDP wrappers freed, then barrier, then destroy
+        cleanup_distributed()
     """))
     env = {**os.environ, "OMP_NUM_THREADS": "1", "PYTHONPATH": str(ROOT)}
     r = subprocess.run([sys.executable, "-m", "torch.distributed.run", "--standalone", "--nproc_per_node=2",

@@ -69,13 +69,14 @@ def test_sinkhorn_over_two_gloo_processes_equals_the_concatenated_batch(tmp_path
     script.write_text(textwrap.dedent("""
         import sys, torch, torch.distributed as dist
         from tests.test_swav_units import unit_scores
+        from trainer.distributed import cleanup_distributed
         from trainer.swav.sinkhorn import sinkhorn
         dist.init_process_group("gloo")
         r = dist.get_rank()
         s = unit_scores(40, 10, 2)
         mine = s[:25] if r == 0 else s[25:]  # unequal shares of the global batch
         torch.save(sinkhorn(mine, 0.05, 3), sys.argv[1] + f"/q{r}.pt")
-        dist.destroy_process_group()
+        cleanup_distributed()
     """))
     env = {**os.environ, "OMP_NUM_THREADS": "1", "PYTHONPATH": str(ROOT)}
     r = subprocess.run([sys.executable, "-m", "torch.distributed.run", "--standalone", "--nproc_per_node=2",

@@ -1,6 +1,7 @@
 """DDP set-up from torchrun's environment: one CPU process (gloo) to many GPU nodes (NCCL)."""
 from __future__ import annotations
 
+import gc
 import logging
 import os
 from dataclasses import dataclass
@@ -50,7 +51,12 @@ def setup_distributed(device: str = "auto", timeout_s: float = 1800.0) -> DistIn
 
 
 def cleanup_distributed() -> None:
+    """The end of every multi-process run, in the one order that exits cleanly: the caller has
+    dropped its DDP wrappers; they are collected here (a DDP reducer freed after its process group
+    is destroyed can abort the process: 'terminate called without an active exception'), then
+    every rank meets at a barrier, then the group is destroyed."""
     if dist.is_initialized():
+        gc.collect()
         dist.barrier()
         dist.destroy_process_group()
 

@@ -32,7 +32,7 @@ from pipeline.atomic import write_text_atomic
 from trainer.checkpoint import save_checkpoint
 from trainer.config import ShardTrainConfig, TrainConfig, to_dict
 from trainer.data import make_loader
-from trainer.distributed import DistInfo, all_reduce_mean, cleanup_distributed
+from trainer.distributed import DistInfo, all_reduce_mean
 from trainer.optim import lr_at
 from trainer.prepare import Run
 from trainer.run_log import MetricsLog, Progress, plot_curves
@@ -315,5 +315,5 @@ def finish(run: Run, result: dict, write_outputs: Callable[[], None]) -> dict:
         plot_curves(run.run_dir / "metrics.jsonl", run.run_dir / "curves.png")
         write_outputs()
         write_text_atomic(run.run_dir / "result.json", json.dumps(result))
-    cleanup_distributed()
+    run.close()
     return result

@@ -24,7 +24,7 @@ from pipeline.atomic import write_text_atomic
 from trainer.checkpoint import list_checkpoints, load_latest, set_aside
 from trainer.config import TrainConfig, to_dict
 from trainer.data.transforms import pixel_stats
-from trainer.distributed import DistInfo, setup_distributed
+from trainer.distributed import DistInfo, cleanup_distributed, setup_distributed
 
 log = logging.getLogger("trainer")
 
@@ -89,6 +89,12 @@ class Run:
 
     def autocast(self):
         return autocast(self.d.device, self.precision)
+
+    def close(self) -> None:
+        """Ends the run's processes: drops the DDP/compiled wrapper (self.net becomes the plain
+        model), then cleanup_distributed (collect, barrier, destroy)."""
+        self.net = self.model
+        cleanup_distributed()
 
 
 def prepare(cfg: TrainConfig, d: DistInfo, model: nn.Module,

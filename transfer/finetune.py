@@ -29,7 +29,7 @@ from torch import nn
 from torch.utils.data import DataLoader, Dataset, DistributedSampler
 
 from trainer.config import TrainConfig, key, load_config, to_dict
-from trainer.distributed import DistInfo, broadcast_object, cleanup_distributed
+from trainer.distributed import DistInfo, broadcast_object
 from trainer.export import export_model, load_model
 from trainer.loop import Task, fit
 from trainer.losses import softmax_ce
@@ -226,7 +226,7 @@ def train(cfg: FinetuneConfig) -> dict:
     else:
         result = broadcast_object(report(cfg, run, task, loaded, train_split, val_split, steps, peak)
                                   if d.is_main else None)
-    cleanup_distributed()
+    run.close()
     return result
 
 
