@@ -59,8 +59,7 @@ def replace_shard(root, shard, members):
 
 def sample_members(k: int) -> dict[str, tuple[str, bytes]]:
     """Stored image k's tar members as the shard writer writes them, by extension."""
-    return {name.rsplit(".", 1)[1]: (name, data)
-            for name, data in Sample(f"{k:012d}", jpeg_of(k), meta={"labels": labels_of(k)}).members()}
+    return dict(zip(("jpg", "json"), Sample(f"{k:012d}", jpeg_of(k), meta={"labels": labels_of(k)}).members()))
 
 
 @pytest.mark.parametrize("order, key, found", [
