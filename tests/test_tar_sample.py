@@ -38,7 +38,7 @@ def raw_tar(path, members):
     return path
 
 
-def json_members(key="k", meta=b'{"labels": [1]}', image=None):
+def json_members(meta=b'{"labels": [1]}', image=None):
     return {"jpg": jpeg() if image is None else image, "json": meta}
 
 
