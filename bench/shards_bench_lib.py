@@ -161,21 +161,20 @@ def read_back(out: Path, classes: list[str], folder: Path | None) -> dict:
     """One pass over the written tars: image index -> (image_id, sha256, JPEG bytes); with `folder`,
     the shards' own JPEG bytes also go to FOLDER/<category>/<image_id>.jpg (ImageFolder reads
     exactly what the shard readers read)."""
-    from pipeline.wds import iter_shard
+    from pipeline.wds import read_samples
 
     if folder is not None:
         shutil.rmtree(folder, ignore_errors=True)
     ids, sha, size = [], [], []
     for s in json.loads((out / "shards.json").read_text())["shards"]:
-        for _, parts in iter_shard(out / s["name"]):
-            meta = json.loads(parts["json"])
-            ids.append(meta["image_id"])
-            sha.append(hashlib.sha256(parts["jpg"]).hexdigest())
-            size.append(len(parts["jpg"]))
+        for sample in read_samples(out / s["name"]):
+            ids.append(sample.image_id)
+            sha.append(hashlib.sha256(sample.image).hexdigest())
+            size.append(len(sample.image))
             if folder is not None:
-                d = folder / classes[meta["labels"][0]]
+                d = folder / classes[sample.labels[0]]
                 d.mkdir(parents=True, exist_ok=True)
-                (d / f"{meta['image_id']}.jpg").write_bytes(parts["jpg"])
+                (d / f"{sample.image_id}.jpg").write_bytes(sample.image)
     return {"image_id": ids, "sha": sha, "size": np.array(size, dtype=np.int64)}
 
 

@@ -6,17 +6,13 @@ count; the padding size is the largest label count in the data and is recorded i
 """
 from __future__ import annotations
 
-import io
-import json
 import os
-import tarfile
 from pathlib import Path
 
 import numpy as np
-from PIL import Image
 
 from pipeline.atomic import atomic_path
-from pipeline.wds import check_member
+from pipeline.wds import decode, locate_samples, read_located, stop
 
 LABEL_PAD_VALUE = -1
 
@@ -32,35 +28,23 @@ def require_ffcv():
 
 
 class ShardSamples:
-    """Random access to the samples of tar shards through member offsets (no extraction)."""
+    """Random access to the samples of tar shards, in file order (stored image i is the i-th),
+    through member offsets (no extraction); parsed and decoded by pipeline/wds.py, and any damage,
+    an undecodable image included, stops the writer (FFCV cannot skip inside its pipeline)."""
 
     def __init__(self, shard_paths: list[str], label_pad: int):
         self.label_pad = label_pad
-        self.index = []  # (path, jpg offset, jpg size, json offset, json size)
-        for path in shard_paths:
-            members = {}
-            with tarfile.open(path, "r:") as tar:
-                for m in tar.getmembers():
-                    check_member(path, m.name)
-                    members[m.name] = (m.offset_data, m.size)
-            keys = sorted({n.rsplit(".", 1)[0] for n in members})
-            for k in keys:
-                self.index.append((path, *members[f"{k}.jpg"], *members[f"{k}.json"]))
+        self.index = [(path, key, spans) for path in shard_paths for key, spans in locate_samples(path)]
 
     def __len__(self):
         return len(self.index)
 
     def __getitem__(self, i):
-        path, jo, js, mo, ms = self.index[i]
-        with open(path, "rb") as f:
-            f.seek(jo)
-            jpg = f.read(js)
-            f.seek(mo)
-            meta = json.loads(f.read(ms))
-        img = np.asarray(Image.open(io.BytesIO(jpg), formats=("JPEG",)).convert("RGB"))
+        sample = read_located(*self.index[i])
+        img = decode(sample, stop)
         labels = np.full(self.label_pad, LABEL_PAD_VALUE, dtype=np.int32)
-        labels[: len(meta["labels"])] = meta["labels"]
-        return img, labels, len(meta["labels"]), i
+        labels[: len(sample.labels)] = sample.labels
+        return img, labels, len(sample.labels), i
 
 
 def write_beton(shard_paths: list[str], out_path: str, label_pad: int, quality: int = 90,

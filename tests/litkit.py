@@ -8,7 +8,7 @@ import numpy as np
 import torch
 from PIL import Image
 
-from pipeline.wds import shard_name, write_shard
+from pipeline.wds import Sample, shard_name, write_shard
 from trainer.export import export_model
 from trainer.models import create_model
 
@@ -45,8 +45,8 @@ def write_text_shards(out: Path, n: int = 160, shard_size: int = 40, shuffle_tex
     shards, first = [], 0
     for s, start in enumerate(range(0, n, shard_size)):
         rec = write_shard(out / shard_name(s), [
-            (f"{i:012d}", jpeg(colour_image(COLOURS[names[i % len(names)]], rng)),
-             {"image_id": f"im{i}", "labels": [0], "tail": False, "text": texts[i]})
+            Sample(f"{i:012d}", jpeg(colour_image(COLOURS[names[i % len(names)]], rng)),
+                   meta={"image_id": f"im{i}", "labels": [0], "tail": False, "text": texts[i]})
             for i in range(start, min(n, start + shard_size))])
         shards.append({"name": shard_name(s), "images": rec["samples"], "first_image": first, "bytes": rec["bytes"],
                        "sha256": rec["sha256"]})

@@ -10,7 +10,7 @@ import pyarrow as pa
 import pyarrow.parquet as pq
 from PIL import Image
 
-from pipeline.wds import shard_name, write_shard
+from pipeline.wds import Sample, shard_name, write_shard
 
 
 def write_shard_set(out: Path, members, shard_size: int, num_classes: int, max_side: int = 320) -> Path:
@@ -21,7 +21,7 @@ def write_shard_set(out: Path, members, shard_size: int, num_classes: int, max_s
     for s, start in enumerate(range(0, len(members), shard_size)):
         chunk = members[start:start + shard_size]
         rec = write_shard(out / shard_name(s), [
-            (f"{start + k:012d}", jpeg, {"image_id": f"im{start + k}", "labels": labels, "tail": False})
+            Sample(f"{start + k:012d}", jpeg, meta={"image_id": f"im{start + k}", "labels": labels, "tail": False})
             for k, (jpeg, labels) in enumerate(chunk)])
         shards.append({"name": shard_name(s), "images": rec["samples"], "first_image": first,
                        "bytes": rec["bytes"], "sha256": rec["sha256"]})

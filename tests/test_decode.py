@@ -2,7 +2,6 @@
 image it refuses is an error naming the file."""
 import io
 import struct
-import tarfile
 import zlib
 
 import numpy as np
@@ -11,6 +10,7 @@ import torch
 from PIL import Image, ImageOps
 
 from pipeline.images import ALLOWED_FORMATS, IMAGE_SUFFIXES, ImageRejected, decode_rgb, prepare_image
+from pipeline.wds import Sample, write_shard
 from transfer.downstream import ImageSet, image_tensor, load_split
 
 
@@ -69,12 +69,9 @@ def test_transfer_refuses_a_decompression_bomb_naming_the_file(tmp_path):
 def test_transfer_refuses_a_bad_shard_member_naming_shard_and_key(tmp_path):
     for split in ("train", "val"):
         (tmp_path / split).mkdir()
-        with tarfile.open(tmp_path / split / "shard-000000.tar", "w") as t:
-            for key, ext, payload in (("k0", "jpg", encode(Image.new("RGB", (9, 9)), "JPEG")), ("k0", "cls", b"0"),
-                                      ("k1", "png", b"<html>404</html>"), ("k1", "cls", b"0")):
-                info = tarfile.TarInfo(f"{key}.{ext}")
-                info.size = len(payload)
-                t.addfile(info, io.BytesIO(payload))
+        write_shard(tmp_path / split / "shard-000000.tar", [
+            Sample("k0", encode(Image.new("RGB", (9, 9)), "JPEG"), cls=0),
+            Sample("k1", b"<html>404</html>", cls=0, image_ext="png")])
     split = load_split(tmp_path, "val")
     assert len(split) == 2
     with pytest.raises(ValueError, match=r"shard-000000\.tar:k1: undecodable"):

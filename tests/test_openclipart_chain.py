@@ -14,7 +14,7 @@ from jobs.label import LabelConfig, run as label
 from jobs.resample import ResampleConfig, run as resample
 from jobs.shards import ShardsConfig, run as shards
 from jobs.vocab import VocabConfig, run as vocab
-from pipeline.wds import iter_shard
+from pipeline.wds import read_samples
 
 CORPUS = Path("/usr/share/openclipart")
 pytestmark = [pytest.mark.slow, pytest.mark.skipif(not (CORPUS / "png").is_dir(), reason="no openclipart")]
@@ -34,9 +34,9 @@ def test_openclipart_round_trip(spark, tmp_path):
     index = json.loads((tmp_path / "sh" / "shards.json").read_text())
     seen = []
     for s in index["shards"]:
-        for key, parts in iter_shard(tmp_path / "sh" / s["name"]):
-            meta = json.loads(parts["json"])
-            im = Image.open(io.BytesIO(parts["jpg"]))
+        for sample in read_samples(tmp_path / "sh" / s["name"]):
+            meta = sample.meta
+            im = Image.open(io.BytesIO(sample.image))
             im.load()
             assert im.mode == "RGB" and min(im.size) <= 96
             assert meta["labels"] == labeled[meta["image_id"]]["labels"]

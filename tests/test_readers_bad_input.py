@@ -6,7 +6,7 @@ import tarfile
 
 import pytest
 
-from pipeline.wds import ShardError, file_sha256, shard_name
+from pipeline.wds import Sample, ShardError, file_sha256, shard_name
 from tests.test_readers import SIZE, add_member, jpeg_of, labels_of, make_shards
 from tests.test_readers import indexed, shards4, shards8  # noqa: F401 (fixtures)
 from trainer.data import wds_loader
@@ -57,6 +57,11 @@ def replace_shard(root, shard, members):
     (root / "shards.json").write_text(json.dumps(index))
 
 
+def sample_members(k: int) -> dict[str, tuple[str, bytes]]:
+    """Stored image k's tar members as the shard writer writes them, by extension."""
+    return dict(zip(("jpg", "json"), Sample(f"{k:012d}", jpeg_of(k), meta={"labels": labels_of(k)}).members()))
+
+
 @pytest.mark.parametrize("order, key, found", [
     (["4.jpg", "5.jpg", "4.json", "5.json", "6.jpg", "6.json", "7.jpg", "7.json"], 4, "['jpg']"),  # not side by side
     (["4.jpg", "4.json", "5.jpg", "6.jpg", "6.json", "7.jpg", "7.json"], 5, "['jpg']"),  # 5 has no .json
@@ -64,9 +69,8 @@ def replace_shard(root, shard, members):
 def test_bad_key_layout_names_the_shard_and_the_key(tmp_path, order, key, found):
     root = make_shards(tmp_path / "s", 4, n=8)
     key_name = lambda k: f"{k:012d}"  # noqa: E731  (the shard writer's keys: the image's number)
-    members = [(key_name(int(m.split(".")[0])) + "." + m.split(".")[1],
-                jpeg_of(int(m.split(".")[0])) if m.endswith(".jpg") else
-                json.dumps({"labels": labels_of(int(m.split(".")[0]))}).encode()) for m in order]
+    members = [sample_members(int(k)).get(ext, (f"{key_name(int(k))}.{ext}", b"a stray member"))
+               for k, ext in (m.split(".") for m in order)]
     replace_shard(root, 1, members)
     loader = wds_loader(root, batch_size=1, rank=0, world_size=1, num_workers=0, train=False, size=SIZE)
     with pytest.raises(ShardError) as e:
@@ -77,9 +81,8 @@ def test_bad_key_layout_names_the_shard_and_the_key(tmp_path, order, key, found)
 
 def test_a_key_that_comes_back_later_is_named(tmp_path):
     root = make_shards(tmp_path / "s", 4, n=8)
-    members = [(f"{k:012d}.{ext}", jpeg_of(k) if ext == "jpg" else json.dumps({"labels": labels_of(k)}).encode())
-               for k, ext in ((4, "jpg"), (4, "json"), (5, "jpg"), (5, "json"), (4, "jpg"), (4, "json"),
-                              (7, "jpg"), (7, "json"))]
+    members = [sample_members(k)[ext] for k, ext in ((4, "jpg"), (4, "json"), (5, "jpg"), (5, "json"), (4, "jpg"),
+                                                      (4, "json"), (7, "jpg"), (7, "json"))]
     replace_shard(root, 1, members)
     loader = wds_loader(root, batch_size=1, rank=0, world_size=1, num_workers=0, train=False, size=SIZE)
     with pytest.raises(ShardError, match=r"shard-000001\.tar:000000000004: the key's members are not side by side"):

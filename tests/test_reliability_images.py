@@ -3,7 +3,6 @@ allow-list and truncated files in every stage, decompression bombs with memory m
 process (tests/test_reliability_image_memory.py), the pixel limit at both of its sides. Colour (item 5) is in tests/test_images.py."""
 import ast
 import io
-import json
 import os
 import re
 import struct
@@ -130,7 +129,7 @@ def test_shards_writer_counts_refused_and_truncated_images(spark, tmp_path):
     """The shards job's writer (jobs/lib/sharding.py) finishes the shard and reports each skip with
     its image_id and reason: EPS/FITS named .jpg (item 8) and JPEGs cut mid-scan (item 1)."""
     from jobs.lib.sharding import write_shards
-    from pipeline.wds import iter_shard
+    from pipeline.wds import read_samples
     from tests.test_images import truncated_jpegs
 
     img = _refused_folder(tmp_path / "img")
@@ -150,7 +149,7 @@ def test_shards_writer_counts_refused_and_truncated_images(spark, tmp_path):
         Path(n).stem: fmt for n, (_, fmt) in REFUSED.items()}
     (shard,) = [r for r in outcome if r["image_id"] is None]
     assert shard["ordinal"] == 1  # images stored
-    assert [json.loads(p["json"])["image_id"] for _, p in iter_shard(out / "shard-000000.tar")] == ["good"]
+    assert [s.image_id for s in read_samples(out / "shard-000000.tar")] == ["good"]
 
 
 def test_dedup_refuses_eps_and_fits_named_jpg(spark, tmp_path):

@@ -192,13 +192,13 @@ def test_sigkill_during_checkpoint_write_keeps_the_previous(tmp_path, where):
 FULL_DISK_WRITER = """
 import os, resource, signal, sys, torch
 from pathlib import Path
-from pipeline.wds import write_shard
+from pipeline.wds import Sample, write_shard
 from trainer.checkpoint import save_checkpoint
 d, what, limit = Path(sys.argv[1]), sys.argv[2], int(sys.argv[3])
 if what == "checkpoint":
     save_checkpoint(d, 5, {"step": 5, "w": torch.full((4,), 5.0)}, keep=3)
 else:
-    write_shard(d / "shard-000000.tar", [("a", b"small", {"labels": [0]})])
+    write_shard(d / "shard-000000.tar", [Sample("a", b"small", meta={"labels": [0]})])
 if limit:
     signal.signal(signal.SIGXFSZ, signal.SIG_IGN)
     resource.setrlimit(resource.RLIMIT_FSIZE, (limit, limit))
@@ -206,7 +206,7 @@ try:
     if what == "checkpoint":
         save_checkpoint(d, 10, {"step": 10, "w": torch.zeros(4 << 20)}, keep=3)
     else:
-        write_shard(d / "shard-000000.tar", [("a", os.urandom(16 << 20), {"labels": [0]})])
+        write_shard(d / "shard-000000.tar", [Sample("a", os.urandom(16 << 20), meta={"labels": [0]})])
 except OSError as e:
     print(e)
     sys.exit(3)
@@ -242,14 +242,14 @@ def test_disk_full_during_checkpoint_write(small_disk):
 
 
 def test_disk_full_during_shard_write(small_disk):
-    from pipeline.wds import iter_shard
+    from pipeline.wds import read_samples
 
     d, limit = small_disk
     r = run_python(FULL_DISK_WRITER, d, "shard", limit)
     assert r.returncode == 3, (r.stdout, r.stderr[-3000:])
     assert "File too large" in r.stdout or "No space left" in r.stdout
     assert sorted(x.name for x in d.iterdir()) == ["shard-000000.tar"]  # no temp file, the good one kept
-    assert [(k, parts["jpg"]) for k, parts in iter_shard(d / "shard-000000.tar")] == [("a", b"small")]
+    assert [(s.key, s.image) for s in read_samples(d / "shard-000000.tar")] == [("a", b"small")]
 
 
 # --- 28: resume exactly at an epoch boundary ------------------------------------------------------------

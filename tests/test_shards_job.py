@@ -17,7 +17,7 @@ from PIL import Image
 
 import schemas
 from jobs.shards import ShardsConfig, run as shards
-from pipeline.wds import file_sha256, iter_shard
+from pipeline.wds import file_sha256, iter_shard, read_samples
 from tests.test_images import encode, png_header_only, quadrants, truncated_jpegs
 
 ROOT = Path(__file__).resolve().parents[1]
@@ -71,7 +71,7 @@ def read_all(out: Path):
     got = []
     for s in index["shards"]:
         assert file_sha256(out / s["name"]) == s["sha256"]
-        members = list(iter_shard(out / s["name"]))
+        members = list(read_samples(out / s["name"]))
         assert len(members) == s["images"]
         got += members
     return index, got
@@ -92,7 +92,7 @@ def test_every_image_stored_once_bad_ones_counted(spark, tmp_path):
     rejects = pq.read_table(out / "rejects.parquet").to_pylist()
     expected_rejects = {i: reason for i, (_, reason) in images.items() if reason}
     assert {r["image_id"]: r["reason"] for r in rejects} == expected_rejects
-    stored = [json.loads(parts["json"])["image_id"] for _, parts in got]
+    stored = [sample.image_id for sample in got]
     assert sorted(stored) == sorted(i for i in images if i not in expected_rejects)  # each good image once
     assert len(got) + len(rejects) == len(images) == stats["images_in"] and index["images"] == len(got)
     # stored image k is the k-th member in shards.json order; images.parquet says so
@@ -102,10 +102,10 @@ def test_every_image_stored_once_bad_ones_counted(spark, tmp_path):
     for s in index["shards"]:
         assert s["first_image"] == first and 1 <= s["images"] <= 4
         first += s["images"]
-    for (_, parts), image_id in zip(got, stored):
-        meta = json.loads(parts["json"])
+    for sample, image_id in zip(got, stored):
+        meta = sample.meta
         assert (meta["labels"], meta["tail"]) == (rows[image_id]["labels"], rows[image_id]["tail"])
-        im = Image.open(io.BytesIO(parts["jpg"]))
+        im = Image.open(io.BytesIO(sample.image))
         assert im.format == "JPEG" and im.mode == "RGB" and min(im.size) <= 64
     by_reason = {k: v for k, v in index["rejected_images"].items() if v}
     assert by_reason == {r: sum(1 for v in expected_rejects.values() if v == r) for r in set(expected_rejects.values())}
@@ -124,7 +124,7 @@ def test_every_image_stored_once_bad_ones_counted(spark, tmp_path):
     smaller = shards(spark, ShardsConfig(**{**vars(cfg), "max_side": 32}))
     assert smaller["shards_written"] == len(index["shards"]) and smaller["shards_skipped"] == 0
     index32, got32 = read_all(out)
-    assert all(min(Image.open(io.BytesIO(parts["jpg"])).size) <= 32 for _, parts in got32)
+    assert all(min(Image.open(io.BytesIO(sample.image)).size) <= 32 for sample in got32)
     assert sorted(p.name for p in out.glob("shard-*.tar")) == sorted(s["name"] for s in index32["shards"])
     assert [s["name"] for s in index32["shards"]] == [s["name"] for s in index["shards"]]
     assert all(a["sha256"] != b["sha256"] for a, b in zip(index["shards"], index32["shards"]))  # every tar's bytes
@@ -132,7 +132,7 @@ def test_every_image_stored_once_bad_ones_counted(spark, tmp_path):
     assert lower["shards_written"] == len(index["shards"]) and lower["shards_skipped"] == 0
     index50, got50 = read_all(out)
     assert all(a["sha256"] != b["sha256"] for a, b in zip(index32["shards"], index50["shards"]))
-    assert index50["quality"] == 50 and [k for k, _ in got50] == [k for k, _ in got32]
+    assert index50["quality"] == 50 and [s.key for s in got50] == [s.key for s in got32]
 
 
 def test_ffcv_missing_or_bad_format_is_a_clear_error(tmp_path):
@@ -213,27 +213,28 @@ def test_text_goes_into_each_sample_json_and_reruns_rewrite_only_its_shard(spark
     index_a, got_a = read_all(tmp_path / "a")
     index_b, got_b = read_all(tmp_path / "b")
     assert index_a["text"] == with_text["text"] == "text" and index_b["text"] is without["text"] is None
-    stored = [json.loads(p["json"])["image_id"] for _, p in got_a]
+    stored = [sample.image_id for sample in got_a]
     assert sorted(stored) == [f"g{k}" for k in range(9)]
-    for (_, parts), image_id in zip(got_a, stored):
-        meta = json.loads(parts["json"])
+    for sample, image_id in zip(got_a, stored):
+        meta = sample.meta
         assert meta["text"] == (texts[image_id] or "") and isinstance(meta["text"], str)
         assert (meta["labels"], meta["tail"]) == (rows[image_id]["labels"], rows[image_id]["tail"])
     assert with_text["images_with_text"] == sum(bool(texts[i]) for i in stored) == 5
     assert without["images_with_text"] == 0
     # without a text column: the .json of before (no "text" key), the same JPEGs, the same tars
     # (rebuilt here from those members) and the fingerprint of before
-    assert [k for k, _ in got_a] == [k for k, _ in got_b]
-    for (_, pa_), (_, pb) in zip(got_a, got_b):
-        meta = json.loads(pb["json"])
-        assert "text" not in meta and pa_["jpg"] == pb["jpg"]
+    assert [s.key for s in got_a] == [s.key for s in got_b]
+    raw_b = [parts for s in index_b["shards"] for _, parts in iter_shard(tmp_path / "b" / s["name"])]
+    for sa, sb, pb in zip(got_a, got_b, raw_b):
+        meta = sb.meta
+        assert "text" not in meta and sa.image == sb.image
         assert pb["json"] == json.dumps({k: meta[k] for k in ("image_id", "labels", "tail")}, sort_keys=True).encode()
-    slots = {json.loads(p["json"])["image_id"]: int(k) for k, p in got_b}
+    slots = {sample.image_id: int(sample.key) for sample in got_b}
     slots["bad"] = next(k for k in range(10) if k not in slots.values())  # the reject holds the missing slot
     spec = {"max_side": 32, "quality": 90, "max_pixels": None}
     for s in index_b["shards"]:
-        members = [m for m in got_b if int(m[0]) // 3 == int(s["name"][6:12])]
-        rebuilt = write_shard(tmp_path / "rebuilt.tar", [(k, p["jpg"], json.loads(p["json"])) for k, p in members])
+        members = [m for m in got_b if int(m.key) // 3 == int(s["name"][6:12])]
+        rebuilt = write_shard(tmp_path / "rebuilt.tar", members)
         assert rebuilt["sha256"] == s["sha256"]
         in_shard = sorted((r for r in rows.values() if slots[r["image_id"]] // 3 == int(s["name"][6:12])),
                           key=lambda r: slots[r["image_id"]])
@@ -248,7 +249,7 @@ def test_text_goes_into_each_sample_json_and_reruns_rewrite_only_its_shard(spark
     rerun = shards(spark, ShardsConfig(labeled=str(tmp_path / "with"), out=str(tmp_path / "a"), **cfg))
     assert (rerun["shards_written"], rerun["shards_skipped"]) == (1, len(index_a["shards"]) - 1)
     index_c, got_c = read_all(tmp_path / "a")
-    assert {json.loads(p["json"])["image_id"]: json.loads(p["json"])["text"] for _, p in got_c} == \
+    assert {sample.image_id: sample.meta["text"] for sample in got_c} == \
         {i: texts[i] or "" for i in stored}
     differ = [a["name"] for a, c in zip(index_a["shards"], index_c["shards"]) if a["sha256"] != c["sha256"]]
     assert differ == [shard_of(index_a, stored.index(changed))]
@@ -268,9 +269,9 @@ def test_caption_is_the_text_when_there_is_no_text_column(spark, tmp_path):
     cap = shards(spark, ShardsConfig(labeled=str(tmp_path / "cap"), out=str(tmp_path / "c"), **cfg))
     both = shards(spark, ShardsConfig(labeled=str(tmp_path / "both"), out=str(tmp_path / "t"), **cfg))
     assert (cap["text"], both["text"]) == ("caption", "text")
-    assert {json.loads(p["json"])["image_id"]: json.loads(p["json"])["text"] for _, p in read_all(tmp_path / "c")[1]} \
+    assert {sample.image_id: sample.meta["text"] for sample in read_all(tmp_path / "c")[1]} \
         == {i: captions[i] for i in images if i != "bad"}
-    assert {json.loads(p["json"])["image_id"]: json.loads(p["json"])["text"] for _, p in read_all(tmp_path / "t")[1]} \
+    assert {sample.image_id: sample.meta["text"] for sample in read_all(tmp_path / "t")[1]} \
         == {i: texts[i] or "" for i in images if i != "bad"}
     assert cap["images_with_text"] == 9 and both["images_with_text"] == 5
 

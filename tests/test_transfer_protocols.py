@@ -2,7 +2,6 @@
 real (randomly initialised) regnety_002 export and a real vocabulary table."""
 import io
 import json
-import tarfile
 from pathlib import Path
 
 import numpy as np
@@ -12,6 +11,7 @@ import pytest
 import torch
 from PIL import Image
 
+from pipeline.wds import Sample, shard_name, write_shard
 from pipeline.wordnet import get_synsets
 from pipeline.zero_shot_map import aggregate, class_synsets, map_classes
 
@@ -89,12 +89,7 @@ def test_shards_with_cls_give_the_same_features_as_the_folder(setup, tmp_path):
         rows = [(f"{c}{p.stem}", p.read_bytes(), i) for i, c in enumerate(classes)
                 for p in sorted((data / split / c).iterdir())]
         for n, part in enumerate((rows[: len(rows) // 2], rows[len(rows) // 2:])):
-            with tarfile.open(tmp_path / split / f"shard-{n:06d}.tar", "w") as t:
-                for key, body, label in part:
-                    for ext, payload in (("jpg", body), ("cls", str(label).encode())):
-                        info = tarfile.TarInfo(f"{key}.{ext}")
-                        info.size = len(payload)
-                        t.addfile(info, io.BytesIO(payload))
+            write_shard(tmp_path / split / shard_name(n), [Sample(key, body, cls=label) for key, body, label in part])
     (tmp_path / "classes.txt").write_text("\n".join(classes) + "\n")
     model = load_model("random:regnety_002", 32, 0)
     for split in ("train", "val"):

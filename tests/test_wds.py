@@ -4,24 +4,24 @@ import tarfile
 
 import pytest
 
-from pipeline.wds import ShardError, iter_shard, write_shard
+from pipeline.wds import Sample, ShardError, iter_shard, write_shard
 
 
 def test_write_read_back_and_deterministic_bytes(tmp_path):
-    samples = [(f"{k:09d}", bytes([k]) * 10, {"labels": [k], "position": k}) for k in range(5)]
+    samples = [Sample(f"{k:09d}", bytes([k]) * 10, meta={"labels": [k], "position": k}) for k in range(5)]
     a = write_shard(tmp_path / "a.tar", samples)
     b = write_shard(tmp_path / "b.tar", samples)
     assert a == b and a["samples"] == 5
     assert (tmp_path / "a.tar").read_bytes() == (tmp_path / "b.tar").read_bytes()
     got = list(iter_shard(tmp_path / "a.tar"))
-    assert [k for k, _ in got] == [s[0] for s in samples]
+    assert [k for k, _ in got] == [s.key for s in samples]
     assert got[3][1]["jpg"] == bytes([3]) * 10 and b'"labels": [3]' in got[3][1]["json"]
     assert [p.name for p in tmp_path.iterdir() if p.name.startswith(".")] == []  # no temp left
 
 
 def test_failed_write_leaves_nothing(tmp_path):
     def broken():
-        yield "000000000", b"x", {}
+        yield Sample("000000000", b"x", meta={})
         raise RuntimeError("killed")
     with pytest.raises(RuntimeError):
         write_shard(tmp_path / "s.tar", broken())
@@ -76,7 +76,7 @@ def test_fast_reader_agrees_with_tarfile_including_a_pax_member_mid_file(tmp_pat
 
 
 def test_compressed_and_streamed_tars_are_read(tmp_path):
-    samples = [(f"{k:03d}", bytes([k]) * (100 + k), {"labels": [k]}) for k in range(4)]
+    samples = [Sample(f"{k:03d}", bytes([k]) * (100 + k), meta={"labels": [k]}) for k in range(4)]
     write_shard(tmp_path / "a.tar", samples)
     with tarfile.open(tmp_path / "a.tar.gz", "w:gz") as t:
         for name, data in tarfile_members(tmp_path / "a.tar"):
@@ -86,12 +86,12 @@ def test_compressed_and_streamed_tars_are_read(tmp_path):
     plain = list(iter_shard(tmp_path / "a.tar"))
     assert list(iter_shard(tmp_path / "a.tar.gz")) == plain
     assert list(iter_shard("stream", fileobj=io.BytesIO((tmp_path / "a.tar").read_bytes()))) == plain
-    assert [p["jpg"] for _, p in plain] == [s[1] for s in samples]
+    assert [p["jpg"] for _, p in plain] == [s.image for s in samples]
 
 
 @pytest.mark.parametrize("cut", [100, 512 + 50, 2048 + 700])
 def test_truncated_shard_is_an_error_naming_it(tmp_path, cut):
-    write_shard(tmp_path / "a.tar", [(f"{k:03d}", b"x" * 1000, {}) for k in range(3)])
+    write_shard(tmp_path / "a.tar", [Sample(f"{k:03d}", b"x" * 1000, meta={}) for k in range(3)])
     data = (tmp_path / "a.tar").read_bytes()
     (tmp_path / "cut.tar").write_bytes(data[:cut])
     with pytest.raises(ShardError, match=r"cut\.tar.*(truncated|damaged|unexpected end)"):
@@ -99,7 +99,7 @@ def test_truncated_shard_is_an_error_naming_it(tmp_path, cut):
 
 
 def test_damaged_header_is_an_error_naming_the_shard(tmp_path):
-    write_shard(tmp_path / "a.tar", [(f"{k:03d}", b"x" * 1000, {}) for k in range(3)])
+    write_shard(tmp_path / "a.tar", [Sample(f"{k:03d}", b"x" * 1000, meta={}) for k in range(3)])
     data = bytearray((tmp_path / "a.tar").read_bytes())
     data[2560 + 130] ^= 0x07  # the size field of the second sample's .jpg header: checksum no longer matches
     (tmp_path / "bad.tar").write_bytes(bytes(data))

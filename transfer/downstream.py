@@ -3,9 +3,11 @@
     ROOT/train/<class>/*.jpg|png|...   ROOT/val/<class>/*         (class names: the train folders)
     ROOT/train/*.tar                   ROOT/val/*.tar             (members KEY.jpg|png + KEY.cls)
 
-A shard's `.cls` is the class index as ASCII digits; names come from ROOT/classes.txt (one per
-line, index order) when present, else "0".."C-1". Shard bytes are read into memory (meant for
-downstream sets of up to a few hundred thousand small images); pickle members are refused.
+Shards are read by pipeline/wds.py (layout "cls": the `.cls` is the class index as ASCII digits;
+its policy: a damaged sample is an error naming shard:key, a sample without an image member is
+skipped and counted); names come from ROOT/classes.txt (one per line, index order) when present,
+else "0".."C-1". Shard bytes are read into memory (meant for downstream sets of up to a few
+hundred thousand small images); pickle members are refused.
 Images are decoded at full size by pipeline.images.decode_rgb, the decoder of the pretraining
 shards: its format allow-list (image suffixes are its IMAGE_SUFFIXES), Pillow's
 decompression-bomb guard, EXIF orientation, transparency composited on white; a file it refuses
@@ -23,10 +25,9 @@ import torch
 from torch.utils.data import Dataset
 
 from pipeline.images import IMAGE_SUFFIXES, ImageRejected, decode_rgb
-from pipeline.wds import iter_shard
+from pipeline.wds import Skips, read_samples
 from trainer.data.transforms import eval_transform, train_transform
 
-SHARD_IMAGE_MEMBERS = tuple(s[1:] for s in IMAGE_SUFFIXES)  # jpg first: a sample's first image member wins
 SPLITS = ("train", "val")
 
 
@@ -88,34 +89,25 @@ def _load_folder(root: Path, split: str) -> Split:
 
 
 def _load_shards(root: Path, split: str) -> Split:
-    sources, labels, skipped = [], [], 0
-    for shard in sorted((root / split).glob("*.tar")):
-        for key, parts in iter_shard(shard):
-            where = f"{shard}:{key}"
-            if "cls" not in parts:
-                raise ValueError(f"{where}: no .cls member")
-            try:
-                label = int(parts["cls"].decode("ascii").strip())
-            except (UnicodeDecodeError, ValueError):
-                raise ValueError(f"{where}: .cls is not an integer: {parts['cls'][:20]!r}") from None
-            image = next((parts[e] for e in SHARD_IMAGE_MEMBERS if e in parts), None)
-            if image is None:
-                skipped += 1
-                continue
-            sources.append((where, image))
-            labels.append(label)
-    if not sources:
-        raise ValueError(f"{root}/{split}: no images in its shards")
+    """The split's `cls` samples (pipeline/wds.py: its parser and policy); classes from
+    classes.txt, else as many as train's largest index says."""
     names_file = root / "classes.txt"
+    classes = None
     if names_file.is_file():
         classes = tuple(x.strip() for x in names_file.read_text().splitlines() if x.strip())
-    else:  # as many classes as train's largest index says
-        train_max = max(load_split(root, "train").labels) if split != "train" else max(labels)
-        classes = tuple(str(i) for i in range(train_max + 1))
-    bad = [(sources[i][0], lb) for i, lb in enumerate(labels) if not 0 <= lb < len(classes)]
-    if bad:
-        raise ValueError(f"{bad[0][0]}: class {bad[0][1]} outside [0, {len(classes)})")
-    return Split(root, split, classes, tuple(sources), tuple(labels), skipped)
+    num_classes = len(classes) if classes is not None else None
+    if classes is None and split != "train":
+        num_classes = max(load_split(root, "train").labels) + 1
+    sources, labels, no_image = [], [], Skips(warn=False)  # counted in Split.skipped
+    for shard in sorted((root / split).glob("*.tar")):
+        for sample in read_samples(shard, "cls", num_classes, handler=no_image):
+            sources.append((sample.where, sample.image))
+            labels.append(sample.cls)
+    if not sources:
+        raise ValueError(f"{root}/{split}: no images in its shards")
+    if classes is None:
+        classes = tuple(str(i) for i in range(num_classes or max(labels) + 1))
+    return Split(root, split, classes, tuple(sources), tuple(labels), len(no_image))
 
 
 def image_tensor(data: bytes, where: str) -> torch.Tensor:

@@ -25,7 +25,7 @@ from jobs.lib.faults import inject
 from jobs.lib.numbering import number_rows
 from pipeline.atomic import write_text_atomic
 from pipeline.images import DECODER_VERSION, ImageRejected, ImageSpec, prepare_image, read_image_bytes
-from pipeline.wds import file_sha256, shard_name, write_shard
+from pipeline.wds import Sample, file_sha256, shard_name, write_shard
 
 SIDECARS = "_shards"  # per-shard JSON written after its tar: the idempotence record
 TEXT = "text"  # the sample .json key (and slotted's column) of an image's text
@@ -117,7 +117,7 @@ def _write(t: pa.Table, path: Path, spec: ImageSpec, image_root: str | None) -> 
                 rejects.append([image_id, e.reason, e.detail[:300]])
                 continue
             meta = {"image_id": image_id, "labels": labels, "tail": tail}
-            yield f"{slot:012d}", jpeg, {**meta, TEXT: text[0]} if text else meta
+            yield Sample(f"{slot:012d}", jpeg, meta={**meta, TEXT: text[0]} if text else meta)
             inject("shards.write", t["shard"][0].as_py())  # test-only (jobs/lib/faults.py): mid-tar
     written = write_shard(path, members())
     return {"images": written["samples"], "bytes": written["bytes"], "sha256": written["sha256"],

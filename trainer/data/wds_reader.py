@@ -12,28 +12,26 @@ counted (`dropped`), never silently repeated. Augmentations use a torch RNG seed
 Resuming at batch s (set_epoch(epoch, start=s)) decodes nothing before s and opens no shard all
 of whose samples were emitted before s; the cost does not grow with s.
 
-Shards are read with pipeline.wds.iter_shard, which refuses unsafe members; nothing is unpickled,
-images are decoded by Pillow (its decompression-bomb guard stays on) and must be JPEG.
+Samples are read, validated and decoded by pipeline/wds.py (the tar sample's one owner: unsafe
+members refused, nothing unpickled, pipeline.images' decoder with Pillow's decompression-bomb guard).
 
-Bad input: a shard whose structure is wrong (a key without its .jpg or .json, a key's members not
-side by side, bad metadata, fewer or more images than shards.json says) is a ShardError naming
-'shard:key'. An image that does not decode is one too, unless skip_bad_images (the trainer's
-loader): then the sample is dropped from its batch (which is one smaller; the layout of every
-other batch is unchanged, so resuming stays exact) and named in the batch's `skipped`.
+Bad input, by that module's policy: a damaged sample (a key without its .jpg or .json, a key's
+members not side by side, bad metadata, labels outside the shard set's classes) and a shard with
+fewer or more images than shards.json says are a ShardError naming 'shard:key'. An image that
+does not decode is one too (handler `stop`), unless skip_bad_images (the trainer's loader): then
+the sample is dropped from its batch (which is one smaller; the layout of every other batch is
+unchanged, so resuming stays exact) and named in the batch's `skipped` (a Skips per batch).
 """
 from __future__ import annotations
 
-import io
-import json
 from dataclasses import dataclass
 from typing import Iterator
 
 import numpy as np
 import torch
-from PIL import Image, UnidentifiedImageError
 from torch.utils.data import DataLoader, IterableDataset, get_worker_info
 
-from pipeline.wds import ShardError, iter_shard
+from pipeline.wds import Sample, ShardError, Skips, decode, read_samples, stop
 from trainer.data.batch import Batch
 from trainer.data.epoch_plan import (ReaderItems, assign_shards, logical_worker, rank_batches, reader_items,
                                      shard_order, worker_batches)
@@ -50,19 +48,6 @@ class EpochLayout:
     batches: int               # per rank
     samples: int               # in the epoch's index
     dropped: int               # of them, beyond the ranks' equal number of full batches
-
-
-def decode_jpeg(data: bytes, where: str) -> torch.Tensor:
-    """uint8 [3, H, W] from JPEG bytes; anything else (PNG, GIF, ...) is refused, and so is an
-    image over Pillow's decompression-bomb limit."""
-    try:
-        with Image.open(io.BytesIO(data), formats=("JPEG",)) as im:  # no other parser ever runs
-            arr = np.array(im.convert("RGB"))
-    except UnidentifiedImageError as e:
-        raise ShardError(f"{where}: not a JPEG image (shards hold only JPEG)") from e
-    except (OSError, SyntaxError, Image.DecompressionBombError) as e:  # damaged, unrecognised, or a bomb
-        raise ShardError(f"{where}: cannot decode image: {e}") from e
-    return torch.from_numpy(arr).permute(2, 0, 1)
 
 
 class WdsEpochs(IterableDataset):
@@ -141,74 +126,52 @@ class WdsEpochs(IterableDataset):
         remaining = dict(zip(wanted.tolist(), want_count.tolist()))
         first_read = int(items.read_rank[lo:hi].min())  # nothing read before it is needed
         stream = self._stream(items, first_read, remaining)
-        held: dict[int, tuple[bytes, list[int], str]] = {}
+        held: dict[int, Sample] = {}
         for L in local:
             chunk = []
             for k in range(L * b, (L + 1) * b):
                 img = int(emitted_image[k])
                 while img not in held:
-                    got, data = next(stream)
-                    held[got] = data
-                jpg, labels, where = held[img]
+                    got, sample = next(stream)
+                    held[got] = sample
                 remaining[img] -= 1
-                if remaining[img] == 0:
-                    del held[img]
-                chunk.append((jpg, labels, int(emitted_position[k]), where))
+                chunk.append((held[img] if remaining[img] else held.pop(img), int(emitted_position[k])))
             j = L * workers + w  # the rank's batch number
             gen = torch.Generator().manual_seed(int(np.random.SeedSequence(
                 [self.seed, epoch, self.rank, j]).generate_state(1, np.uint64)[0] >> np.uint64(1)))
             # private CPU RNG for the augmentations: the trainer's global RNG stays untouched
-            kept, skipped = [], []
+            kept, skipped = [], Skips(warn=False)  # the trainer names and counts them (trainer/loop.py)
+            handler = skipped if self.skip_bad_images else stop
             with torch.random.fork_rng(devices=[]):
                 torch.random.default_generator.set_state(gen.get_state())
-                for jpg, labels, position, where in chunk:
-                    try:
-                        image = decode_jpeg(jpg, where)
-                    except ShardError as e:
-                        if not self.skip_bad_images:
-                            raise
-                        skipped.append(str(e))
-                        continue
-                    kept.append((self.transform(image), labels, position))
+                for sample, position in chunk:
+                    pixels = decode(sample, handler)
+                    if pixels is not None:
+                        kept.append((self.transform(torch.from_numpy(pixels).permute(2, 0, 1)), sample.labels,
+                                     position))
             self.decoded += len(chunk)
             if not kept:
                 raise ShardError(f"rank {self.rank} epoch {epoch} batch {j}: none of its {b} images decodes: "
-                                 + "; ".join(skipped))
+                                 + "; ".join(skipped.names))
             targets = soft_targets(pad_labels([lb for _, lb, _ in kept]), self.index.num_classes)
             yield Batch(stack_views([im for im, _, _ in kept]), targets,
-                        torch.tensor([p for _, _, p in kept], dtype=torch.int64), tuple(skipped))
+                        torch.tensor([p for _, _, p in kept], dtype=torch.int64), tuple(skipped.names))
 
-    def _stream(self, items: ReaderItems, first_read: int, remaining: dict) -> Iterator[tuple[int, tuple]]:
-        """(image, (jpeg, labels, 'shard:key')) for the reader's images still needed, in reading
-        order from the shard holding read rank `first_read`; other images are not kept or decoded."""
+    def _stream(self, items: ReaderItems, first_read: int, remaining: dict) -> Iterator[tuple[int, Sample]]:
+        """(image, sample) for the reader's images still needed, in reading order from the shard
+        holding read rank `first_read`; other images are not kept or decoded."""
         info = self.index.shards
         first = self.samples.shard_first
         start_image = int(items.read_image[first_read])
         start_shard = int(np.searchsorted(first, start_image, side="right") - 1)
         shards = items.shards.tolist()
-        num_classes = self.index.num_classes
         for s in shards[shards.index(start_shard):]:
-            shard, n, seen = info[s], 0, set()
-            for key, parts in iter_shard(shard.path):
+            shard, n = info[s], 0
+            for sample in read_samples(shard.path, num_classes=self.index.num_classes, handler=stop):
                 img = int(first[s]) + n
                 n += 1
-                where = f"{shard.path}:{key}"
-                if key in seen:
-                    raise ShardError(f"{where}: the key's members are not side by side in the tar (the key comes "
-                                     "again after another key)")
-                seen.add(key)
-                if set(parts) != {"jpg", "json"}:
-                    raise ShardError(f"{where}: expected members .jpg and .json, found {sorted(parts)} (a member "
-                                     "missing, or the key's members not side by side in the tar)")
-                if remaining.get(img, 0) <= 0:
-                    continue
-                try:
-                    labels = [int(x) for x in json.loads(parts["json"])["labels"]]
-                except (ValueError, KeyError, TypeError) as e:
-                    raise ShardError(f"{where}: bad metadata: {e!r}") from e
-                if not labels or not all(0 <= x < num_classes for x in labels):
-                    raise ShardError(f"{where}: labels {labels} empty or outside [0, {num_classes})")
-                yield img, (parts["jpg"], labels, where)
+                if remaining.get(img, 0) > 0:
+                    yield img, sample
             if n != shard.images:
                 raise ShardError(f"{shard.path}: holds {n} images, shards.json says {shard.images}")
         raise ShardError(f"{self.index.root}: the reader's shards ended before every needed image was read")

@@ -17,7 +17,9 @@ the decoder; for tokens also the tokenizer and context length) changed, so a res
 job does not embed again. Arrays are .npy read with mmap_mode="r" and allow_pickle=False: no
 pickle, and host memory does not grow with the corpus. Texts come from the shards' .json
 metadata ("text", written by jobs/shards.py from the manifest's text column): only images of
-the pretraining shards, never the held-out set's.
+the pretraining shards, never the held-out set's. Samples are read, validated and decoded by
+pipeline/wds.py under its one policy: a damaged sample is an error naming it, an image that does
+not decode is left out, counted and named ("bad").
 
 PairLoader: epoch e puts the shard files in an order seeded by (seed, e) and shuffles the
 pairs within each window of shuffle_window files (seeded by (seed, e, window)): a full shuffle
@@ -44,8 +46,8 @@ from tokenizers import Tokenizer
 from torch.utils.data import DataLoader, Dataset
 
 from pipeline.atomic import atomic_path, write_text_atomic
-from pipeline.images import DECODER_VERSION, ImageRejected, decode_rgb
-from pipeline.wds import iter_shard
+from pipeline.images import DECODER_VERSION
+from pipeline.wds import Skips, decode, read_samples
 from trainer.data.shard_index import ShardIndex, ShardInfo
 from trainer.data.transforms import eval_transform, pixel_stats
 from trainer.distributed import DistInfo
@@ -76,28 +78,22 @@ class ShardImages(Dataset):
 
     def __getitem__(self, i: int):
         shard, transform = self.shards[i], eval_transform(self.size)
-        images, ids, texts, bad, no_text, n = [], [], [], [], 0, 0
-        for key, parts in iter_shard(shard.path):
+        images, ids, texts, no_text, n = [], [], [], 0, 0
+        bad = Skips(warn=False)  # counted and named in the shard's marker (pipeline/wds.py's policy)
+        for sample in read_samples(shard.path, handler=bad):
             n += 1
-            where = f"{shard.path.name}:{key}"
-            try:
-                meta = json.loads(parts["json"])
-                text = str(meta.get("text") or "").strip()
-            except (KeyError, ValueError, UnicodeDecodeError) as e:
-                raise ValueError(f"{where}: no readable .json metadata ({e!r})") from None
+            text = sample.text.strip()
             if not text:
                 no_text += 1
                 continue
-            try:
-                rgb = decode_rgb(parts["jpg"], source=where)
-            except (KeyError, ImageRejected) as e:
-                bad.append(f"{where}: {e}")
+            pixels = decode(sample, bad)
+            if pixels is None:
                 continue
-            images.append(transform(torch.from_numpy(np.array(rgb)).permute(2, 0, 1)))
-            ids.append(str(meta.get("image_id", key)))
+            images.append(transform(torch.from_numpy(pixels).permute(2, 0, 1)))
+            ids.append(sample.image_id)
             texts.append(text)
         stack = torch.stack(images) if images else torch.zeros(0, 3, self.size, self.size, dtype=torch.uint8)
-        return stack, ids, texts, n, no_text, bad
+        return stack, ids, texts, n, no_text, bad.names
 
 
 def _save_npy(path: Path, array: np.ndarray) -> None:
