@@ -21,6 +21,8 @@ from typing import TypeVar
 
 import yaml
 
+from trainer.recipes import PRETRAIN_WARMUP
+
 C = TypeVar("C")
 PRECISIONS = ("auto", "bf16", "fp16", "fp32")
 DEVICES = ("auto", "cuda", "cpu")
@@ -41,7 +43,7 @@ class TrainConfig:
     img_size: int = key(224, "input side in pixels")
     batch_size: int = key(256, "global batch, split evenly over the processes")
     base_lr: float | None = key(None, "lr at the recipe's reference batch, scaled linearly; null: the recipe's")
-    warmup_frac: float = key(0.05, "share of training with a linear lr warm-up (from lr/10)")
+    warmup_frac: float = key(PRETRAIN_WARMUP, "share of training with a linear lr warm-up (from lr/10)")
     grad_clip: float | None = key(None, "clip the gradient norm to this; null: no clipping")
     precision: str = key("auto", "auto | bf16 | fp16 | fp32 (auto: bf16 autocast on GPU, fp32 on CPU; fp16 "
                                  "uses a GradScaler)")
