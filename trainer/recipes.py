@@ -49,8 +49,8 @@ RECIPES = {
     # SwAV on ImageNet (Caron et al. 2020, appendix): LARS, momentum 0.9, trust 0.001, lr 4.8 at
     # batch 4096 (0.3 per 256), wd 1e-6: facebookresearch/swav main_swav.py `--wd 1e-6`,
     # scripts/swav_800ep_pretrain.sh `--wd 0.000001 --base_lr 4.8` at 64 GPUs x 64 (VISSL's
-    # swav_8node_resnet.yaml: `weight_decay: 0.000001`). SwAV decays and
-    # adapts every parameter; here norms and biases are left out, as for the other recipes.
+    # swav_8node_resnet.yaml: `weight_decay: 0.000001`). SwAV decays and adapts every parameter;
+    # here norms and biases are left out, as for the other recipes.
     "swav": Recipe("lars", 0.3, 256, 1e-6),
     # SEER (Goyal et al. 2021, arXiv 2103.01988: SwAV on RegNetY, 1B uncurated Instagram images,
     # batch 8,704 on 512 GPUs, 114,890 steps): the same LARS at 0.3 per 256, wd 1e-5: facebookresearch/
