@@ -5,7 +5,7 @@
         [--align-synsets FILE] [--wordnet DIR] [--master local[*]]
 
 Writes OUT/vocab.parquet, OUT/hashtag_map.parquet, OUT/image_hashtags.parquet (each kept image's
-normalized hashtags, read by jobs/report.py), OUT/raw_map.parquet (each distinct raw tag string
+normalized hashtags, read by jobs/dataset_card.py), OUT/raw_map.parquet (each distinct raw tag string
 and its normalized hashtag, read by jobs/label.py) and OUT/stats.json, atomically.
 """
 from __future__ import annotations
