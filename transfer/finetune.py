@@ -8,8 +8,9 @@ r"""Full finetuning on a downstream dataset (SWAG section 4.1), one CPU process 
 The `finetune` recipe of trainer/recipes.py (SWAG's SGD with momentum, no weight decay, no warm-up,
 base_lr at its batch scaled linearly), global batch 512, a half-cosine to 0, mixup alpha 0.1,
 SyncBatchNorm across GPUs, and an EMA of the weights that is what gets evaluated (the raw weights
-are reported too). SWAG finetunes RegNetY and ViT-B at 384 px. Steps follow SWAG's three regimes by training-set size (steps_for_size: 500 / 10k / 20k),
-overridable with steps=N. A new linear head (zero init) replaces the hashtag head.
+are reported too). SWAG finetunes RegNetY and ViT-B at 384 px. Steps follow SWAG's three regimes
+by training-set size (steps_for_size: 500 / 10k / 20k), overridable with steps=N. A new linear
+head (zero init) replaces the hashtag head.
 
 The loop is trainer.loop's, as for pretraining: checkpoints every ckpt_every steps (the EMA
 weights with them), exact resume after a kill (rerun the same command), SIGTERM -> checkpoint ->
