@@ -64,8 +64,8 @@ def cached_manifest(cfg: BenchConfig) -> Path:
         import subprocess
 
         t0 = time.perf_counter()
-        subprocess.run([sys.executable, "-m", "pipeline.synthetic", "--images", str(cfg.images), "--out", str(path),
-                        "--seed", str(cfg.seed)], check=True)
+        subprocess.run([sys.executable, "-m", "pipeline.synthetic", f"images={cfg.images}", f"out={path}",
+                        f"seed={cfg.seed}"], check=True)
         print(f"[bench] generated {path} in {time.perf_counter() - t0:.1f}s", flush=True)
     return path
 

@@ -1,8 +1,8 @@
 """Every benchmark in bench/, one after another (`make bench`), with the load average at each start.
 
-    python -m bench.run                        # all, with each benchmark's defaults
-    python -m bench.run pipeline shards        # a subset, by name
-    BENCH_IMAGES=200000 python -m bench.run    # pipeline_bench --images (default 10,000,000)
+    python -m bench.run                           # all, with each benchmark's defaults
+    python -m bench.run --only pipeline,shards    # a subset, by name
+    BENCH_IMAGES=200000 python -m bench.run       # pipeline_bench --images (default 10,000,000)
 
 Each benchmark prints its own table and writes its results JSON under build/bench.
 """
@@ -12,8 +12,10 @@ import os
 import platform
 import sys
 import time
+from dataclasses import dataclass, field
 
 from bench import dedup_bench, pipeline_bench, shards_bench, trainer_bench
+from jobs.lib.config import parse_config
 
 
 def _pipeline(argv):
@@ -25,11 +27,19 @@ BENCHMARKS = {"pipeline": _pipeline, "shards": shards_bench.main, "trainer": tra
               "dedup": dedup_bench.main}
 
 
+@dataclass(frozen=True)
+class RunConfig:
+    only: tuple[str, ...] = field(default=(), metadata={
+        "help": f"comma-separated benchmarks to run (default: all): {','.join(BENCHMARKS)}"})
+
+    def __post_init__(self):
+        unknown = [n for n in self.only if n not in BENCHMARKS]
+        if unknown:
+            raise ValueError(f"unknown benchmark(s) {unknown}; valid: {', '.join(BENCHMARKS)}")
+
+
 def main(argv: list[str] | None = None) -> int:
-    names = (sys.argv[1:] if argv is None else argv) or list(BENCHMARKS)
-    unknown = [n for n in names if n not in BENCHMARKS]
-    if unknown:
-        raise SystemExit(f"unknown benchmark(s) {unknown}; valid: {', '.join(BENCHMARKS)}")
+    names = parse_config(RunConfig, argv, __doc__.splitlines()[0]).only or list(BENCHMARKS)
     print(f"machine: {platform.machine()}, {os.cpu_count()} CPUs, {platform.platform()}", flush=True)
     for name in names:
         t0, load = time.perf_counter(), os.getloadavg()

@@ -2,7 +2,7 @@
 
     python -m bench.pipeline_bench --images 200000 \
         --spark-conf spark.eventLog.enabled=true,spark.eventLog.dir=file:///tmp/spark-events
-    python -m bench.spark_profile /tmp/spark-events/local-... [--top 40]
+    python -m bench.spark_profile --event-log /tmp/spark-events/local-... [--top 40]
 
 A job line: wall seconds, the bench stage that ran it (the `bench.stage` local property), its
 call site in the project's code. A stage line: tasks, wall seconds, summed executor run and CPU
@@ -10,11 +10,13 @@ seconds, shuffle read/write MB, spill MB, Python UDF seconds where Spark reports
 """
 from __future__ import annotations
 
-import argparse
 import io
 import json
 from collections import defaultdict
+from dataclasses import dataclass, field
 from pathlib import Path
+
+from jobs.lib.config import parse_config
 
 _METRICS = {  # accumulable name -> (column, scale)
     "internal.metrics.executorRunTime": ("run_s", 1e-3),
@@ -129,12 +131,15 @@ def summarize(path: Path, top: int = 40) -> None:
             print(f"           stage {sid:<4} {s['tasks']:>4} tasks {s['wall_s']:>7.1f}s  {s['name'][:60]:<60} {extra}")
 
 
+@dataclass(frozen=True)
+class SparkProfileConfig:
+    event_log: str = field(metadata={"help": "a Spark event log (spark.eventLog.dir's file)"})
+    top: int = field(default=40, metadata={"help": "jobs listed, longest first"})
+
+
 def main(argv: list[str] | None = None) -> None:
-    p = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-    p.add_argument("event_log", type=Path)
-    p.add_argument("--top", type=int, default=40)
-    a = p.parse_args(argv)
-    summarize(a.event_log, a.top)
+    cfg = parse_config(SparkProfileConfig, argv, __doc__.splitlines()[0])
+    summarize(Path(cfg.event_log), cfg.top)
 
 
 if __name__ == "__main__":

@@ -66,11 +66,13 @@ class BareStep:
         import timm
 
         from trainer.data import model_data_config
+        from trainer.recipes import recipe
 
         torch.manual_seed(0)
         self.model = timm.create_model(cfg.model, pretrained=False, num_classes=cfg.num_classes).train()
-        self.opt = torch.optim.SGD(self.model.parameters(), lr=0.1 * cfg.batch_size / 256, momentum=0.9,
-                                   nesterov=True, weight_decay=1e-5)
+        r = recipe("sgd")  # trainer.pretrain's default, here on every parameter
+        self.opt = torch.optim.SGD(self.model.parameters(), lr=r.peak_lr(cfg.batch_size), momentum=r.momentum,
+                                   nesterov=r.nesterov, weight_decay=r.weight_decay)
         d = model_data_config(cfg.model)
         self.mean, self.std = (torch.tensor(v).view(1, 3, 1, 1) * 255 for v in (d.mean, d.std))
         self.batch = batch

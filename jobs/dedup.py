@@ -34,7 +34,7 @@ from jobs.lib.dedup import eval_set_names, pair_correlations, read_eval_source  
 from jobs.lib.dedup_describe import METHODS, Describer, describe_rows  # noqa: E402
 from jobs.lib.dedup_index import EvalIndex, near_pairs, query_rows, top_neighbours  # noqa: E402
 from jobs.lib.dedup_output import dedup_stats, write_outputs  # noqa: E402
-from jobs.lib.faults import reported  # noqa: E402
+from jobs.lib.errors import reported  # noqa: E402
 from jobs.lib.manifest import read_manifest  # noqa: E402
 from jobs.lib.session import get_session  # noqa: E402
 from pipeline.ann import EF_SEARCH, INDEXES, IndexSpec  # noqa: E402

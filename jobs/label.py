@@ -24,7 +24,7 @@ from pyspark.sql import functions as F  # noqa: E402
 
 import schemas  # noqa: E402
 from jobs.lib.config import parse_config  # noqa: E402
-from jobs.lib.faults import reported  # noqa: E402
+from jobs.lib.errors import reported  # noqa: E402
 from jobs.lib.labeling import (add_label_noise_narrow, class_count_of_vocabulary, image_label_rows,  # noqa: E402
                                label_rows, raw_label_table, with_importance_and_tail)
 from jobs.lib.manifest import clean_manifest, read_manifest  # noqa: E402

@@ -33,7 +33,7 @@ from pyspark.sql import functions as F  # noqa: E402
 
 import schemas  # noqa: E402
 from jobs.lib.config import parse_config  # noqa: E402
-from jobs.lib.faults import reported  # noqa: E402
+from jobs.lib.errors import reported  # noqa: E402
 from jobs.lib.numbering import number_rows  # noqa: E402
 from jobs.lib.output import atomic_output, read_text, write_json  # noqa: E402
 from jobs.lib.resampling import draw_counts, fixed_point_buckets, sampling_weights, shuffled_positions  # noqa: E402

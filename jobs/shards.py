@@ -33,7 +33,7 @@ from pyspark.sql import functions as F  # noqa: E402
 
 import schemas  # noqa: E402
 from jobs.lib.config import parse_config  # noqa: E402
-from jobs.lib.faults import reported  # noqa: E402
+from jobs.lib.errors import reported  # noqa: E402
 from jobs.lib.output import atomic_output  # noqa: E402
 from jobs.lib.session import get_session, input_bytes, tune_session  # noqa: E402
 from jobs.lib.sharding import SIDECARS, slotted, write_shards  # noqa: E402

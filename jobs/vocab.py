@@ -5,7 +5,7 @@
         [--align-synsets FILE] [--wordnet DIR] [--master local[*]]
 
 Writes OUT/vocab.parquet, OUT/hashtag_map.parquet, OUT/image_hashtags.parquet (each kept image's
-normalized hashtags, read by jobs/report.py), OUT/raw_map.parquet (each distinct raw tag string
+normalized hashtags, read by jobs/dataset_card.py), OUT/raw_map.parquet (each distinct raw tag string
 and its normalized hashtag, read by jobs/label.py) and OUT/stats.json, atomically.
 """
 from __future__ import annotations
@@ -22,7 +22,7 @@ import pyarrow.compute as pc  # noqa: E402
 from pyspark.sql import functions as F  # noqa: E402
 
 from jobs.lib.config import parse_config  # noqa: E402
-from jobs.lib.faults import reported  # noqa: E402
+from jobs.lib.errors import reported  # noqa: E402
 from jobs.lib.manifest import clean_manifest, read_manifest  # noqa: E402
 from jobs.lib.output import atomic_output, write_json  # noqa: E402
 from jobs.lib.session import executor_wordnet_dir, get_session, input_bytes, ship_wordnet, tune_session  # noqa: E402

@@ -50,12 +50,6 @@ def write_text_atomic(path: str | os.PathLike, text: str) -> Path:
     return Path(path)
 
 
-def write_bytes_atomic(path: str | os.PathLike, data: bytes) -> Path:
-    with atomic_path(path) as tmp:
-        tmp.write_bytes(data)
-    return Path(path)
-
-
 def clean_dir_leftovers(path: str | os.PathLike) -> list[Path]:
     """Remove the temporary siblings of directory `path` that killed `atomic_dir` runs left;
     returns them. A run killed between its two renames leaves no `path` but the previous one as

@@ -2,7 +2,7 @@
 
 Pure functions of plain values (arrays and dicts of counts): aggregation helpers, three
 matplotlib figures written as PNGs (Agg backend, no display needed) and the Markdown card.
-jobs/report.py does the reading (DuckDB over the Parquet outputs) and calls these.
+jobs/dataset_card.py does the reading (DuckDB over the Parquet outputs) and calls these.
 """
 from __future__ import annotations
 

@@ -1,11 +1,22 @@
-"""Print a vocabulary built by jobs/vocab.py: size, top labels with their merged hashtags, stats."""
+"""Print a vocabulary built by jobs/vocab.py: size, top labels with their merged hashtags, stats.
+
+    python -m pipeline.show_vocab vocab=build/demo/vocab [top=15]
+"""
 from __future__ import annotations
 
-import argparse
 import json
+from dataclasses import dataclass
 from pathlib import Path
 
 import pyarrow.parquet as pq
+
+from pipeline.cli import key, load_config
+
+
+@dataclass(frozen=True)
+class ShowVocabConfig:
+    vocab: str = key(help="output directory of jobs/vocab.py")
+    top: int = key(15, "labels listed")
 
 
 def summary(vocab_dir: Path, top: int = 15) -> str:
@@ -28,11 +39,8 @@ def summary(vocab_dir: Path, top: int = 15) -> str:
 
 
 def main(argv: list[str] | None = None) -> None:
-    p = argparse.ArgumentParser(description=__doc__)
-    p.add_argument("vocab_dir", type=Path)
-    p.add_argument("--top", type=int, default=15)
-    a = p.parse_args(argv)
-    print(summary(a.vocab_dir, a.top))
+    cfg = load_config(ShowVocabConfig, argv, "pipeline.show_vocab", __doc__)
+    print(summary(Path(cfg.vocab), cfg.top))
 
 
 if __name__ == "__main__":

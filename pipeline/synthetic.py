@@ -8,14 +8,13 @@ the universe, so duplicates within one image happen (as in real captions) and th
 appears with probability ~ n_tags_per_image * p(1). Tags per image follow a geometric law
 truncated to 1..MAX_TAGS: P(k) proportional to TAGS_PER_IMAGE_DECAY^(k-1) (mean ~3.8).
 
-    python -m pipeline.synthetic --images 10000000 --out build/synthetic/manifest.parquet
+    python -m pipeline.synthetic images=10000000 out=build/synthetic/manifest.parquet [seed=0 zipf=1.1 ...]
 
 The Parquet file is written in row groups of `batch_size` rows, so memory does not grow with
 the number of images, and the same parameters give byte-identical output.
 """
 from __future__ import annotations
 
-import argparse
 import itertools
 import json
 import math
@@ -31,6 +30,7 @@ import pyarrow as pa
 import pyarrow.parquet as pq
 
 from pipeline.atomic import atomic_path, write_text_atomic
+from pipeline.cli import key, load_config
 from pipeline.wordnet import DEFAULT_LEXNAMES
 from schemas import MANIFEST
 
@@ -283,13 +283,13 @@ def write_synthetic_manifest(path: str | os.PathLike, n_images: int, wn, seed: i
 
 @dataclass(frozen=True)
 class SyntheticConfig:
-    images: int
-    out: str
-    seed: int = 0
-    zipf: float = 1.1
-    tags: int = DEFAULT_TAGS
-    batch_size: int = DEFAULT_BATCH
-    wordnet: str | None = None  # NLTK wordnet directory; None: pipeline.wordnet's default
+    images: int = key(help="images (rows) in the manifest")
+    out: str = key(help="Parquet file; <out>.json gets parameters and counts")
+    seed: int = key(0, "seed of the tag universe and of every draw")
+    zipf: float = key(1.1, "exponent s of p(rank) ~ rank^-s")
+    tags: int = key(DEFAULT_TAGS, "size of the tag universe")
+    batch_size: int = key(DEFAULT_BATCH, "rows per row group")
+    wordnet: str | None = key(None, "NLTK wordnet corpus directory; null: pipeline.wordnet's default")
 
     def __post_init__(self):
         if not self.out:
@@ -298,15 +298,7 @@ class SyntheticConfig:
 
 
 def main(argv: list[str] | None = None) -> int:
-    p = argparse.ArgumentParser(description="Write a synthetic Zipf hashtag manifest (schemas.MANIFEST)")
-    p.add_argument("--images", type=int, required=True)
-    p.add_argument("--out", required=True, help="Parquet file; <out>.json gets parameters and counts")
-    p.add_argument("--seed", type=int, default=0)
-    p.add_argument("--zipf", type=float, default=1.1, help="exponent s of p(rank) ~ rank^-s")
-    p.add_argument("--tags", type=int, default=DEFAULT_TAGS, help="size of the tag universe")
-    p.add_argument("--batch-size", type=int, default=DEFAULT_BATCH, help="rows per row group")
-    p.add_argument("--wordnet", default=None, help="NLTK wordnet corpus directory")
-    cfg = SyntheticConfig(**vars(p.parse_args(argv)))
+    cfg = load_config(SyntheticConfig, argv, "pipeline.synthetic", __doc__)
     from pipeline.wordnet import load_wordnet
 
     t0 = time.perf_counter()

@@ -51,13 +51,6 @@ def list_array(offsets: np.ndarray, values: pa.Array) -> pa.ListArray:
     return pa.ListArray.from_arrays(pa.array(offsets, pa.int32()), values)
 
 
-def min_per_row(offsets: np.ndarray, values: np.ndarray) -> np.ndarray:
-    """The minimum of each row's values; every row must be non-empty."""
-    if len(offsets) <= 1:
-        return np.zeros(0, dtype=values.dtype)
-    return np.minimum.reduceat(values, offsets[:-1])
-
-
 def value_counts(values: pa.Array) -> tuple[pa.Array, np.ndarray]:
     """(distinct values, occurrences of each)."""
     vc = pc.value_counts(values)

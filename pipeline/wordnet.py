@@ -2,20 +2,24 @@
 
 WordNet is always passed in (`wn`), never reached through a global, so tests can hand in
 the real corpus or a tiny one. `load_wordnet` reads an NLTK-layout directory built by
-`make setup` from Debian's wordnet-base / wordnet-sense-index packages.
+`make setup` from Debian's wordnet-base / wordnet-sense-index packages, which also runs
+
+    python -m pipeline.wordnet zip_from=DIR zip_to=CACHE/wordnet.zip   # for the Spark executors
+    python -m pipeline.wordnet check=DIR                               # WordNet 3.0's noun count
 """
 from __future__ import annotations
 
-import argparse
 import functools
 import os
 import sys
 import warnings
 import zipfile
 from pathlib import Path
+from dataclasses import dataclass
 from typing import Iterable
 
 from pipeline.atomic import atomic_path
+from pipeline.cli import ConfigError, key, load_config
 
 # SWAG keeps synsets from these lexicographer files only.
 DEFAULT_LEXNAMES: tuple[str, ...] = (
@@ -126,20 +130,28 @@ def zip_wordnet(src: Path, dst: Path) -> None:
                 z.write(f, f.name)
 
 
+@dataclass(frozen=True)
+class SetupConfig:
+    zip_from: str | None = key(None, "corpus directory to zip (flat) for the Spark jobs' executors")
+    zip_to: str | None = key(None, "the zip written from zip_from (atomically)")
+    check: str | None = key(None, "corpus directory to check: WordNet 3.0 has 82115 noun synsets")
+
+    def __post_init__(self):
+        if (self.zip_from is None) != (self.zip_to is None):
+            raise ConfigError(f"zip_from and zip_to go together; got {self.zip_from}, {self.zip_to}")
+
+
 def main(argv: list[str] | None = None) -> int:
-    p = argparse.ArgumentParser(description="WordNet corpus helpers used by `make setup`")
-    p.add_argument("--zip", nargs=2, metavar=("SRC_DIR", "DST_ZIP"))
-    p.add_argument("--check", metavar="DIR")
-    a = p.parse_args(argv)
-    if a.zip:
-        zip_wordnet(Path(a.zip[0]), Path(a.zip[1]))
-    if a.check:
-        wn = load_wordnet(a.check)
+    cfg = load_config(SetupConfig, argv, "pipeline.wordnet", "WordNet corpus helpers used by `make setup`")
+    if cfg.zip_from:
+        zip_wordnet(Path(cfg.zip_from), Path(cfg.zip_to))
+    if cfg.check:
+        wn = load_wordnet(cfg.check)
         n = sum(1 for _ in wn.all_synsets("n"))
         if n != 82115:
-            print(f"WordNet in {a.check} has {n} noun synsets, expected 82115 (3.0)", file=sys.stderr)
+            print(f"WordNet in {cfg.check} has {n} noun synsets, expected 82115 (3.0)", file=sys.stderr)
             return 1
-        print(f"[setup] WordNet 3.0 ok: {n} noun synsets in {a.check}")
+        print(f"[setup] WordNet 3.0 ok: {n} noun synsets in {cfg.check}")
     return 0
 
 

@@ -55,7 +55,7 @@ HASHTAG_MAP = pa.schema([
     pa.field("label", pa.int32(), nullable=False),
 ])
 # Each kept manifest image's normalized hashtags, written once by jobs/vocab.py and read by
-# jobs/label.py and jobs/report.py instead of normalizing again. One row per kept image (an image
+# jobs/label.py and jobs/dataset_card.py instead of normalizing again. One row per kept image (an image
 # whose hashtags all normalize to '' has an empty list).
 IMAGE_HASHTAGS = pa.schema([
     pa.field("image_id", pa.string(), nullable=False),

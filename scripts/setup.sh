@@ -66,7 +66,7 @@ if [ ! -f "$WN_DIR/.complete" ]; then
   rm -rf "$WN_DIR" && mv "$WN_DIR.tmp" "$WN_DIR"
 fi
 if [ ! -f "$CACHE/wordnet.zip" ]; then
-  "$VENV/bin/python" -m pipeline.wordnet --zip "$WN_DIR" "$CACHE/wordnet.zip"
+  "$VENV/bin/python" -m pipeline.wordnet zip_from="$WN_DIR" zip_to="$CACHE/wordnet.zip"
 fi
-"$VENV/bin/python" -m pipeline.wordnet --check "$WN_DIR"
+"$VENV/bin/python" -m pipeline.wordnet check="$WN_DIR"
 say "ok"

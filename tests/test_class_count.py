@@ -10,7 +10,7 @@ from PIL import Image
 
 import schemas
 from jobs.label import LabelConfig, run as label
-from jobs.report import main as report
+from jobs.dataset_card import main as dataset_card
 from jobs.resample import ResampleConfig, run as resample
 from jobs.shards import ShardsConfig, run as shards
 from jobs.vocab import VocabConfig, run as vocab
@@ -40,8 +40,8 @@ def test_vocabulary_size_travels_to_shards_json_and_the_card(spark, tmp_path):
     assert schemas.class_count_of(tmp_path / "s" / "samples.parquet") == (4, d["vocab"])
     assert json.loads((tmp_path / "s" / "index" / "index.json").read_text())["samples"] == [40]
 
-    report(["--manifest", str(manifest), "--vocab", d["vocab"], "--labeled", d["lab"], "--samples", d["s"],
-            "--out", d["card"], "--threads", "1"])
+    dataset_card(["--manifest", str(manifest), "--vocab", d["vocab"], "--labeled", d["lab"], "--samples", d["s"],
+                  "--out", d["card"], "--threads", "1"])
     md = (tmp_path / "card" / "dataset_card.md").read_text()
     # by hand from ROWS: dog a-e, eggplant a c e, aubergine b; newyork and zzzz have no synsets
     assert "9 distinct normalized hashtags merge into 4 canonical labels" in md

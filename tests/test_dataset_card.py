@@ -1,4 +1,4 @@
-"""Dataset card (jobs/report.py, pipeline/dataset_card.py) on hand-made Parquet inputs; no Spark."""
+"""Dataset card (jobs/dataset_card.py, pipeline/dataset_card.py) on hand-made Parquet inputs; no Spark."""
 from __future__ import annotations
 
 import json
@@ -10,7 +10,7 @@ import pyarrow.parquet as pq
 import pytest
 
 import schemas
-from jobs.report import main
+from jobs.dataset_card import main
 from pipeline import dataset_card as card
 
 # Toy corpus: one label per image, Zipf-like before resampling (40/20/10/5/2 images), flatter after.

@@ -108,3 +108,50 @@ def test_from_the_shell(tmp_path):
                        text=True, timeout=300)
     assert r.returncode == 2 and "missing required keys: model, data, out" in r.stderr
     assert "Traceback" not in r.stderr
+
+
+TOOLS = {  # the other `python -m` tools on the same loader: module -> (config class name, required keys)
+    "pipeline.show_vocab": ("ShowVocabConfig", ["vocab"]),
+    "pipeline.synthetic": ("SyntheticConfig", ["images", "out"]),
+    "pipeline.wordnet": ("SetupConfig", []),
+    "trainer.show_run": ("ShowRunConfig", ["run_dir"]),
+    "transfer.show": ("ShowConfig", []),
+    "transfer.heldout_task": ("HeldoutTaskConfig", ["heldout", "out"]),
+    "transfer.zero_shot_table": ("ZeroShotTableConfig", ["data", "lit", "out"]),
+}
+
+
+@pytest.mark.parametrize("name", sorted(TOOLS))
+def test_tools_share_the_key_value_help_and_usage_errors(name, capsys):
+    import importlib
+
+    module = importlib.import_module(name)
+    cls_name, required = TOOLS[name]
+    code, out, _ = exits(module.main, ["--help"], capsys)
+    assert code == 0 and out.startswith(f"usage: python -m {name} ")
+    for f in dataclasses.fields(getattr(module, cls_name)):
+        cols = key_line(out, f.name)
+        assert len(cols) == 4 and cols[3], f"{name}: key {f.name} has no help line: {cols}"
+    assert [key_line(out, k)[2] for k in required] == ["required"] * len(required)
+    code, _, err = exits(module.main, ["no_such_key=1"], capsys)
+    assert code == 2 and "unknown config keys ['no_such_key']" in err and "usage:" in err
+    if required:
+        code, _, err = exits(module.main, [], capsys)
+        assert code == 2 and f"missing required keys: {', '.join(required)}" in err
+
+
+def test_transfer_show_needs_one_input(capsys):
+    from transfer.show import main
+
+    code, _, err = exits(main, [], capsys)
+    assert code == 2 and "give table=transfer.json, or collect=DIR" in err
+
+
+def test_show_run_reads_the_run_directory(tmp_path, capsys):
+    from trainer.show_run import main
+
+    (tmp_path / "metrics.jsonl").write_text("".join(
+        f'{{"step": {s}, "samples": {64 * s}, "loss": {4.0 - s / 10}, "img_per_s": 100.0}}\n' for s in range(1, 11)))
+    main([f"run_dir={tmp_path}"])
+    out = capsys.readouterr().out
+    assert f"run {tmp_path}: 10 steps, 640 samples" in out and "loss 3.900 (first 1 logs) -> 3.000" in out

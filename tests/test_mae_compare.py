@@ -16,7 +16,7 @@ def test_step_costs_time_both_models_and_count_fewer_flops_for_mae(tmp_path):
     shards = make_shards(tmp_path / "s", n=16, shard_size=8, num_classes=7)
     common = [f"shards={shards}", "batch_size=4", "model=test_vit", "img_size=64", "workers=0", "device=cpu"]
     rec = step_costs([*common, "decoder_depth=1", "decoder_width=32", "decoder_heads=2"],
-                     [*common, "optimizer=adamw"], steps=2, warmup=1)
+                     [*common, "recipe=adamw"], steps=2, warmup=1)
     for k in ("mae", "hashtag"):
         assert len(rec[k]["step_times_s"]) == 2 and rec[k]["step_s"] == min(rec[k]["step_times_s"]) > 0
     # both see 64 px images (16 patches); the MAE's blocks run on 4 + 1 tokens, the classifier's

@@ -91,7 +91,7 @@ def test_pretrain_starts_from_the_mae_encoder(mae_run, shards):
 
     run, _ = mae_run
     cfg = PretrainConfig(shards=str(shards), run_dir=str(run.parent / "p"), total_samples=64, batch_size=16,
-                         model="test_vit", img_size=64, optimizer="adamw", init_from=str(run / "export"))
+                         model="test_vit", img_size=64, recipe="adamw", init_from=str(run / "export"))
     _, _, model = setup(cfg, setup_distributed("cpu"))
     enc = load_file(str(run / "export" / "encoder.safetensors"))
     trunk = model.trunk.state_dict()

@@ -230,8 +230,8 @@ def test_python_worker_out_of_memory_fails_naming_stage_and_partition(tmp_path):
                        env=subprocess_env(), capture_output=True, text=True, timeout=600)
     assert r.returncode != 0
     # spark-submit passes the Python driver's stderr (its traceback) to its stdout
-    failure = next((ln for ln in r.stdout.splitlines() if ln.startswith("jobs.lib.faults.JobFailed")), "")
-    assert re.match(r"jobs\.lib\.faults\.JobFailed: vocab: Spark stage \d+ \(attempt \d+\) failed in partition \d+ "
+    failure = next((ln for ln in r.stdout.splitlines() if ln.startswith("jobs.lib.errors.JobFailed")), "")
+    assert re.match(r"jobs\.lib\.errors\.JobFailed: vocab: Spark stage \d+ \(attempt \d+\) failed in partition \d+ "
                     r"\(task attempt \d+, TID \d+\): .*MemoryError.*ran out of memory", failure), \
         r.stdout[-3000:]
     assert not out.exists() and sorted(p.name for p in tmp_path.iterdir()) == ["m.parquet"]

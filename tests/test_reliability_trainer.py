@@ -21,7 +21,7 @@ from trainer.checkpoint import UnreadableCheckpoints, list_checkpoints, load_lat
 
 ROOT = Path(__file__).resolve().parents[1]
 ENV = {**os.environ, "OMP_NUM_THREADS": "1", "PYTHONPATH": str(ROOT)}
-BASE = ["model=regnety_002", "img_size=32", "log_every=1", "optimizer=sgd", "seed=3", "device=cpu"]
+BASE = ["model=regnety_002", "img_size=32", "log_every=1", "recipe=sgd", "seed=3", "device=cpu"]
 
 
 def metrics(run: Path) -> list[dict]:

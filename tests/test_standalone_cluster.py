@@ -177,7 +177,7 @@ def check_exactly_the_clean_shards(out: Path, clean: Path) -> None:
 
 
 def test_speculative_copies_write_each_shard_once(cluster, tmp_path, spark):
-    """Shard 1's first attempt stalls mid-tar (jobs/lib/faults.py) and never ends, so the job can
+    """Shard 1's first attempt stalls mid-tar (jobs/lib/fault_injection.py) and never ends, so the job can
     only finish through a speculative copy on the other worker (another loopback host)."""
     from jobs.shards import ShardsConfig, run as shards
 

@@ -25,7 +25,7 @@ from tests.test_trainer_torchrun import kill_when, resumed_at
 ROOT = Path(__file__).resolve().parents[1]
 K, DIM, HIDDEN, SEED = 16, 8, 32, 1
 TINY = ["model=regnety_002", "img_size=32", "local_size=16", "local_crops=2", f"hidden_dim={HIDDEN}", f"dim={DIM}",
-        f"prototypes={K}", "batch_size=16", "workers=1", "log_every=1", "device=cpu", "optimizer=lars",
+        f"prototypes={K}", "batch_size=16", "workers=1", "log_every=1", "device=cpu", "recipe=swav",
         "base_lr=19.2", "jitter=0.5", "blur_p=0", f"seed={SEED}"]
 # 128 images over 2 ranks x 1 worker at batch 16: 8 steps an epoch, 24 steps; checkpoints at 5, 10, 15, 20, 24.
 # The queue (16 embeddings per rank) starts at step index 2; the prototypes are frozen for step indices 0..5,
@@ -193,7 +193,7 @@ def test_bad_configs_fail_before_work(shards, tmp_path):
     cases = [(["data_format=ffcv"], "data_format=ffcv.*use data_format=wds"),
              (["queue_length=24"], "queue_length 24 must be a multiple of batch_size 16"),
              (["global_crops=1"], "global_crops must be >= 2"),
-             (["optimizer=adamw"], "optimizer must be lars or sgd for SwAV, got 'adamw'"),
+             (["recipe=adamw"], "unknown recipe 'adamw' for SwAV; valid: swav, seer, sgd"),
              (["prototypes=1"], r"need prototypes >= 2.*got 1,")]
     for args, message in cases:
         with pytest.raises(ValueError, match=message):

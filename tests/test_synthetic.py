@@ -196,8 +196,8 @@ def test_streaming_bounds_memory(tmp_path):
 
 def test_main_matches_library_and_validates(tmp_path, pools):
     out = tmp_path / "cli" / "m.parquet"
-    assert synthetic.main(["--images", "5000", "--out", str(out), "--seed", "5", "--tags", "3000",
-                           "--zipf", "1.2", "--batch-size", "2048"]) == 0
+    assert synthetic.main(["images=5000", f"out={out}", "seed=5", "tags=3000",
+                           "zipf=1.2", "batch_size=2048"]) == 0
     side = json.loads(Path(f"{out}.json").read_text())
     assert side["params"] == {"n_images": 5000, "seed": 5, "zipf_s": 1.2, "n_tags": 3000, "batch_size": 2048,
                               "max_tags": 10, "tags_per_image_decay": 0.8}

@@ -13,7 +13,7 @@ import pytest
 from tests.shardkit import make_shards
 
 ROOT = Path(__file__).resolve().parents[1]
-BASE = ["model=regnety_002", "img_size=32", "workers=1", "log_every=1", "optimizer=sgd", "seed=3"]
+BASE = ["model=regnety_002", "img_size=32", "workers=1", "log_every=1", "recipe=sgd", "seed=3"]
 
 
 def torchrun(nproc, args, extra=(), timeout=600, **kw):

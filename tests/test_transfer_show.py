@@ -22,7 +22,7 @@ def test_collect_format_and_table(tmp_path, capsys):
     results(tmp_path)
     write(tmp_path, "finetune_pretrained", {"top1": 0.75, "steps": 30, "img_size": 64})
     out = tmp_path / "transfer.json"
-    main(["--collect", str(tmp_path), "--out", str(out)])
+    main([f"collect={tmp_path}", f"out={out}"])
     assert json.loads(out.read_text()) == {
         "linear": {"random_init": 0.25, "pretrained": 0.5},
         "few_shot": {"1": {"random_init": 0.1, "pretrained": 0.3}, "5": {"random_init": 0.2, "pretrained": 0.4}},

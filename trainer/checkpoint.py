@@ -33,17 +33,6 @@ class UnreadableCheckpoints(RuntimeError):
             f"(they are then moved to {directory / UNREADABLE_DIR}/)")
 
 
-def unwrap(model: torch.nn.Module) -> torch.nn.Module:
-    """The plain module under DDP and torch.compile wrappers."""
-    while True:
-        if hasattr(model, "module") and isinstance(model, torch.nn.parallel.DistributedDataParallel):
-            model = model.module
-        elif hasattr(model, "_orig_mod"):
-            model = model._orig_mod
-        else:
-            return model
-
-
 def save_checkpoint(directory: Path, step: int, state: dict, keep: int) -> Path:
     """Write ckpt-<step>.pt atomically (a kill mid-write leaves only a hidden temp file, which the
     loader ignores and the next save removes); a failed write (disk full) raises OSError naming

@@ -1,4 +1,5 @@
-"""SWAG and MAE optimizer recipes, parameter groups and the LR schedule as a pure function of samples."""
+"""The optimizer of a recipe (trainer/recipes.py), its parameter groups, and the LR schedule as a
+pure function of samples."""
 from __future__ import annotations
 
 import math
@@ -6,22 +7,15 @@ import math
 import torch
 from torch import nn
 
-# name -> (base lr, at reference batch). "mae": He et al.'s AdamW recipe (1.5e-4 per 256, betas
-# (0.9, 0.95), wd 0.05), used by trainer.mae (MAWS appendix A). "lars": SEER's and SwAV's LARS
-# (0.3 per 256, i.e. 4.8 at 4096; momentum 0.9, trust coefficient 0.001), used by trainer.swav.
-# "lit": AdamW for LiT's text tower trained from scratch (1e-3 at 16384; Zhai et al. 2022), trainer.lit.
-RECIPES = {"sgd": (0.1, 256), "adamw": (4e-4, 8192), "mae": (1.5e-4, 256), "lars": (0.3, 256), "lit": (1e-3, 16384)}
+from trainer.recipes import PRETRAIN_WARMUP, recipe
 
 
-def peak_lr(optimizer: str, global_batch: int, base_lr: float | None = None) -> float:
+def peak_lr(name: str, global_batch: int, base_lr: float | None = None) -> float:
     """Linear scaling: base lr at the recipe's reference batch, scaled to `global_batch`."""
-    if optimizer not in RECIPES:
-        raise ValueError(f"unknown optimizer {optimizer!r}; valid: {', '.join(RECIPES)}")
-    lr, ref = RECIPES[optimizer]
-    return (base_lr if base_lr is not None else lr) * global_batch / ref
+    return recipe(name).peak_lr(global_batch, base_lr)
 
 
-def lr_at(samples_seen: int, total_samples: int, peak: float, warmup_frac: float = 0.05,
+def lr_at(samples_seen: int, total_samples: int, peak: float, warmup_frac: float = PRETRAIN_WARMUP,
           warmup_start: float = 0.1) -> float:
     """Linear warm-up from peak*warmup_start over the first warmup_frac of training, then a
     half-cosine from peak to 0 at total_samples."""
@@ -48,14 +42,18 @@ def param_groups(model: nn.Module, weight_decay: float) -> list[dict]:
     return [{"params": decay, "weight_decay": weight_decay}, {"params": rest, "weight_decay": 0.0}]
 
 
-def build_optimizer(name: str, model: nn.Module, lr: float, weight_decay: float) -> torch.optim.Optimizer:
-    groups = param_groups(model, weight_decay)
-    if name == "sgd":
-        return torch.optim.SGD(groups, lr=lr, momentum=0.9, nesterov=True)
-    if name in ("adamw", "mae", "lit"):
-        return torch.optim.AdamW(groups, lr=lr, betas=(0.9, 0.95))
-    if name == "lars":  # timm's LARS; the trust ratio applies where weight decay does (not norms, biases)
-        from timm.optim import Lars
+def build_optimizer(name: str, model: nn.Module, lr: float,
+                    weight_decay: float | None = None) -> torch.optim.Optimizer:
+    """Recipe `name`'s optimizer at `lr` (peak_lr's, or a config's) and `weight_decay` (None: the recipe's)."""
+    r = recipe(name)
+    weight_decay = r.weight_decay if weight_decay is None else weight_decay
+    groups = param_groups(model, weight_decay) if r.exclude_norms_and_biases else \
+        [{"params": list(model.parameters()), "weight_decay": weight_decay}]
+    if r.optimizer == "sgd":
+        return torch.optim.SGD(groups, lr=lr, momentum=r.momentum, nesterov=r.nesterov)
+    if r.optimizer == "adamw":
+        return torch.optim.AdamW(groups, lr=lr, betas=r.betas)
+    # timm's LARS: the trust ratio applies where weight decay does (not norms, biases)
+    from timm.optim import Lars
 
-        return Lars(groups, lr=lr, momentum=0.9, trust_coeff=0.001)
-    raise ValueError(f"unknown optimizer {name!r}; valid: {', '.join(RECIPES)}")
+    return Lars(groups, lr=lr, momentum=r.momentum, trust_coeff=r.trust_coeff)

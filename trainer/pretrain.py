@@ -23,11 +23,12 @@ from trainer.export import export_model
 from trainer.loop import Task, finish, fit, train_loader
 from trainer.losses import LOSSES, get_loss
 from trainer.models import HEADS, create_model
-from trainer.optim import RECIPES, build_optimizer, peak_lr
+from trainer.optim import build_optimizer, peak_lr
 from trainer.prepare import Run, prepare, start
+from trainer.recipes import RECIPES, check_recipe, describe
 
 log = logging.getLogger("pretrain")
-DEFAULT_WEIGHT_DECAY = {"sgd": 1e-5, "adamw": 0.1, "mae": 0.05, "lars": 1e-5}
+ALLOWED_RECIPES = tuple(n for n in RECIPES if n != "finetune")
 
 
 @dataclass(frozen=True, kw_only=True)
@@ -36,9 +37,9 @@ class PretrainConfig(ShardTrainConfig):
     head: str = key("linear", f"hashtag head: {' | '.join(HEADS)}")
     vocab: str | None = key(None, "vocab directory: its label names go into the export (class count must match)")
     loss: str = key("softmax", f"{' | '.join(LOSSES)}")
-    optimizer: str = key("sgd", "recipe, with base_lr at its reference batch: sgd 0.1/256, adamw 4e-4/8192, "
-                                "mae 1.5e-4/256, lars 0.3/256")
-    weight_decay: float | None = key(None, "null: the recipe's (sgd 1e-5, adamw 0.1, mae 0.05, lars 1e-5)")
+    recipe: str = key("sgd", f"optimizer recipe (trainer/recipes.py; base_lr is at its batch): "
+                             f"{describe(ALLOWED_RECIPES)}")
+    weight_decay: float | None = key(None, "null: the recipe's (none on norms and biases)")
     init_from: str | None = key(None, "an MAE encoder export to start from (MAWS)")
 
     def __post_init__(self):
@@ -47,8 +48,7 @@ class PretrainConfig(ShardTrainConfig):
             raise ValueError(f"unknown head {self.head!r}; valid: {', '.join(HEADS)}")
         if self.loss not in LOSSES:
             raise ValueError(f"unknown loss {self.loss!r}; valid: {', '.join(LOSSES)}")
-        if self.optimizer not in RECIPES:
-            raise ValueError(f"unknown optimizer {self.optimizer!r}; valid: {', '.join(RECIPES)}")
+        check_recipe(self.recipe, ALLOWED_RECIPES, "trainer.pretrain")
 
 
 def read_vocab_names(vocab_dir: str, num_classes: int) -> list[str]:
@@ -101,9 +101,8 @@ def build(cfg: PretrainConfig, d: DistInfo, run_dir: Path):
     index, names, model = setup(cfg, d)
     loader = train_loader(cfg, d, make_loader)  # looked up here: bench/trainer_bench.py swaps it
     data_cfg = model_data_config(cfg.model)
-    peak = peak_lr(cfg.optimizer, cfg.batch_size, cfg.base_lr)
-    wd = cfg.weight_decay if cfg.weight_decay is not None else DEFAULT_WEIGHT_DECAY[cfg.optimizer]
-    run = prepare(cfg, d, model, lambda m: build_optimizer(cfg.optimizer, m, peak, wd), run_dir,
+    peak = peak_lr(cfg.recipe, cfg.batch_size, cfg.base_lr)
+    run = prepare(cfg, d, model, lambda m: build_optimizer(cfg.recipe, m, peak, cfg.weight_decay), run_dir,
                   data_cfg.mean, data_cfg.std)
     return run, HashtagTask(cfg, run, index, names), loader, peak
 

@@ -1,9 +1,19 @@
-"""Print what a training run did: loss at the start and end, throughput, where the outputs are."""
+"""Print what a training run did: loss at the start and end, throughput, where the outputs are.
+
+    python -m trainer.show_run run_dir=build/demo/pretrain
+"""
 from __future__ import annotations
 
-import argparse
 import json
+from dataclasses import dataclass
 from pathlib import Path
+
+from trainer.config import key, load_config
+
+
+@dataclass(frozen=True)
+class ShowRunConfig:
+    run_dir: str = key(help="run directory of a trainer (metrics.jsonl, curves.png, export/)")
 
 
 def summary(run_dir: Path) -> str:
@@ -25,9 +35,7 @@ def summary(run_dir: Path) -> str:
 
 
 def main(argv: list[str] | None = None) -> None:
-    p = argparse.ArgumentParser(description=__doc__)
-    p.add_argument("run_dir", type=Path)
-    print(summary(p.parse_args(argv).run_dir))
+    print(summary(Path(load_config(ShowRunConfig, argv, "trainer.show_run", __doc__).run_dir)))
 
 
 if __name__ == "__main__":

@@ -18,7 +18,7 @@ from dataclasses import dataclass
 import numpy as np
 import torch
 
-from trainer.config import key, load_config
+from pipeline.cli import key, load_config
 from transfer.logreg import DEFAULT_LAMS, select_and_fit, top_k
 from transfer.protocol import ProtocolConfig, features, pct, write_result
 

@@ -5,11 +5,12 @@ r"""Full finetuning on a downstream dataset (SWAG section 4.1), one CPU process 
     python -m transfer.finetune model=build/demo/pretrain/export data=build/demo/downstream \
         out=build/demo/transfer/finetune_pretrained.json img_size=64 steps=40 batch_size=32
 
-SGD (momentum 0.9), global batch 512 with the lr scaled linearly from base_lr at 512, a half-cosine
-to 0, no weight decay, mixup alpha 0.1, SyncBatchNorm across GPUs, and an EMA of the weights that
-is what gets evaluated (the raw weights are reported too). SWAG finetunes RegNetY and ViT-B at
-384 px. Steps follow SWAG's three regimes by training-set size (steps_for_size: 500 / 10k / 20k),
-overridable with steps=N. A new linear head (zero init) replaces the hashtag head.
+The `finetune` recipe of trainer/recipes.py (SWAG's SGD with momentum, no weight decay, no warm-up,
+base_lr at its batch scaled linearly), global batch 512, a half-cosine to 0, mixup alpha 0.1,
+SyncBatchNorm across GPUs, and an EMA of the weights that is what gets evaluated (the raw weights
+are reported too). SWAG finetunes RegNetY and ViT-B at 384 px. Steps follow SWAG's three regimes
+by training-set size (steps_for_size: 500 / 10k / 20k), overridable with steps=N. A new linear
+head (zero init) replaces the hashtag head.
 
 The loop is trainer.loop's, as for pretraining: checkpoints every ckpt_every steps (the EMA
 weights with them), exact resume after a kill (rerun the same command), SIGTERM -> checkpoint ->
@@ -34,7 +35,9 @@ from trainer.export import export_model, load_model
 from trainer.loop import Task, fit
 from trainer.losses import softmax_ce
 from trainer.models import Classifier
+from trainer.optim import build_optimizer, peak_lr
 from trainer.prepare import Run, prepare, start
+from trainer.recipes import recipe
 from transfer.downstream import ImageSet, Split, load_split
 from transfer.ema import ModelEma
 from transfer.logreg import top_k
@@ -42,7 +45,7 @@ from transfer.mixup import mix, one_hot, sample_lambda
 from transfer.protocol import check_out, pct, write_result
 
 log = logging.getLogger("finetune")
-REFERENCE_BATCH = 512
+RECIPE = "finetune"  # trainer/recipes.py
 
 
 def steps_for_size(train_images: int) -> int:
@@ -58,8 +61,8 @@ class FinetuneConfig(TrainConfig):
     out: str = key(help="result JSON (+ .md); run files in <out stem>_run/")
     steps: int | None = key(None, "training steps; null: steps_for_size(train images), SWAG's 500 / 10k / 20k")
     batch_size: int = key(512, "global batch, split evenly over the processes")
-    base_lr: float = key(0.1, "lr at batch 512, scaled linearly")
-    warmup_frac: float = key(0.0, "share of training with a linear lr warm-up (from lr/10)")
+    base_lr: float = key(recipe(RECIPE).base_lr, f"lr at batch {recipe(RECIPE).reference_batch}, scaled linearly")
+    warmup_frac: float = key(recipe(RECIPE).warmup_frac, "share of training with a linear lr warm-up (from lr/10)")
     sync_bn: bool = key(True, "SyncBatchNorm across GPU processes (PyTorch has no CPU kernel for it)")
     mixup_alpha: float = key(0.1, "mixup Beta(alpha, alpha); 0: off")
     ema_decay: float = key(0.999, "decay of the EMA of the weights that is evaluated")
@@ -215,9 +218,8 @@ def train(cfg: FinetuneConfig) -> dict:
     head = nn.Linear(loaded.trunk.num_features, len(train_split.classes))
     nn.init.zeros_(head.weight)
     nn.init.zeros_(head.bias)
-    peak = cfg.base_lr * cfg.batch_size / REFERENCE_BATCH
-    run = prepare(cfg, d, Classifier(loaded.trunk, head),
-                  lambda m: torch.optim.SGD(m.parameters(), lr=peak, momentum=0.9, weight_decay=0.0),
+    peak = peak_lr(RECIPE, cfg.batch_size, cfg.base_lr)
+    run = prepare(cfg, d, Classifier(loaded.trunk, head), lambda m: build_optimizer(RECIPE, m, peak),
                   cfg.run_dir, loaded.mean, loaded.std)
     task = FinetuneTask(cfg, run, len(train_split.classes))
     fitted = fit(cfg, run, task, loader, steps, peak)

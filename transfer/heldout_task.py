@@ -1,10 +1,10 @@
 """The openclipart held-out images as a labelled downstream task (an ImageFolder tree of JPEGs).
 
-    python -m transfer.heldout_task --heldout build/demo/heldout.parquet --out build/demo/downstream \
-        [--val-frac 0.3 --min-per-class 10 --max-side 256 --seed 0]
+    python -m transfer.heldout_task heldout=build/demo/heldout.parquet out=build/demo/downstream \
+        [val_frac=0.3 min_per_class=10 max_side=256 seed=0]
 
 Each held-out image is labelled by its top-level category folder (`unsorted` excluded). The split
-is seeded and per class; classes with fewer than --min-per-class images are dropped (counted).
+is seeded and per class; classes with fewer than min_per_class images are dropped (counted).
 Copies of one picture (Debian links identical PNGs, sometimes across categories) share a group
 and always land on the same side, so no picture is in both train and val. Images are decoded by
 pipeline.images (Pillow's bomb guard on, transparency on white) into RGB JPEGs; unreadable ones
@@ -14,17 +14,18 @@ name and renamed into place (pipeline.atomic).
 """
 from __future__ import annotations
 
-import argparse
 import json
 import os
 import zlib
 from collections import Counter, defaultdict
+from dataclasses import dataclass
 from pathlib import Path
 
 import numpy as np
 from tqdm import tqdm
 
 from pipeline.atomic import atomic_dir
+from pipeline.cli import key, load_config
 from pipeline.images import ImageRejected, ImageSpec, prepare_image, read_image_bytes
 from pipeline.openclipart import UNSORTED_CATEGORY
 
@@ -131,16 +132,19 @@ def summary(stats: dict) -> str:
     return "\n".join(lines)
 
 
+@dataclass(frozen=True)
+class HeldoutTaskConfig:
+    heldout: str = key(help="heldout.parquet of jobs/ingest_openclipart.py")
+    out: str = key(help="output directory: train/, val/, task.json (filled under a temporary name)")
+    val_frac: float = key(0.3, "share of each class's picture groups in val")
+    min_per_class: int = key(10, "classes with fewer images are dropped (counted)")
+    max_side: int = key(256, "longest side of the JPEGs written, in pixels")
+    seed: int = key(0, "seed of the split")
+
+
 def main(argv: list[str] | None = None) -> dict:
-    p = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
-    p.add_argument("--heldout", type=Path, required=True)
-    p.add_argument("--out", type=Path, required=True)
-    p.add_argument("--val-frac", type=float, default=0.3)
-    p.add_argument("--min-per-class", type=int, default=10)
-    p.add_argument("--max-side", type=int, default=256)
-    p.add_argument("--seed", type=int, default=0)
-    a = p.parse_args(argv)
-    stats = build_task(a.heldout, a.out, a.val_frac, a.min_per_class, a.seed, a.max_side)
+    cfg = load_config(HeldoutTaskConfig, argv, "transfer.heldout_task", __doc__)
+    stats = build_task(Path(cfg.heldout), Path(cfg.out), cfg.val_frac, cfg.min_per_class, cfg.seed, cfg.max_side)
     print(summary(stats))
     return stats
 

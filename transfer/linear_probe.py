@@ -10,7 +10,7 @@ from __future__ import annotations
 import logging
 from dataclasses import dataclass
 
-from trainer.config import key, load_config
+from pipeline.cli import key, load_config
 from transfer.logreg import DEFAULT_LAMS, mean_class_accuracy, select_and_fit, top_k
 from transfer.protocol import ProtocolConfig, features, pct, write_result
 

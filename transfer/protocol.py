@@ -10,7 +10,7 @@ from pathlib import Path
 import torch
 
 from pipeline.atomic import write_text_atomic
-from trainer.config import key, to_dict
+from pipeline.cli import key, to_dict
 from transfer.downstream import load_split
 from trainer.export import LoadedModel, load_model
 from transfer.features import cached_features

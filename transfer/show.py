@@ -1,9 +1,9 @@
 """Collect the transfer protocols' results into one transfer.json, and print it as a table.
 
-    python -m transfer.show --collect build/demo/transfer --out build/demo/transfer.json
-    python -m transfer.show build/demo/transfer.json
+    python -m transfer.show collect=build/demo/transfer out=build/demo/transfer.json
+    python -m transfer.show table=build/demo/transfer.json
 
---collect reads, from one directory, linear_{random_init,pretrained}.json,
+collect= reads, from one directory, linear_{random_init,pretrained}.json,
 few_shot_{random_init,pretrained}.json, zero_shot.json and finetune_{random_init,pretrained}.json
 (the finetune ones optional) and writes
 {"linear": {"random_init": top1, "pretrained": top1}, "few_shot": {"<k>": {...: mean top1}},
@@ -11,11 +11,12 @@ few_shot_{random_init,pretrained}.json, zero_shot.json and finetune_{random_init
 """
 from __future__ import annotations
 
-import argparse
 import json
+from dataclasses import dataclass
 from pathlib import Path
 
 from pipeline.atomic import write_text_atomic
+from pipeline.cli import ConfigError, key, load_config
 
 ARMS = ("random_init", "pretrained")
 
@@ -66,20 +67,27 @@ def table(t: dict) -> str:
     return "\n".join(lines)
 
 
+@dataclass(frozen=True)
+class ShowConfig:
+    table: str | None = key(None, "a transfer.json to print")
+    collect: str | None = key(None, "directory of per-protocol results to collect (and print)")
+    out: str | None = key(None, "with collect: where to write transfer.json")
+
+    def __post_init__(self):
+        if (self.table is None) == (self.collect is None):
+            raise ConfigError("give table=transfer.json, or collect=DIR")
+        if self.out is not None and self.collect is None:
+            raise ConfigError("out= goes with collect=")
+
+
 def main(argv: list[str] | None = None) -> dict:
-    p = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
-    p.add_argument("transfer_json", nargs="?", type=Path)
-    p.add_argument("--collect", type=Path, help="directory of per-protocol results")
-    p.add_argument("--out", type=Path, help="with --collect: where to write transfer.json")
-    a = p.parse_args(argv)
-    if a.collect:
-        t = collect(a.collect)
-        if a.out:
-            write_text_atomic(a.out, json.dumps(t, indent=2))
-    elif a.transfer_json:
-        t = json.loads(a.transfer_json.read_text())
+    cfg = load_config(ShowConfig, argv, "transfer.show", __doc__)
+    if cfg.collect:
+        t = collect(Path(cfg.collect))
+        if cfg.out:
+            write_text_atomic(Path(cfg.out), json.dumps(t, indent=2))
     else:
-        p.error("give a transfer.json, or --collect DIR")
+        t = json.loads(Path(cfg.table).read_text())
     print(table(t))
     return t
 

@@ -33,7 +33,7 @@ import torch
 from pipeline.atomic import write_text_atomic
 from pipeline.zero_shot_map import (AGGREGATIONS, aggregate, class_synsets, map_classes, mapping_table,
                                     read_overrides, read_wnids)
-from trainer.config import key, load_config
+from pipeline.cli import key, load_config
 from transfer.logreg import mean_class_accuracy, top_k
 from transfer.protocol import ProtocolConfig, features, pct, write_result
 from transfer.zero_shot_lit import DEFAULT_TEMPLATES, lit_scores

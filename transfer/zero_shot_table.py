@@ -19,7 +19,7 @@ from pathlib import Path
 
 import numpy as np
 
-from trainer.config import key, load_config
+from pipeline.cli import key, load_config
 from transfer.compare_stats import arm_summary, paired_difference
 from transfer.downstream import load_split
 from transfer.protocol import check_out, write_result

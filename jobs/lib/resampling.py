@@ -14,7 +14,7 @@ import pyarrow as pa
 from pyspark.sql import DataFrame
 from pyspark.sql import functions as F
 
-from jobs.lib.faults import inject
+from jobs.lib.fault_injection import inject
 from jobs.lib.numbering import number_rows
 from pipeline.sampling import ALL, HEAD, TAIL, WEIGHT_SCALE, bucket_draws, multinomial, rng_for
 
@@ -68,7 +68,7 @@ def draw_counts(buckets: DataFrame, split_sizes: dict[str, int], seed: int) -> t
     def draw(t: pa.Table) -> pa.Table:
         t = t.sort_by("image_id")
         split, bucket, n = t["split"][0].as_py(), t["bucket"][0].as_py(), t["n"][0].as_py()
-        inject("resample.draw")  # test-only (jobs/lib/faults.py)
+        inject("resample.draw")  # test-only (jobs/lib/fault_injection.py)
         counts = multinomial(n, t["w"].to_numpy(), rng_for(seed, "rows", split, bucket))
         keep = np.flatnonzero(counts)
         return pa.table({"image_id": t["image_id"].take(keep), "split": pa.array([split] * len(keep)),

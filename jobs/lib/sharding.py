@@ -21,7 +21,7 @@ import pyarrow.compute as pc
 from pyspark.sql import DataFrame
 from pyspark.sql import functions as F
 
-from jobs.lib.faults import inject
+from jobs.lib.fault_injection import inject
 from jobs.lib.numbering import number_rows
 from pipeline.atomic import write_text_atomic
 from pipeline.images import DECODER_VERSION, ImageRejected, ImageSpec, prepare_image, read_image_bytes
@@ -118,7 +118,7 @@ def _write(t: pa.Table, path: Path, spec: ImageSpec, image_root: str | None) -> 
                 continue
             meta = {"image_id": image_id, "labels": labels, "tail": tail}
             yield Sample(f"{slot:012d}", jpeg, meta={**meta, TEXT: text[0]} if text else meta)
-            inject("shards.write", t["shard"][0].as_py())  # test-only (jobs/lib/faults.py): mid-tar
+            inject("shards.write", t["shard"][0].as_py())  # test-only (jobs/lib/fault_injection.py): mid-tar
     written = write_shard(path, members())
     return {"images": written["samples"], "bytes": written["bytes"], "sha256": written["sha256"],
             "rejects": rejects, "name": path.name}

@@ -40,8 +40,10 @@ from trainer.lit.tokenizer import load_tokenizer, save_tokenizer, train_tokenize
 from trainer.loop import Task, TooManyBadSamples, finish, fit
 from trainer.optim import build_optimizer, peak_lr
 from trainer.prepare import Run, prepare, start
+from trainer.recipes import check_recipe, describe
 
 log = logging.getLogger("lit")
+ALLOWED_RECIPES = ("lit", "adamw")
 
 
 @dataclass(frozen=True, kw_only=True)
@@ -58,8 +60,8 @@ class LitConfig(ShardTrainConfig):
     pooling: str = key("mean", "mean (over the real tokens) | last (the <eos> token)")
     temperature_init: float = key(10.0, "initial temperature t of the logits t * cos (big_vision: 10)")
     max_temperature: float = key(100.0, "cap on t (CLIP: 100)")
-    optimizer: str = key("lit", "lit (AdamW, 1e-3 per 16384) | adamw")
-    weight_decay: float = key(1e-4, "AdamW weight decay (none on norms, biases, the temperature)")
+    recipe: str = key("lit", f"optimizer recipe (trainer/recipes.py): {describe(ALLOWED_RECIPES)}")
+    weight_decay: float | None = key(None, "null: the recipe's (none on norms, biases, the temperature)")
     embed_batch: int = key(64, "images per forward pass of the locked tower when embedding")
     shuffle_window: int = key(1024, "pairs are shuffled within windows of this many shards, taken in a seeded "
                                     "order (a full shuffle below that many shards)")
@@ -74,8 +76,7 @@ class LitConfig(ShardTrainConfig):
             raise ValueError("tokenizer_texts, embed_batch and shuffle_window must be >= 1")
         if self.image_tower.startswith("random:"):
             raise ValueError(f"image_tower={self.image_tower}: LiT locks a trained tower; pass an export directory")
-        if self.optimizer not in ("lit", "adamw"):
-            raise ValueError(f"optimizer must be lit or adamw, got {self.optimizer!r}")
+        check_recipe(self.recipe, ALLOWED_RECIPES, "trainer.lit")
         self.text_spec(1)  # validates the tower's sizes
 
     def text_spec(self, embed_dim: int, vocab_size: int | None = None) -> TextTowerSpec:
@@ -141,8 +142,8 @@ def build(cfg: LitConfig, d: DistInfo, run_dir: Path):
     store, tok, tower = build_pairs(cfg, d, run_dir)
     torch.manual_seed(cfg.seed)  # identical initial weights on every rank
     text = TextTower(cfg.text_spec(store.dim, tok.get_vocab_size()))
-    peak = peak_lr(cfg.optimizer, cfg.batch_size, cfg.base_lr)
-    run = prepare(cfg, d, text, lambda m: build_optimizer(cfg.optimizer, m, peak, cfg.weight_decay), run_dir,
+    peak = peak_lr(cfg.recipe, cfg.batch_size, cfg.base_lr)
+    run = prepare(cfg, d, text, lambda m: build_optimizer(cfg.recipe, m, peak, cfg.weight_decay), run_dir,
                   tower.mean, tower.std)
     loader = PairLoader(store, cfg.batch_size, d.rank, d.world_size, cfg.seed, cfg.shuffle_window)
     return run, LitTask(cfg, run), loader, peak, tok, store

@@ -7,8 +7,8 @@ r"""MAE pre-pretraining of a timm ViT on the shards, labels unused (MAWS appendi
 
 75% of each image's patches are masked (exactly round(L * 0.25) stay visible); the encoder sees
 only the visible ones, the decoder predicts the masked patches' per-patch normalized pixels.
-AdamW (0.9, 0.95), lr 1.5e-4 per 256 scaled linearly, wd 0.05 (none on norms, biases),
-warm-up then half-cosine, as a pure function of samples seen. The loop, checkpoints, resume,
+The optimizer is the `mae` recipe of trainer/recipes.py (He et al.'s AdamW; no weight decay on
+norms, biases), warm-up then half-cosine, as a pure function of samples seen. The loop, checkpoints, resume,
 SIGTERM handling, metrics and progress are trainer.loop's, shared with trainer.pretrain. The
 run directory holds config.yaml, metrics.jsonl, tb/, checkpoints/, curves.png,
 reconstructions.png (and reconstructions/step-*.png with picture_every) and export/.
@@ -31,8 +31,10 @@ from trainer.mae.model import DecoderSpec, MaskedAutoencoder, build_mae, mask_no
 from trainer.mae.picture import save_grid
 from trainer.optim import build_optimizer, peak_lr
 from trainer.prepare import Run, prepare, start
+from trainer.recipes import recipe
 
 log = logging.getLogger("mae")
+RECIPE = "mae"  # trainer/recipes.py
 PICTURE_RANK = 10**6  # the picture's masks are drawn as if by a rank no training process has
 
 
@@ -45,7 +47,7 @@ class MaeConfig(ShardTrainConfig):
     decoder_width: int = key(512, "decoder embedding width")
     decoder_heads: int = key(16, "decoder attention heads")
     decoder_mlp_ratio: float = key(4.0, "decoder MLP width / embedding width")
-    weight_decay: float = key(0.05, "AdamW weight decay (none on norms and biases)")
+    weight_decay: float = key(recipe(RECIPE).weight_decay, "AdamW weight decay (none on norms and biases)")
     batch_size: int = key(4096, "global batch, split evenly over the processes")
     picture_images: int = key(8, "images in each reconstruction picture")
     picture_every: int = key(0, "steps between reconstruction pictures; 0: one at the end of the run")
@@ -111,10 +113,10 @@ def build(cfg: MaeConfig, d: DistInfo, run_dir: Path):
     mae = setup(cfg, d)
     loader = train_loader(cfg, d)
     data_cfg = model_data_config(cfg.model)
-    peak = peak_lr("mae", cfg.batch_size, cfg.base_lr)
+    peak = peak_lr(RECIPE, cfg.batch_size, cfg.base_lr)
     # timm parts the MAE encoder never runs (fc_norm of avg-pooled ViTs, attention pools) get no gradient
     unused = any(n.split(".")[0] in ("fc_norm", "attn_pool", "head") for n, _ in mae.encoder.named_parameters())
-    run = prepare(cfg, d, mae, lambda m: build_optimizer("mae", m, peak, cfg.weight_decay), run_dir,
+    run = prepare(cfg, d, mae, lambda m: build_optimizer(RECIPE, m, peak, cfg.weight_decay), run_dir,
                   data_cfg.mean, data_cfg.std, find_unused_parameters=unused)
     return run, MaeTask(cfg, run, data_cfg.mean, data_cfg.std), loader, peak
 

@@ -45,10 +45,12 @@ from trainer.export import export_model
 from trainer.loop import Task, finish, fit, train_loader
 from trainer.optim import build_optimizer, peak_lr
 from trainer.prepare import Run, prepare, start
+from trainer.recipes import check_recipe, describe
 from trainer.swav.loss import swapped_prediction
 from trainer.swav.model import SwavModel, create_swav
 
 log = logging.getLogger("swav")
+ALLOWED_RECIPES = ("swav", "seer", "sgd")
 
 
 @dataclass(frozen=True, kw_only=True)
@@ -70,15 +72,14 @@ class SwavConfig(ShardTrainConfig):
     freeze_prototypes_steps: int = key(313, "steps at the start with no prototype update")
     queue_length: int = key(0, "global queue of global-view embeddings (0: none); a multiple of batch_size")
     queue_start_step: int = key(0, "step from which the queue fills")
-    optimizer: str = key("lars", "lars (SEER: 0.3 per 256, trust 0.001) | sgd (0.1 per 256)")
-    weight_decay: float = key(1e-6, "weight decay (none on norms and biases)")
+    recipe: str = key("swav", f"optimizer recipe (trainer/recipes.py): {describe(ALLOWED_RECIPES)}")
+    weight_decay: float | None = key(None, "null: the recipe's (none on norms and biases)")
     batch_size: int = key(4096, "global batch, split evenly over the processes")
 
     def __post_init__(self):
         super().__post_init__()
         _ = self.multicrop  # validates the views
-        if self.optimizer not in ("lars", "sgd"):
-            raise ValueError(f"optimizer must be lars or sgd for SwAV, got {self.optimizer!r}")
+        check_recipe(self.recipe, ALLOWED_RECIPES, "SwAV")
         if self.prototypes < 2 or self.dim < 1 or self.hidden_dim < 0:
             raise ValueError(f"need prototypes >= 2, dim >= 1, hidden_dim >= 0; got {self.prototypes}, "
                              f"{self.dim}, {self.hidden_dim}")
@@ -214,8 +215,8 @@ def build(cfg: SwavConfig, d: DistInfo, run_dir: Path, make=make_loader):
     model = setup(cfg, d)
     loader = train_loader(cfg, d, make, transform=MultiCrop(cfg.multicrop))
     data_cfg = model_data_config(cfg.model)
-    peak = peak_lr(cfg.optimizer, cfg.batch_size, cfg.base_lr)
-    run = prepare(cfg, d, model, lambda m: build_optimizer(cfg.optimizer, m, peak, cfg.weight_decay), run_dir,
+    peak = peak_lr(cfg.recipe, cfg.batch_size, cfg.base_lr)
+    run = prepare(cfg, d, model, lambda m: build_optimizer(cfg.recipe, m, peak, cfg.weight_decay), run_dir,
                   data_cfg.mean, data_cfg.std)
     return run, SwavTask(cfg, run), loader, peak
 

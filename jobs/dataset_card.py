@@ -1,6 +1,6 @@
 """Dataset card: SWAG Figure 1, label frequency before/after resampling, head/tail splits, drops.
 
-    python -m jobs.report --manifest build/demo/manifest.parquet --vocab build/demo/vocab \
+    python -m jobs.dataset_card --manifest build/demo/manifest.parquet --vocab build/demo/vocab \
         --labeled build/demo/labeled --samples build/demo/samples --out build/demo/card \
         [--alpha A] [--tail-threshold T] [--top 20] [--threads N]
 
@@ -29,7 +29,7 @@ _INPUTS = {"vocab": ("vocab.parquet", "hashtag_map.parquet", "image_hashtags.par
 
 
 @dataclass(frozen=True)
-class ReportConfig:
+class DatasetCardConfig:
     manifest: str = field(metadata={"help": "manifest (Parquet file/directory or JSON Lines)"})
     vocab: str = field(metadata={"help": "output directory of jobs/vocab.py"})
     labeled: str = field(metadata={"help": "output directory of jobs/label.py"})
@@ -74,7 +74,7 @@ def _counts(con, sql: str) -> dict:
     return dict(con.execute(sql).fetchall())
 
 
-def aggregate(con, cfg: ReportConfig) -> dict:
+def aggregate(con, cfg: DatasetCardConfig) -> dict:
     m, vocab_dir = Path(cfg.manifest), Path(cfg.vocab)
     # images per normalized hashtag, counted over the vocab job's own table: nothing is normalized here
     con.execute("CREATE TABLE raw_counts AS SELECT hashtag, count(*) AS images FROM (SELECT unnest(hashtags) "
@@ -99,7 +99,7 @@ def aggregate(con, cfg: ReportConfig) -> dict:
         "samples": {s: n for s, n, _ in per_split}, "unique": {s: u for s, _, u in per_split}, "rows": rows}
 
 
-def check_class_counts(cfg: ReportConfig) -> int:
+def check_class_counts(cfg: DatasetCardConfig) -> int:
     """C, when the vocabulary's size and the class count recorded in labeled.parquet and
     samples.parquet agree; a ValueError naming the two that disagree otherwise."""
     vocab = Path(cfg.vocab) / "vocab.parquet"
@@ -112,7 +112,7 @@ def check_class_counts(cfg: ReportConfig) -> int:
     return n
 
 
-def run(cfg: ReportConfig) -> dict:
+def run(cfg: DatasetCardConfig) -> dict:
     stats = {n: json.loads((Path(getattr(cfg, n)) / "stats.json").read_text()) for n in _INPUTS}
     ingest = Path(cfg.ingest_stats) if cfg.ingest_stats else Path(cfg.manifest).parent / "ingest_stats.json"
     alpha, t, notes = card.resolve_parameters(cfg.alpha, cfg.tail_threshold, stats["samples"], stats["labeled"])
@@ -127,7 +127,7 @@ def run(cfg: ReportConfig) -> dict:
     dedup_stats = json.loads(Path(cfg.dedup_stats).read_text()) if cfg.dedup_stats else None
     inputs += [("dedup stats", str(Path(cfg.dedup_stats).resolve()), "")] if dedup_stats is not None else []
     data = card.CardData(
-        title=f"Dataset card: {Path(cfg.manifest).name}", command=f"python -m jobs.report {flags}", inputs=inputs,
+        title=f"Dataset card: {Path(cfg.manifest).name}", command=f"python -m jobs.dataset_card {flags}", inputs=inputs,
         stages=card.stage_counts(stats["vocab"], stats["labeled"], ingest_stats, dedup_stats), raw_counts=a["raw"],
         canonical_counts=a["canonical"], top_labels=a["top"], tail_threshold=t, alpha=alpha,
         head_tail_images={k: a["head_tail"].get(k, 0) for k in ("head", "tail")}, samples=a["samples"],
@@ -138,9 +138,9 @@ def run(cfg: ReportConfig) -> dict:
 
 
 def main(argv: list[str] | None = None) -> dict:
-    cfg = parse_config(ReportConfig, argv, __doc__.splitlines()[0])
+    cfg = parse_config(DatasetCardConfig, argv, __doc__.splitlines()[0])
     result = run(cfg)
-    print(f"report: {result['raw_hashtags']} hashtags -> {result['labels']} labels; top label share "
+    print(f"dataset card: {result['raw_hashtags']} hashtags -> {result['labels']} labels; top label share "
           f"before/after resampling {result['shift']['top_share_ratio']:.2f} -> {cfg.out}/dataset_card.md")
     return result
 
