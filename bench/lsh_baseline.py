@@ -97,7 +97,8 @@ def candidate_pairs(index: np.ndarray, queries: np.ndarray, banding: Banding) ->
     return np.stack([codes // len(queries), codes % len(queries)], axis=1)
 
 
-def pairs_within_threshold(index: np.ndarray, queries: np.ndarray, banding: Banding) -> tuple[np.ndarray, np.ndarray, int]:
+def pairs_within_threshold(index: np.ndarray, queries: np.ndarray, banding: Banding
+                           ) -> tuple[np.ndarray, np.ndarray, int]:
     """(pairs (m, 2), their distances, candidate count): candidates confirmed by Hamming distance."""
     cand = candidate_pairs(index, queries, banding)
     d = hamming_array(np.asarray(index)[cand[:, 0]], np.asarray(queries)[cand[:, 1]])
