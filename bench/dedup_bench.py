@@ -4,7 +4,7 @@ old LSH banding as a baseline, the job's search in Spark, and what a billion ima
     python -m bench.dedup_bench [--sizes 10000,100000,1000000] [--float-sizes 10000,100000] \
         [--dim 256] [--variants 185] [--queries 1000] [--job-queries 100000,1000000] [--seed 0]
 
-Synthetic evaluation indexes of N variants (pipeline/ann.py, IndexSpec defaults: HNSW M=32,
+Synthetic evaluation indexes of N variants (dedup/ann.py, IndexSpec defaults: HNSW M=32,
 efConstruction=80, efSearch=128):
 - `binary`: clustered 63-bit pHash-like codes, --variants codes per evaluation image, each its
   image's random base hash with a share of bits flipped drawn uniformly in [0, 20%] per variant
@@ -13,7 +13,7 @@ efConstruction=80, efSearch=128):
   unit centre rotated by an angle uniform in [0, 0.2 pi] (for random-hyperplane hashes a bit flips
   with probability angle / pi, so this is the same spread). --float-sizes stops at 100k by
   default: building HNSW over 1M 256-d vectors took 245 s on 2 busy cores.
-Thresholds, --search-k and --probe are the job's defaults (jobs/dedup.py: pHash, rmac).
+Thresholds, --search-k and --probe are the job's defaults (dedup/config.py: pHash, rmac).
 
 Queries (--queries): half planted near copies (a random indexed variant moved by level j =
 k mod (T + 3): j bits flipped, T the pHash threshold; for float a cosine distance of
@@ -29,14 +29,14 @@ a pretraining set).
    hnsw_stats.reset() (faiss counts it for IndexBinaryHNSW as well as IndexHNSWFlat), given for
    the planted and the random half. "x prev" is the ratio to the previous N. The pairs are the
    (query, evaluation image) pairs within the threshold among each query's --probe nearest images
-   (pipeline.ann.nearest_owners, as the job keeps them); HNSW's image recall is its share of
+   (dedup.ann.nearest_owners, as the job keeps them); HNSW's image recall is its share of
    flat's pairs; planted recall is the share of planted queries with j <= T whose source image is
    among them (1.0 for flat by construction).
-2. Banding baseline (pipeline/lsh.py, the job before faiss: --bands bands, radius 0, threshold T)
+2. Banding baseline (bench/lsh_baseline.py, the job before faiss: --bands bands, radius 0, threshold T)
    on the same binary indexes and queries: candidate pairs per 1,000 queries (the distance
    computations it makes: each candidate is checked by Hamming distance), their share of all
-   N x Q pairs, and the CPU seconds of pipeline.lsh.near_pairs (numpy, one core).
-3. The job's search in Spark: jobs.lib.dedup_index.query_descriptors over --job-queries synthetic
+   N x Q pairs, and the CPU seconds of lsh_baseline.pairs_within_threshold (numpy, one core).
+3. The job's search in Spark: dedup.spark.query_descriptors over --job-queries synthetic
    pretraining hashes (the same half planted, half random mix) against the largest binary index
    as HNSW, shipped by broadcast exactly as EvalIndex.shipped() ships it, in a local[2]
    SparkSession; the count is forced with sum(size(nearest)). Input descriptors are cached first;
@@ -68,11 +68,11 @@ from pathlib import Path
 
 import numpy as np
 
-from jobs.dedup import DEFAULT_THRESHOLD, DedupConfig
-from jobs.lib.config import parse_config
-from pipeline.ann import IndexSpec, build_index, index_bytes, search
-from pipeline.lsh import Banding, default_bands
 from bench.dedup_bench_data import Case, image_pairs, job_descriptors, make_case, planted_recall
+from bench.lsh_baseline import Banding, default_bands, pairs_within_threshold
+from dedup.ann import IndexSpec, build_index, index_bytes, search
+from dedup.config import DEFAULT_THRESHOLD, DedupConfig
+from jobs.lib.config import parse_config
 
 JOB = {f.name: f.default for f in fields(DedupConfig)}  # the job's search_k and probe
 
@@ -189,18 +189,16 @@ def _print_index_row(r: dict):
 
 
 def banding_rows(cases: dict, cfg: DedupBenchConfig) -> list[dict]:
-    """Section 2: pipeline.lsh banding over the same binary indexes and queries."""
-    from pipeline.lsh import near_pairs
-
+    """Section 2: bench/lsh_baseline.py banding over the same binary indexes and queries."""
     banding = Banding(cfg.threshold, cfg.bands)
     print(f"\nbanding baseline: {cfg.bands} bands, radius {banding.radius}, threshold {cfg.threshold} "
-          "(pipeline.lsh.near_pairs)")
+          "(lsh_baseline.pairs_within_threshold)")
     print(f"{'N':>9} {'cand/1k q':>12} {'x prev':>6} {'share':>9} {'cpu s/1k q':>10} {'s/pair':>9} {'pairs':>6} "
           f"{'planted':>7}")
     rows, prev = [], None
     for n, case in cases.items():
         c0 = time.process_time()
-        found, _, n_cand = near_pairs(case.x, case.queries, banding)
+        found, _, n_cand = pairs_within_threshold(case.x, case.queries, banding)
         cpu = time.process_time() - c0
         pairs = set(zip(found[:, 1].tolist(), case.owner[found[:, 0]].tolist()))
         row = {"n": n, "bands": cfg.bands, "radius": banding.radius, "candidates": n_cand,
@@ -248,7 +246,8 @@ def job_rows(spark, case: Case, index, cfg: DedupBenchConfig) -> tuple[list[dict
     import pyarrow as pa
     from pyspark.sql import functions as F
 
-    from jobs.lib.dedup_index import EvalIndex, query_descriptors
+    from dedup.index import EvalIndex
+    from dedup.spark import query_descriptors
 
     images = int(case.owner[-1]) + 1
     variant = (np.arange(len(case.x)) % cfg.variants).astype(np.int32)

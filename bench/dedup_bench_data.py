@@ -10,8 +10,8 @@ from dataclasses import dataclass
 
 import numpy as np
 
-from pipeline.ann import nearest_owners
-from pipeline.phash import BITS
+from dedup.ann import nearest_owners
+from dedup.phash import BITS
 
 CHUNK = 100_000  # rows generated at a time: bounded temporaries at 1M variants
 

@@ -1,6 +1,6 @@
 """The one image decoder: any real-world image, safely, to RGB; and to a bounded JPEG (pure, no Spark).
 
-Shards (`prepare_image`), dedup (pipeline/phash.py) and transfer (transfer/downstream.py,
+Shards (`prepare_image`), dedup (dedup/phash.py) and transfer (transfer/downstream.py,
 transfer/heldout_task.py) all decode with `decode_rgb`. Its policy, one place for every stage:
 
 - Formats: Pillow is only ever asked to open ALLOWED_FORMATS (`Image.open(formats=...)`), so no

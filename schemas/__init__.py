@@ -200,7 +200,7 @@ DUPLICATES = pa.schema([
     pa.field("distance", pa.float32(), nullable=False),    # phash: Hamming bits of 63; embedding, rmac: 1 - cosine
     pa.field("flipped", pa.bool_(), nullable=False),       # matched the mirrored evaluation image
     pa.field("crop", pa.list_(pa.float32()), nullable=False),  # [left, top, right, bottom] cut off the eval image
-    pa.field("correlation", pa.float32()),                 # aligned 16x16 luma thumbnails (pipeline/pair_check.py)
+    pa.field("correlation", pa.float32()),                 # aligned 16x16 luma thumbnails (dedup/pair_check.py)
 ])
 # OUT/neighbours.parquet: each evaluation image's nearest pretraining images (WSL's k = 21 lists),
 # from the nearest evaluation images every pretraining image reported (--probe of them)

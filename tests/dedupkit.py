@@ -9,6 +9,8 @@ look-alike non-duplicate per evaluation image: a different held-out image from t
 (another star, another flag, another bird: same author conventions, same style), else from the
 same category. Look-alikes whose decoded pixels equal an evaluation image's (re-uploads) are
 skipped, so every look-alike is a different picture.
+
+`drawing` and `png`: the synthetic pictures (random shapes) the other dedup tests plant copies of.
 """
 from __future__ import annotations
 
@@ -20,9 +22,29 @@ from pathlib import Path, PurePosixPath
 import numpy as np
 import pyarrow as pa
 import pyarrow.parquet as pq
-from PIL import Image, ImageEnhance
+from PIL import Image, ImageDraw, ImageEnhance
 
 from pipeline.images import ImageRejected, ImageSpec, prepare_image, read_image_bytes
+
+
+def drawing(seed: int, size=(200, 150), mode="RGB", bg=(255, 255, 255)) -> Image.Image:
+    """Six random ellipses and rectangles on `bg`: a synthetic picture unlike any other seed's."""
+    rng = np.random.default_rng(seed)
+    im = Image.new(mode, size, bg)
+    d = ImageDraw.Draw(im)
+    for _ in range(6):
+        x0, y0 = rng.integers(0, size[0] - 40), rng.integers(0, size[1] - 40)
+        box = [int(x0), int(y0), int(x0 + rng.integers(20, 120)), int(y0 + rng.integers(20, 90))]
+        color = tuple(int(c) for c in rng.integers(0, 255, 3)) + ((255,) if mode == "RGBA" else ())
+        (d.ellipse if rng.random() < 0.5 else d.rectangle)(box, fill=color)
+    return im
+
+
+def png(im: Image.Image) -> bytes:
+    b = io.BytesIO()
+    im.save(b, "PNG")
+    return b.getvalue()
+
 
 TRANSFORMS = ("resize", "jpeg", "crop", "flip", "crop20", "bright", "rotate")
 REQUIRED = ("resize", "jpeg", "crop", "flip")  # recall >= 0.95 (issue 17); the others are reported

@@ -1,9 +1,9 @@
-"""pipeline/ann.py: faiss indexes of evaluation variants against brute force written here."""
+"""dedup/ann.py: faiss indexes of evaluation variants against brute force written here."""
 import numpy as np
 import pytest
 
-from pipeline.ann import EXACT_MAX, FLAT_WORK, IndexSpec, build_index, hash_codes, index_bytes, load_index, nearest_owners, search
-from pipeline.phash import hamming
+from dedup.ann import EXACT_MAX, FLAT_WORK, IndexSpec, build_index, hash_codes, index_bytes, load_index, nearest_owners, search
+from dedup.phash import hamming
 
 
 def clustered_hashes(rng, images: int, variants: int) -> tuple[np.ndarray, np.ndarray]:

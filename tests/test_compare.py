@@ -1,15 +1,17 @@
-"""`make compare`'s own parts: the arms and their budgets, the measured step cost of the real
-trainers, and the report from evaluated runs (its statistics: tests/test_compare_stats.py)."""
+"""`make compare`'s own parts (experiments/): the arms and their budgets, the measured step cost of
+the real trainers, the command line, and the report from evaluated runs (its statistics:
+tests/test_compare_stats.py)."""
 import json
 import math
+import re
 
 import numpy as np
 import pytest
 from PIL import Image
 
+from experiments.arms import demo_arms, pairs, samples_for
+from experiments.compare import main as compare_main
 from tests.shardkit import make_shards
-from transfer.compare import main as compare_main
-from transfer.compare_arms import demo_arms, pairs, samples_for
 
 
 def test_arms_pairs_and_budgets():
@@ -30,7 +32,7 @@ def test_arms_pairs_and_budgets():
 
 
 def test_step_cost_of_the_real_trainers(tmp_path):
-    from transfer.step_cost import step_cost
+    from experiments.step_cost import step_cost
 
     shards = make_shards(tmp_path / "s", n=32, shard_size=16, size=40)
     common = [f"shards={shards}", "model=regnety_002", "img_size=32", "batch_size=8", "device=cpu"]
@@ -45,6 +47,48 @@ def test_step_cost_of_the_real_trainers(tmp_path):
     assert not any((tmp_path / "s").glob("run*"))  # the scratch run directory is gone
     with pytest.raises(ValueError, match="unknown trainer"):
         step_cost("trainer.nope", common)
+
+
+def test_step_cost_of_mae_and_of_hashtag_pretraining_of_one_vit(tmp_path):
+    """The MAWS arm's two stages, timed as plan times them."""
+    from experiments.step_cost import step_cost
+
+    shards = make_shards(tmp_path / "s", n=16, shard_size=8, num_classes=7)
+    common = [f"shards={shards}", "batch_size=4", "model=test_vit", "img_size=64", "workers=0", "device=cpu"]
+    mae = step_cost("trainer.mae", [*common, "decoder_depth=1", "decoder_width=32", "decoder_heads=2"], steps=2,
+                    warmup=1)
+    hashtag = step_cost("trainer.pretrain", [*common, "optimizer=adamw"], steps=2, warmup=1)
+    for c in (mae, hashtag):
+        assert len(c["cpu_times_s"]) == 2 and c["step_cpu_s"] == min(c["cpu_times_s"]) > 0
+    # both see 64 px images (16 patches); the MAE's blocks run on 4 + 1 tokens, the classifier's
+    # on 16 + 1, but both embed all 16 patches (as MAE's reference code does) and the MAE adds a
+    # decoder over 17 tokens: fewer FLOPs, not 4x fewer (measured 0.50 for this tiny model)
+    assert 0.2 < mae["flops_per_step"] / hashtag["flops_per_step"] < 0.75
+
+
+def test_command_line_names_the_step_and_its_keys(tmp_path, capsys):
+    def exits(argv):
+        with pytest.raises(SystemExit) as e:
+            compare_main(argv)
+        out = capsys.readouterr()
+        return e.value.code, out.out, out.err
+
+    code, out, _ = exits(["--help"])
+    assert code == 0 and out.startswith("usage: python -m experiments.compare {plan|run|report}")
+    assert all(f"  {step} " in out for step in ("plan", "run", "report"))
+    code, out, _ = exits(["plan", "--help"])
+    assert code == 0 and out.startswith("usage: python -m experiments.compare plan ")
+    assert all(re.search(rf"^  {k} .*required", out, re.M) for k in ("shards", "sample_index", "vocab", "budget_cpu_s"))
+    code, _, err = exits([])
+    assert code == 2 and "no step given; valid: plan, run, report" in err
+    code, _, err = exits(["train", "out=x"])
+    assert code == 2 and "unknown step 'train'" in err
+    code, _, err = exits(["plan", f"out={tmp_path}", "shards=s", "vocab=v", "budget_cpu_s=10"])
+    assert code == 2 and "missing required keys: sample_index" in err
+    code, _, err = exits(["run", f"out={tmp_path}", "data=d", "seeds=0"])
+    assert code == 2 and "config key 'seeds': expected a list" in err
+    code, _, err = exits(["report", f"out={tmp_path}", "json=x.json", "samples=3"])
+    assert code == 2 and "unknown config keys ['samples']" in err
 
 
 def write_run(out, arm, seed, linear, few):
@@ -70,7 +114,7 @@ def test_report_from_evaluated_runs(tmp_path, capsys):
     for arm, p in accuracy.items():
         for seed in range(3):
             write_run(out, arm, seed, (rng.random(v) < p).astype(int), rng.random(v) * 2 * p / 2 + p / 2)
-    compare_main(["report", "--out", str(out), "--json", str(tmp_path / "compare.json")])
+    compare_main(["report", f"out={out}", f"json={tmp_path / 'compare.json'}"])
     rec = json.loads((tmp_path / "compare.json").read_text())
     assert rec["val_images"] == v and rec["budget_cpu_s"] == 60.0 and set(rec["arms"]) == set(accuracy)
     h = rec["arms"]["hashtag"]
@@ -93,4 +137,4 @@ def test_report_from_evaluated_runs(tmp_path, capsys):
         assert im.format == "PNG"
     (out / "runs" / "swav-seed0" / "eval" / "linear.json").write_text(json.dumps({"val_correct": [1] * (v - 1)}))
     with pytest.raises((SystemExit, ValueError)):
-        compare_main(["report", "--out", str(out), "--json", str(tmp_path / "c2.json")])
+        compare_main(["report", f"out={out}", f"json={tmp_path / 'c2.json'}"])

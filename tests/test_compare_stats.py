@@ -7,8 +7,8 @@ import numpy as np
 import pytest
 from PIL import Image
 
-from transfer.compare_stats import (arm_summary, compare_table, images_needed, paired_difference,
-                                    pairwise_report, plot_compare, seeds_needed)
+from experiments.report import compare_table, pairwise_report, plot_compare
+from transfer.bootstrap import arm_summary, images_needed, paired_difference, seeds_needed
 
 
 def half_ones(v=400, seed=1):

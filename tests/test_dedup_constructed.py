@@ -11,8 +11,8 @@ from pathlib import Path
 import pyarrow.parquet as pq
 import pytest
 
-from jobs import dedup
-from pipeline.phash import low_information, phash_image
+from jobs import dedup as dedup_job
+from dedup.phash import low_information, phash_image
 from tests.dedupkit import REQUIRED, build_case, heldout_rows, score
 
 OPENCLIPART = Path("/usr/share/openclipart")
@@ -21,9 +21,9 @@ pytestmark = pytest.mark.skipif(not (OPENCLIPART / "png").is_dir(), reason="open
 
 def run_case(spark, tmp_path, n: int, **method) -> dict:
     truth = build_case(heldout_rows(str(OPENCLIPART)), n, tmp_path / "case", seed=0)
-    cfg = dedup.DedupConfig(manifest=str(tmp_path / "case" / "pretrain.parquet"),
+    cfg = dedup_job.DedupConfig(manifest=str(tmp_path / "case" / "pretrain.parquet"),
                             eval=(str(tmp_path / "case" / "eval.parquet"),), out=str(tmp_path / "out"), **method)
-    stats = dedup.run(spark, cfg)
+    stats = dedup_job.run(spark, cfg)
     unjudged = set()  # low-information evaluation images: counted by the job, never matched
     for r in pq.read_table(tmp_path / "case" / "eval.parquet").to_pylist():
         if low_information(phash_image(r["image"])[0]):

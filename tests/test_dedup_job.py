@@ -9,9 +9,9 @@ import pytest
 from PIL import Image
 
 import schemas
-from jobs import dedup
+from jobs import dedup as dedup_job
 from jobs.lib.config import parse_config
-from tests.test_dedup_units import drawing
+from tests.dedupkit import drawing
 
 
 def _write(im: Image.Image, path, fmt="PNG", **kw) -> str:
@@ -74,9 +74,9 @@ def test_dedup_finds_planted_copies_and_counts_bad_images(spark, case, method):
     out = root / f"out_{method}"
     argv = ["--manifest", str(root / "manifest.parquet"), "--eval", str(root / "eval_dir"),
             "--eval", str(root / "extra.jsonl"), "--out", str(out), *METHOD_FLAGS[method]]
-    cfg = parse_config(dedup.DedupConfig, dedup.merge_repeated(argv, "--eval"), "test")
+    cfg = parse_config(dedup_job.DedupConfig, dedup_job.merge_repeated(argv, "--eval"), "test")
     assert cfg.eval == (str(root / "eval_dir"), str(root / "extra.jsonl"))
-    stats = dedup.run(spark, cfg)
+    stats = dedup_job.run(spark, cfg)
     assert stats["method"]["name"] == method
 
     dups = pq.read_table(out / "duplicates.parquet")
@@ -142,14 +142,14 @@ def test_bad_configs_are_refused(case, capsys):
     ]
     for extra, message in cases:
         with pytest.raises(SystemExit) as e:
-            parse_config(dedup.DedupConfig, base + extra, "test")
+            parse_config(dedup_job.DedupConfig, base + extra, "test")
         err = capsys.readouterr().err
         assert e.value.code == 2 and re.search(r"error: " + message, err), (extra, err)
-    parse_config(dedup.DedupConfig, base, "test")  # the base itself is fine
+    parse_config(dedup_job.DedupConfig, base, "test")  # the base itself is fine
 
 
 def test_merge_repeated():
-    assert dedup.merge_repeated(["--eval", "a", "--out", "o", "--eval=b"], "--eval") == ["--out", "o", "--eval", "a,b"]
+    assert dedup_job.merge_repeated(["--eval", "a", "--out", "o", "--eval=b"], "--eval") == ["--out", "o", "--eval", "a,b"]
 
 
 
@@ -158,13 +158,13 @@ def check_neighbour_lists_and_sheets(root, table, out, cfg, stats):
     evaluation image's list in neighbours.parquet is exactly its k nearest pretraining images by
     the minimum Hamming distance over its variants, computed here image by image."""
     from pipeline.images import ImageRejected, read_image_bytes
-    from pipeline.phash import crop_grid, decode_rgb, hamming, low_information, phash_pair, variant_hashes
+    from dedup.phash import crop_grid, decode_jpeg_roundtrip, hamming, low_information, phash_pair, variant_hashes
 
     k = cfg.neighbours
 
     def readable(path):
         try:
-            rgb = decode_rgb(read_image_bytes(path))
+            rgb = decode_jpeg_roundtrip(read_image_bytes(path))
         except ImageRejected:
             return None
         return None if low_information(phash_pair(rgb)[0]) else rgb

@@ -1,36 +1,20 @@
-"""pHash, Hamming distance, crop grid and LSH banding against independent computations."""
+"""dedup/phash.py: pHash, Hamming distance and crop grid against independent computations."""
 import io
-import itertools
+import subprocess
+import sys
+from pathlib import Path
 
 import numpy as np
 import pytest
-from hypothesis import given, settings
-from hypothesis import strategies as st
-from PIL import Image, ImageDraw
+from PIL import Image
 from scipy.fft import dctn
 
+from dedup.phash import (DEAD_ZONE, crop_grid, decode_jpeg_roundtrip, hamming, hamming_array, phash, phash_image,
+                         phash_pair)
 from pipeline.images import ImageRejected
-from pipeline.lsh import Banding, candidate_pairs, default_bands, near_pairs
-from pipeline.phash import (BITS, DEAD_ZONE, crop_grid, decode_rgb, hamming, hamming_array, phash,
-                            phash_image, phash_pair)
+from tests.dedupkit import drawing, png
 
-
-def drawing(seed: int, size=(200, 150), mode="RGB", bg=(255, 255, 255)) -> Image.Image:
-    rng = np.random.default_rng(seed)
-    im = Image.new(mode, size, bg)
-    d = ImageDraw.Draw(im)
-    for _ in range(6):
-        x0, y0 = rng.integers(0, size[0] - 40), rng.integers(0, size[1] - 40)
-        box = [int(x0), int(y0), int(x0 + rng.integers(20, 120)), int(y0 + rng.integers(20, 90))]
-        color = tuple(int(c) for c in rng.integers(0, 255, 3)) + ((255,) if mode == "RGBA" else ())
-        (d.ellipse if rng.random() < 0.5 else d.rectangle)(box, fill=color)
-    return im
-
-
-def png(im: Image.Image) -> bytes:
-    b = io.BytesIO()
-    im.save(b, "PNG")
-    return b.getvalue()
+ROOT = Path(__file__).resolve().parents[1]
 
 
 def reference_phash(rgb: Image.Image) -> int:
@@ -76,7 +60,7 @@ def test_transparency_is_composited_on_white():
 
 def test_unreadable_bytes_are_rejected_with_a_reason(tmp_path):
     with pytest.raises(ImageRejected) as e:
-        decode_rgb(b"<html>not an image</html>")
+        decode_jpeg_roundtrip(b"<html>not an image</html>")
     assert e.value.reason == "undecodable"
     with pytest.raises(ImageRejected) as e:
         phash_image(str(tmp_path / "missing.png"))
@@ -111,61 +95,12 @@ def test_crop_grid_covers_every_crop_within_half_a_step():
     assert crop_grid(0.1, 0) == [(0.0, 0.0, 0.0, 0.0)]
 
 
-def test_banding_spans_partition_the_bits():
-    for t in range(0, 20):
-        for bands in (1, 2, 3, default_bands(t), 7, 63):
-            spans = Banding(t, bands).spans()
-            covered = sorted(i for s, w in spans for i in range(s, s + w))
-            assert covered == list(range(BITS))
-
-
-def flip_bits(h: int, positions) -> int:
-    for p in positions:
-        h ^= 1 << p
-    return h
-
-
-@settings(max_examples=300, deadline=None)
-@given(h=st.integers(0, (1 << 63) - 1), t=st.integers(0, 14), bands=st.integers(1, 15), data=st.data())
-def test_every_pair_within_threshold_shares_a_probed_band_value(h, t, bands, data):
-    """The pigeonhole guarantee: flipping any <= t bits never escapes every probe."""
-    if t // bands > 2:
-        bands = t // 2 + 1  # keep the probe sets small
-    banding = Banding(t, bands)
-    k = data.draw(st.integers(0, t))
-    positions = data.draw(st.lists(st.integers(0, BITS - 1), min_size=k, max_size=k, unique=True))
-    g = flip_bits(h, positions)
-    pairs = candidate_pairs(np.array([h], dtype=np.int64), np.array([g], dtype=np.int64), banding)
-    assert pairs.tolist() == [[0, 0]]
-
-
-@pytest.mark.parametrize("t,bands", [(6, 7), (6, 3), (10, 11), (10, 4), (5, 2)])
-def test_near_pairs_equal_brute_force(t, bands):
-    rng = np.random.default_rng(t * 100 + bands)
-    index = rng.integers(0, 1 << 63, 3000, dtype=np.int64)
-    queries = rng.integers(0, 1 << 63, 200, dtype=np.int64)
-    for q in range(0, 200, 2):  # plant near copies at every distance 0..t+2
-        i = int(rng.integers(0, 3000))
-        d = q % (t + 3)
-        queries[q] = flip_bits(int(index[i]), rng.choice(BITS, d, replace=False).tolist())
-    bits = np.unpackbits(index.astype(">i8").view(np.uint8).reshape(-1, 8), axis=1).astype(bool)
-    qbits = np.unpackbits(queries.astype(">i8").view(np.uint8).reshape(-1, 8), axis=1).astype(bool)
-    dist = (bits[:, None, :] != qbits[None, :, :]).sum(-1)
-    want = sorted(map(list, zip(*np.nonzero(dist <= t))))
-    pairs, d, n_cand = near_pairs(index, queries, Banding(t, bands))
-    assert pairs.tolist() == want
-    assert d.tolist() == [dist[i, q] for i, q in want]
-    assert n_cand < len(index) * len(queries) / 4  # random hashes rarely share a band
-
-
-def test_banding_validates():
-    with pytest.raises(ValueError, match="threshold"):
-        Banding(63, 7)
-    with pytest.raises(ValueError, match="bands"):
-        Banding(6, 0)
-    assert Banding(6, 3).radius == 2 and Banding(6, 7).radius == 0
-    # probe masks: all masks of weight <= radius over the band's width, computed by itertools
-    b = Banding(5, 2)
-    w = b.spans()[0][1]
-    want = {0} | {1 << i for i in range(w)} | {(1 << i) | (1 << j) for i, j in itertools.combinations(range(w), 2)}
-    assert set(b.probe_masks(0)) == want and len(b.probe_masks(0)) == len(want)
+def test_the_phash_job_imports_neither_torch_nor_the_trunk_code():
+    """Spark's executors import the dedup package for every method; torch (R-MAC, the trunk) is
+    imported only when --method embedding or rmac runs a trunk."""
+    code = ("import sys; import jobs.dedup, dedup.spark, dedup.config, dedup.describe, dedup.index; "
+            "print(sorted(m for m in sys.modules if m.split('.')[0] in ('torch', 'timm', 'trainer') "
+            "or m == 'dedup.rmac'))")
+    r = subprocess.run([sys.executable, "-c", code], cwd=ROOT, capture_output=True, text=True, timeout=120)
+    assert r.returncode == 0, r.stderr[-2000:]
+    assert r.stdout.strip() == "[]"

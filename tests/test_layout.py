@@ -8,21 +8,25 @@ from pathlib import Path
 import pytest
 
 ROOT = Path(__file__).resolve().parents[1]
-# schemas <- pipeline <- jobs; pipeline <- trainer <- transfer. jobs may use trainer's export loader
-# and R-MAC (dedup --method embedding|rmac), never transfer.
+# schemas <- pipeline <- jobs; pipeline <- trainer <- transfer <- experiments. dedup (the dedup job's
+# feature) may use trainer's export loader (--method embedding|rmac) and is used by jobs; nothing but
+# tests and bench imports experiments (the orchestration of `make compare`).
 ALLOWED = {
     "schemas": {"schemas"},
     "pipeline": {"schemas", "pipeline"},
-    "jobs": {"schemas", "pipeline", "jobs", "trainer"},
+    "dedup": {"schemas", "pipeline", "trainer", "dedup"},
+    "jobs": {"schemas", "pipeline", "jobs", "dedup"},
     "trainer": {"schemas", "pipeline", "trainer"},
     "transfer": {"schemas", "pipeline", "trainer", "transfer"},
+    "experiments": {"schemas", "pipeline", "trainer", "transfer", "experiments"},
 }
+SPARK_MODULES = {"dedup": {"dedup/spark.py"}}  # a feature package keeps its DataFrame transforms in one module
 OURS = set(ALLOWED) | {"bench", "tests"}
 MAX_LINES = 420
 
 
-def imported_packages(path: Path) -> set[str]:
-    """Top-level names of our packages that a file imports, anywhere in it (lazy imports count)."""
+def imported_names(path: Path) -> set[str]:
+    """Top-level names of every module a file imports, anywhere in it (lazy imports count)."""
     tree = ast.parse(path.read_text(), str(path))
     names = set()
     for node in ast.walk(tree):
@@ -30,7 +34,12 @@ def imported_packages(path: Path) -> set[str]:
             names |= {a.name.split(".")[0] for a in node.names}
         elif isinstance(node, ast.ImportFrom) and node.level == 0 and node.module:
             names.add(node.module.split(".")[0])
-    return names & OURS
+    return names
+
+
+def imported_packages(path: Path) -> set[str]:
+    """Top-level names of our packages that a file imports, anywhere in it (lazy imports count)."""
+    return imported_names(path) & OURS
 
 
 def package_files(pkg: str) -> list[Path]:
@@ -48,6 +57,12 @@ def test_no_package_imports_one_above_it(pkg):
     bad = {str(p.relative_to(ROOT)): sorted(imported_packages(p) - ALLOWED[pkg]) for p in package_files(pkg)}
     bad = {k: v for k, v in bad.items() if v}
     assert not bad, f"{pkg} may import only {sorted(ALLOWED[pkg])}: {bad}"
+
+
+@pytest.mark.parametrize("pkg", sorted(SPARK_MODULES))
+def test_spark_stays_in_one_module_of_a_feature_package(pkg):
+    spark = {str(p.relative_to(ROOT)) for p in package_files(pkg) if "pyspark" in imported_names(p)}
+    assert spark == SPARK_MODULES[pkg], f"{pkg}: pyspark imported by {sorted(spark)}, allowed only in {SPARK_MODULES[pkg]}"
 
 
 def test_files_stay_small():

@@ -4,9 +4,9 @@ import io
 import numpy as np
 from PIL import Image
 
-from pipeline.pair_check import MIN_CORRELATION, aligned_thumbnail, correlation, pair_correlation
-from pipeline.phash import crop_grid
-from tests.test_dedup_units import drawing
+from dedup.pair_check import MIN_CORRELATION, aligned_thumbnail, correlation, pair_correlation
+from dedup.phash import crop_grid
+from tests.dedupkit import drawing
 
 
 def test_correlation_by_hand():

@@ -15,7 +15,7 @@ import pyarrow.parquet as pq
 import pytest
 from PIL import EpsImagePlugin, Image
 
-from pipeline import phash
+from dedup import phash
 from pipeline.images import (ALLOWED_FORMATS, PILLOW_DEFAULT_MAX_PIXELS, ImageRejected, ImageSpec, decode_rgb,
                              pixel_limit, prepare_image, read_image_bytes)
 
@@ -71,7 +71,7 @@ def test_formats_outside_the_allow_list_are_refused_by_name(name):
     data, fmt = REFUSED[name]
     assert fmt not in ALLOWED_FORMATS
     for decode in (lambda d: decode_rgb(d, source=name), lambda d: prepare_image(d, ImageSpec(), name),
-                   lambda d: phash.decode_rgb(d, source=name)):  # shards' and dedup's entry points
+                   lambda d: phash.decode_jpeg_roundtrip(d, source=name)):  # shards' and dedup's entry points
         with pytest.raises(ImageRejected) as e:
             decode(data)
         assert (e.value.reason, e.value.detail) == ("unsupported_format", fmt)
@@ -153,8 +153,9 @@ def test_shards_writer_counts_refused_and_truncated_images(spark, tmp_path):
 
 
 def test_dedup_refuses_eps_and_fits_named_jpg(spark, tmp_path):
-    from jobs.lib.dedup import read_eval_source
-    from jobs.lib.dedup_describe import Describer, describe_rows
+    from dedup.describe import Describer
+    from dedup.spark import describe_rows
+    from jobs.dedup import read_eval_source
 
     folder = _refused_folder(tmp_path / "eval")
     df = read_eval_source(spark, str(folder), "eval")

@@ -13,7 +13,7 @@ import pytest
 import timm
 import torch
 
-from trainer.rmac import Whitening, feature_map, fit_whitening, region_grid, rmac
+from dedup.rmac import Whitening, feature_map, fit_whitening, region_grid, rmac
 
 
 def squares(side: int, starts_y: list[int], starts_x: list[int]) -> list[tuple[int, int, int, int]]:

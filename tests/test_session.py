@@ -52,7 +52,7 @@ def test_executor_imports_work_from_the_zip_alone(python_without_project, tmp_pa
     bare = subprocess.run([str(python_without_project), "-c", "import trainer"], cwd=tmp_path, env=env,
                           capture_output=True, text=True)
     assert bare.returncode != 0 and "No module named 'trainer'" in bare.stderr
-    code = ("import sys; sys.path.insert(0, sys.argv[1]); import jobs.lib.dedup_describe as d; "
+    code = ("import sys; sys.path.insert(0, sys.argv[1]); import dedup.describe, dedup.spark, jobs.dedup; "
             "import trainer.export, trainer.models, trainer.data.transforms; "
             "assert trainer.export.__file__.startswith(sys.argv[1]), trainer.export.__file__; "
             "m = trainer.export.load_model('random:regnety_002', img_size=32); print(type(m.trunk).__name__)")

@@ -16,7 +16,7 @@ import pyarrow.parquet as pq
 import pyspark
 import pytest
 
-from tests.test_dedup_units import drawing
+from tests.dedupkit import drawing
 from tests.test_shards_job import write_labeled
 from tests.test_vocab_job import ROWS, write_manifest
 

@@ -97,7 +97,7 @@ class HashtagTask(Task):
 
 def build(cfg: PretrainConfig, d: DistInfo, run_dir: Path):
     """(run, task, loader, peak lr) of a hashtag run, prepared (resumed where run_dir has a
-    checkpoint); transfer/step_cost.py times the task's steps from here."""
+    checkpoint); experiments/step_cost.py times the task's steps from here."""
     index, names, model = setup(cfg, d)
     loader = train_loader(cfg, d, make_loader)  # looked up here: bench/trainer_bench.py swaps it
     data_cfg = model_data_config(cfg.model)

@@ -1,6 +1,6 @@
 r"""Both zero-shot routes side by side on one labelled task (`make demo-lit`): LiT by class name,
 SWAG's WordNet mapping with each aggregation, and the majority rate, each with a 95% bootstrap
-CI over the val images (transfer/compare_stats.py), and LiT's paired difference from each.
+CI over the val images (transfer/bootstrap.py), and LiT's paired difference from each.
 
     python -m transfer.zero_shot_table data=build/demo/downstream lit=build/demo/lit/lit.json \
         wordnet_average=build/demo/lit/wordnet_average.json \
@@ -20,7 +20,7 @@ from pathlib import Path
 import numpy as np
 
 from pipeline.cli import key, load_config
-from transfer.compare_stats import arm_summary, paired_difference
+from transfer.bootstrap import arm_summary, paired_difference
 from transfer.downstream import load_split
 from transfer.protocol import check_out, write_result
 

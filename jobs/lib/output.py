@@ -75,13 +75,17 @@ def clean_leftovers(spark, out: str) -> list[str]:
     return [p.toString() for p in left]
 
 
-def write_text(spark, path: str, text: str) -> None:
+def write_bytes(spark, path: str, data: bytes) -> None:
     p, fs = _fs(spark, path)
     stream = fs.create(p, True)
     try:
-        stream.write(bytearray(text.encode("utf-8")))
+        stream.write(bytearray(data))
     finally:
         stream.close()
+
+
+def write_text(spark, path: str, text: str) -> None:
+    write_bytes(spark, path, text.encode("utf-8"))
 
 
 def write_json(spark, path: str, obj) -> None:

@@ -10,9 +10,10 @@ from pathlib import Path
 from pipeline.wordnet import PROJECT_ROOT, default_wordnet_dir
 
 WORDNET_ARCHIVE = "wordnet_corpus"
-# every package executor code imports (trainer: the export loader of dedup --method embedding);
-# tests/test_session.py checks that the shipped packages import nothing else of the project
-PACKAGES = ("pipeline", "jobs", "schemas", "trainer")
+# every package executor code imports (dedup: the dedup job's per-image work; trainer: the export
+# loader of dedup --method embedding|rmac); tests/test_session.py checks that the shipped packages
+# import nothing else of the project
+PACKAGES = ("pipeline", "jobs", "schemas", "trainer", "dedup")
 _SHIPPED: dict[int, set] = {}  # SparkContext id -> the WordNet directory shipped to it
 
 # Settings the jobs rely on, applied when neither spark-submit --conf nor `conf` sets them:

@@ -109,7 +109,7 @@ class MaeTask(Task):
 
 def build(cfg: MaeConfig, d: DistInfo, run_dir: Path):
     """(run, task, loader, peak lr) of an MAE run, prepared (resumed where run_dir has a
-    checkpoint); transfer/step_cost.py times the task's steps from here."""
+    checkpoint); experiments/step_cost.py times the task's steps from here."""
     mae = setup(cfg, d)
     loader = train_loader(cfg, d)
     data_cfg = model_data_config(cfg.model)

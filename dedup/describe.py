@@ -1,17 +1,17 @@
 """What the dedup job computes per image: a pHash, a pooled embedding or an R-MAC descriptor.
 
 A `Describer` turns decoded images (and, for the evaluation side, their crop/mirror variants)
-into descriptors: `binary` 63-bit pHash values (int64) or `float` vectors. `describe_rows` runs it
-over a DataFrame of images in mapInArrow: one row per distinct variant of each readable image,
-one row with its reason for each unreadable or low-information one. The pretraining side uses
-`Describer.whole` on images it has decoded itself (jobs/lib/dedup_index.py), so both sides run
-the same code.
+into descriptors: `binary` 63-bit pHash values (int64) or `float` vectors. `described_batches`
+runs it over Arrow batches of images (dedup/spark.py's describe_rows, in mapInArrow): one row per
+distinct variant of each readable image, one row with its reason for each unreadable or
+low-information one. The pretraining side uses `Describer.whole` on images it has decoded itself
+(dedup/index.py), so both sides run the same code.
 
-- phash: pipeline/phash.py on the dedup view of the image (decode_rgb, 128 px).
+- phash: dedup/phash.py on the dedup view of the image (decode_jpeg_roundtrip, 128 px).
 - embedding: a frozen trunk's pooled output (an export of trainer.pretrain or random:<timm name>;
   nothing is downloaded) at `img_size`, with the evaluation transform.
 - rmac: the same trunk's last feature map, regional max-pooled over Tolias' multi-scale grid,
-  summed and L2-normalised (trainer/rmac.py), as WSL section 3 did with a ResNet-50.
+  summed and L2-normalised (dedup/rmac.py), as WSL section 3 did with a ResNet-50.
 The low-information rule is pHash's for every method.
 """
 from __future__ import annotations
@@ -20,10 +20,9 @@ from dataclasses import dataclass
 
 import numpy as np
 import pyarrow as pa
-from pyspark.sql import DataFrame
 
+from dedup.phash import MIN_SET_BITS, Box, decode_jpeg_roundtrip, low_information, phash_pair, variant_hashes
 from pipeline.images import ImageRejected, read_image_bytes
-from pipeline.phash import MIN_SET_BITS, Box, decode_rgb, low_information, phash_pair, variant_hashes
 
 METHODS = {"phash": "63-bit DCT perceptual hash, Hamming distance",
            "embedding": "frozen trunk's pooled output, mean-centred, cosine distance",
@@ -71,7 +70,7 @@ class Describer:
     def decode(self, image, image_root: str | None, min_set_bits: int):
         """(rgb, its whole-image pHash, None) of a readable image, else (None, None, (reason, detail))."""
         try:
-            rgb = decode_rgb(read_image_bytes(image, image_root), self.decode_side)
+            rgb = decode_jpeg_roundtrip(read_image_bytes(image, image_root), self.decode_side)
         except ImageRejected as e:
             return None, None, (e.reason, e.detail[:300])
         h = phash_pair(rgb)[0]
@@ -113,7 +112,7 @@ class Describer:
     def _forward(self, pixels: list) -> np.ndarray:
         import torch
 
-        from trainer.rmac import feature_map, rmac
+        from dedup.rmac import feature_map, rmac
 
         if not pixels:
             return np.zeros((0, 0), np.float32)
@@ -155,40 +154,36 @@ def chunked(batches, rows: int = CHUNK):
 
 DESCRIBED_FIELDS = [("variant", pa.int32()), ("flipped", pa.bool_()), ("hash", pa.int64()),
                     ("vector", pa.list_(pa.float32())), ("reason", pa.string()), ("detail", pa.string())]
+DESCRIBED_DDL = "variant int, flipped boolean, hash bigint, vector array<float>, reason string, detail string"
 
 
-def describe_rows(df: DataFrame, keys: list[str], image_col: str, describer: Describer, crops: list[Box],
-                  flips: bool, image_root: str | None, min_set_bits: int = MIN_SET_BITS) -> DataFrame:
-    """keys + (variant, flipped, hash, vector, reason, detail): one row per variant of each
-    readable image (hash for phash, vector otherwise), one row with a reason per rejected one."""
+def described_batches(batches, keys: list[str], image_col: str, describer: Describer, crops: list[Box],
+                      flips: bool, image_root: str | None, min_set_bits: int = MIN_SET_BITS):
+    """Per Arrow batch of (keys, image_col): keys + (variant, flipped, hash, vector, reason,
+    detail), one row per variant of each readable image (hash for phash, vector otherwise), one
+    row with a reason per rejected one."""
     schema = pa.schema([(k, pa.string()) for k in keys] + DESCRIBED_FIELDS)
-
-    def fn(batches):
-        for b in chunked(batches):
-            cols = [b.column(k).to_pylist() for k in keys]
-            rows, good, rgbs = [], [], []
-            for i, image in enumerate(b.column(image_col).to_pylist()):
-                rgb, _, rejected = describer.decode(image, image_root, min_set_bits)
-                if rgb is None:
-                    rows.append((i, None, None, None, *rejected))
-                else:
-                    good.append(i)
-                    rgbs.append(rgb)
-            for i, variants in zip(good, describer.describe(rgbs, crops, flips)):
-                rows += [(i, v, f, d, None, None) for v, f, d in variants]
-            out = {n: [] for n in schema.names}
-            for i, v, f, d, reason, detail in rows:
-                for k, c in zip(keys, cols):
-                    out[k].append(c[i])
-                binary = describer.kind == "binary" and d is not None
-                out["variant"].append(v)
-                out["flipped"].append(f)
-                out["hash"].append(int(d) if binary else None)
-                out["vector"].append(d.tolist() if d is not None and not binary else None)
-                out["reason"].append(reason)
-                out["detail"].append(detail)
-            yield pa.RecordBatch.from_pydict(out, schema=schema)
-
-    ddl = ", ".join(f"`{k}` string" for k in keys) + (
-        ", variant int, flipped boolean, hash bigint, vector array<float>, reason string, detail string")
-    return df.select(*keys, image_col).mapInArrow(fn, ddl)
+    for b in chunked(batches):
+        cols = [b.column(k).to_pylist() for k in keys]
+        rows, good, rgbs = [], [], []
+        for i, image in enumerate(b.column(image_col).to_pylist()):
+            rgb, _, rejected = describer.decode(image, image_root, min_set_bits)
+            if rgb is None:
+                rows.append((i, None, None, None, *rejected))
+            else:
+                good.append(i)
+                rgbs.append(rgb)
+        for i, variants in zip(good, describer.describe(rgbs, crops, flips)):
+            rows += [(i, v, f, d, None, None) for v, f, d in variants]
+        out = {n: [] for n in schema.names}
+        for i, v, f, d, reason, detail in rows:
+            for k, c in zip(keys, cols):
+                out[k].append(c[i])
+            binary = describer.kind == "binary" and d is not None
+            out["variant"].append(v)
+            out["flipped"].append(f)
+            out["hash"].append(int(d) if binary else None)
+            out["vector"].append(d.tolist() if d is not None and not binary else None)
+            out["reason"].append(reason)
+            out["detail"].append(detail)
+        yield pa.RecordBatch.from_pydict(out, schema=schema)

@@ -12,9 +12,11 @@ distance 5-6 do not (README, Measured).
 from __future__ import annotations
 
 import numpy as np
+import pyarrow as pa
 from PIL import Image
 
-from pipeline.phash import Box, gray_float, gray_thumbnail
+from dedup.phash import Box, decode_jpeg_roundtrip, gray_float, gray_thumbnail
+from pipeline.images import ImageRejected, read_image_bytes
 
 SIDE = 16
 MIN_CORRELATION = 0.85
@@ -42,3 +44,22 @@ def pair_correlation(eval_rgb: Image.Image, pretrain_rgb: Image.Image,
     fine as pHash's: an embedding match's variant is not always the best-aligned crop)."""
     g, pre = gray_float(eval_rgb), aligned_thumbnail(pretrain_rgb)
     return max(correlation(aligned_thumbnail(g, c, flipped), pre) for c in crops)
+
+
+def correlated_batches(batches, columns: list[str], crops: list[Box], image_root: str | None):
+    """Per Arrow batch of matched pairs (`columns`, flipped among them, plus _pre_image and
+    _eval_image): `columns` + correlation, the best pair_correlation over `crops`; null when an
+    image cannot be read again."""
+    for b in batches:
+        d = b.to_pydict()
+        corr = []
+        for pre_img, ev_img, flipped in zip(d["_pre_image"], d["_eval_image"], d["flipped"]):
+            try:
+                corr.append(pair_correlation(decode_jpeg_roundtrip(read_image_bytes(ev_img, image_root)),
+                                             decode_jpeg_roundtrip(read_image_bytes(pre_img, image_root)),
+                                             crops, bool(flipped)))
+            except ImageRejected:
+                corr.append(None)
+        out = {n: b.column(n) for n in columns}
+        out["correlation"] = pa.array(corr, pa.float32())
+        yield pa.RecordBatch.from_pydict(out)

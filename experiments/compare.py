@@ -1,47 +1,87 @@
 r"""`make compare`: the papers' head-to-head on one's own data. Every arm of an architecture gets
 the same measured training compute; each pretraining seed's export is evaluated with the linear
 probe and few-shot k = 5 on the held-out task; the report gives bootstrap CIs over seeds and val
-images and says which differences are real (transfer/compare_stats.py).
+images and says which differences are real (transfer/bootstrap.py).
 
-    python -m transfer.compare plan --shards S --samples I --vocab V --budget-cpu-s 180 --out DIR
-    python -m transfer.compare run --out DIR --data build/demo/downstream --seeds 0 1 2 [--nproc 1]
-    python -m transfer.compare report --out DIR --json build/demo/compare.json
+    python -m experiments.compare plan shards=S sample_index=I vocab=V budget_cpu_s=180 out=DIR [nproc=1]
+    python -m experiments.compare run out=DIR data=build/demo/downstream seeds=[0,1,2] [img_size=64]
+    python -m experiments.compare report out=DIR json=build/demo/compare.json
+    python -m experiments.compare plan|run|report --help   # every key of that step
 
-plan: one step of each stage's trainer is timed (transfer/step_cost.py: CPU seconds of the
+plan: one step of each stage's trainer is timed (experiments/step_cost.py: CPU seconds of the
 training process, data loading excluded), and each stage gets share x budget CPU seconds of
-steps, in whole batches (transfer/compare_arms.py). run: `torchrun -m <trainer>` per stage and
-seed (a finished run, with its result.json, is kept: rerunning resumes), then the protocols per
-run; the CPU seconds each training process tree used are recorded beside the budget. report:
+steps, in whole batches (experiments/arms.py). run: `torchrun -m <trainer>` per stage and seed (a
+finished run, with its result.json, is kept: rerunning resumes), then the protocols per run; the
+CPU seconds each training process tree used are recorded beside the budget. report:
 compare.json, compare.md, compare.png.
 """
 from __future__ import annotations
 
-import argparse
 import json
 import os
 import resource
 import subprocess
 import sys
+from dataclasses import dataclass
 from pathlib import Path
 
 import numpy as np
 
+from experiments.arms import Arm, demo_arms, pairs, samples_for
+from experiments.report import compare_table, pairwise_report, plot_compare
 from pipeline.atomic import write_text_atomic
-from transfer.compare_arms import Arm, demo_arms, pairs, samples_for
-from transfer.compare_stats import arm_summary, compare_table, paired_difference, pairwise_report, plot_compare
+from trainer.config import key, load_config
+from transfer.bootstrap import arm_summary, paired_difference
 
 METRICS = ("linear_top1", "few_shot_5_top1")
-PLAN_KEYS = ("budget_cpu_s", "shards", "samples", "vocab", "nproc")
+PLAN_KEYS = ("budget_cpu_s", "shards", "sample_index", "vocab", "nproc")
+# the hashtag trainer's key for a sample index bound to the shards (trainer/config.py ShardTrainConfig)
+TRAINER_SAMPLE_INDEX_KEY = "samples"
 PAPERS = {"regnety": ("hashtag", "swav", "weak supervision > self-supervision at equal compute (SWAG vs SEER)"),
           "vit": ("vit_mae_hashtag", "vit_hashtag", "MAE pre-pretraining improves hashtag pretraining (MAWS)")}
+
+
+@dataclass(frozen=True)
+class PlanConfig:
+    shards: str = key(help="finished shard directory (jobs/shards.py), read by every trainer")
+    sample_index: str = key(help="sample index bound to the shards (jobs/resample.py), for hashtag pretraining")
+    vocab: str = key(help="vocabulary directory (jobs/vocab.py), for hashtag pretraining")
+    budget_cpu_s: float = key(help="training CPU seconds of each arm")
+    out: str = key(help="compare directory: plan.json, runs/, compare.md, compare.png")
+    mae_share: float = key(0.5, "the MAWS arm's share of its budget for MAE")
+    nproc: int = key(1, "torchrun --nproc_per_node of each training run")
+
+    def __post_init__(self):
+        if self.budget_cpu_s <= 0 or self.nproc < 1:
+            raise ValueError(f"need budget_cpu_s > 0 and nproc >= 1, got {self.budget_cpu_s}, {self.nproc}")
+
+
+@dataclass(frozen=True)
+class RunConfig:
+    out: str = key(help="compare directory holding plan.json (the plan step's out)")
+    data: str = key(help="downstream task (transfer/heldout_task.py)")
+    seeds: tuple[int, ...] = key((0, 1, 2), "pretraining seeds of every arm")
+    img_size: int = key(64, "input side of the linear probe and few-shot")
+    few_shot_seeds: int = key(3, "few-shot draws per run")
+
+    def __post_init__(self):
+        if not self.seeds or self.few_shot_seeds < 1:
+            raise ValueError(f"need at least one seed and few_shot_seeds >= 1, got {self.seeds}, {self.few_shot_seeds}")
+
+
+@dataclass(frozen=True)
+class ReportConfig:
+    out: str = key(help="compare directory with evaluated runs (the run step's out)")
+    json: str = key(help="where compare.json goes")
+    boot_seed: int = key(0, "seed of the bootstrap resampling")
 
 
 def _read(path: Path) -> dict:
     return json.loads(Path(path).read_text())
 
 
-def plan_main(a) -> dict:
-    from transfer.step_cost import step_cost
+def plan_main(a: PlanConfig) -> dict:
+    from experiments.step_cost import step_cost
 
     arms = demo_arms(a.mae_share)
     path = Path(a.out) / "plan.json"
@@ -52,7 +92,7 @@ def plan_main(a) -> dict:
         if same:
             print(f"compare plan: keeping {path} (same budget, data and processes)", file=sys.stderr)
             return old
-    stage_args = {"trainer.pretrain": [f"samples={a.samples}", f"vocab={a.vocab}"]}
+    stage_args = {"trainer.pretrain": [f"{TRAINER_SAMPLE_INDEX_KEY}={a.sample_index}", f"vocab={a.vocab}"]}
     costs: dict[str, dict] = {}
     plan = {**{k: getattr(a, k) for k in PLAN_KEYS}, "mae_share": a.mae_share, "arms": {}}
     for name, arm in arms.items():
@@ -125,7 +165,7 @@ def evaluate(model: str, data: str, out_dir: Path, seed: int, img_size: int, few
     return {"linear": _read(lin), "few_shot": _read(few)}
 
 
-def run_main(a) -> None:
+def run_main(a: RunConfig) -> None:
     out = Path(a.out)
     plan = _read(out / "plan.json")
     for seed in a.seeds:
@@ -150,7 +190,7 @@ def _correct(runs: list[dict], metric: str) -> np.ndarray:
     return np.array([r["few_shot"]["k"]["5"]["val_correct"] for r in runs], dtype=np.float64)
 
 
-def report_main(a) -> dict:
+def report_main(a: ReportConfig) -> dict:
     out = Path(a.out)
     plan = _read(out / "plan.json")
     arms_plan = plan["arms"]
@@ -206,27 +246,25 @@ def report_main(a) -> dict:
     return rec
 
 
-def main(argv: list[str] | None = None) -> None:
-    p = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
-    sub = p.add_subparsers(dest="cmd", required=True)
-    pl = sub.add_parser("plan", help="time each stage's step; write plan.json with every stage's samples")
-    for k in ("--shards", "--samples", "--vocab", "--out"):
-        pl.add_argument(k, required=True)
-    pl.add_argument("--budget-cpu-s", type=float, required=True, help="training CPU seconds of each arm")
-    pl.add_argument("--mae-share", type=float, default=0.5, help="the MAWS arm's share of its budget for MAE")
-    pl.add_argument("--nproc", type=int, default=1, help="torchrun --nproc_per_node of each training run")
-    r = sub.add_parser("run", help="train every arm x seed, then the linear probe and few-shot of each")
-    r.add_argument("--out", required=True)
-    r.add_argument("--data", required=True, help="downstream task (transfer/heldout_task.py)")
-    r.add_argument("--seeds", type=int, nargs="+", default=[0, 1, 2])
-    r.add_argument("--img-size", type=int, default=64)
-    r.add_argument("--few-shot-seeds", type=int, default=3)
-    rp = sub.add_parser("report", help="compare.json, compare.md, compare.png")
-    rp.add_argument("--out", required=True)
-    rp.add_argument("--json", required=True)
-    rp.add_argument("--boot-seed", type=int, default=0)
-    a = p.parse_args(argv)
-    {"plan": plan_main, "run": run_main, "report": report_main}[a.cmd](a)
+COMMANDS = {"plan": (PlanConfig, plan_main, "time each stage's step; write plan.json with every stage's samples"),
+            "run": (RunConfig, run_main, "train every arm x seed, then the linear probe and few-shot of each"),
+            "report": (ReportConfig, report_main, "compare.json, compare.md, compare.png")}
+USAGE = "usage: python -m experiments.compare {plan|run|report} [--config FILE.yaml] [key=value ...]"
+
+
+def main(argv: list[str] | None = None):
+    """`plan`, `run` or `report` first, then that step's keys (trainer/config.py's loader)."""
+    argv = sys.argv[1:] if argv is None else list(argv)
+    if argv and argv[0] in COMMANDS:
+        cls, fn, what = COMMANDS[argv[0]]
+        return fn(load_config(cls, argv[1:], f"experiments.compare {argv[0]}", f"{argv[0]}: {what}"))
+    if argv[:1] in (["-h"], ["--help"]):
+        steps = "\n".join(f"  {name:<7} {what}" for name, (_, _, what) in COMMANDS.items())
+        print(f"{USAGE}\n\n{__doc__.strip()}\n\nsteps:\n{steps}")
+        raise SystemExit(0)
+    got = f"unknown step {argv[0]!r}" if argv else "no step given"
+    print(f"{USAGE}\nexperiments.compare: error: {got}; valid: {', '.join(COMMANDS)}", file=sys.stderr)
+    raise SystemExit(2)
 
 
 if __name__ == "__main__":

@@ -1,15 +1,12 @@
 """The dedup job's search: the evaluation side indexed once, the pretraining side streamed past it.
 
 `EvalIndex.build` takes the evaluation descriptors (one row per crop/mirror variant, collected to
-the driver: the small side, by design) and builds a faiss index over them (pipeline/ann.py).
+the driver: the small side, by design) and builds a faiss index over them (dedup/ann.py).
 `EvalIndex.shipped()` is what executors receive by broadcast: faiss's own serialisation and plain
-arrays. `query_rows` then decodes each pretraining image once, describes it and asks the index
-for its nearest evaluation variants, in the same mapInArrow task: no join on band keys, no
-shuffle of descriptors, and a cost per image set by the index's search alone.
-
-`top_neighbours` keeps, for every evaluation image, its k nearest pretraining images (WSL's
-k = 21 inspection lists). Each task first reduces its own rows to k per evaluation image, so what
-crosses the shuffle is bounded by (tasks x evaluation images hit x k), not by the manifest.
+arrays. `queried_batches` then decodes each pretraining image once, describes it and asks the
+index for its nearest evaluation variants, in the same mapInArrow task (dedup/spark.py's
+query_rows): no join on band keys, no shuffle of descriptors, and a cost per image set by the
+index's search alone.
 """
 from __future__ import annotations
 
@@ -19,12 +16,10 @@ from dataclasses import dataclass
 import numpy as np
 import pyarrow as pa
 import pyarrow.compute as pc
-from pyspark.sql import DataFrame, Window
-from pyspark.sql import functions as F
 
-from jobs.lib.dedup_describe import Describer, chunked
-from pipeline.ann import IndexSpec, build_index, index_bytes, load_index, nearest_owners, search
-from pipeline.phash import MIN_SET_BITS
+from dedup.ann import IndexSpec, build_index, index_bytes, load_index, nearest_owners, search
+from dedup.describe import Describer, chunked
+from dedup.phash import MIN_SET_BITS
 
 NEAREST = "array<struct<eval_index:int, variant:int, flipped:boolean, distance:float>>"
 QUERIED = f"pretrain_id string, reason string, detail string, nearest {NEAREST}"
@@ -66,8 +61,8 @@ class EvalIndex:
         """From describe_rows' output for the evaluation side (eval_set, image_id, variant, flipped,
         hash, vector, reason, detail). transform (float only): "none" (already unit vectors),
         "centre" (subtract the mean whole-image descriptor), "whiten" (PCA-whitening learned on the
-        whole-image descriptors, trainer/rmac.py). `queries`: how many images will search it
-        (pipeline.ann.IndexSpec.resolved)."""
+        whole-image descriptors, dedup/rmac.py). `queries`: how many images will search it
+        (dedup.ann.IndexSpec.resolved)."""
         ok = table.filter(pc.is_null(table.column("reason")))
         sets, ids = ok.column("eval_set").to_pylist(), ok.column("image_id").to_pylist()
         images: dict[tuple[str, str], int] = {}
@@ -84,7 +79,7 @@ class EvalIndex:
             if transform == "centre" and whole.any():
                 mean = x[whole].mean(0)
             elif transform == "whiten" and whole.sum() >= 2:
-                from trainer.rmac import fit_whitening
+                from dedup.rmac import fit_whitening
 
                 dim = min(whiten_dim or x.shape[1], x.shape[1], int(whole.sum()) - 1)
                 w = fit_whitening(x[whole], dim)
@@ -106,11 +101,6 @@ class EvalIndex:
         return {"token": uuid.uuid4().hex, "kind": self.kind, "ef_search": self.spec.ef_search,
                 "index": index_bytes(self.index, self.kind), "owner": self.owner, "variant": self.variant,
                 "flipped": self.flipped, "mean": self.mean, "projection": self.projection}
-
-    def images_table(self, spark) -> DataFrame:
-        """(eval_index, eval_set, eval_id) of the indexed evaluation images, as a small DataFrame."""
-        return spark.createDataFrame(list(zip(range(len(self.eval_id)), self.eval_set, self.eval_id)),
-                                     "eval_index int, eval_set string, eval_id string")
 
 
 def _loaded(shipped: dict):
@@ -139,49 +129,40 @@ def nearest_lists(x, shipped: dict, probe: int, k_variants: int) -> list[list[di
     return lists
 
 
-def query_rows(df: DataFrame, id_col: str, image_col: str, describer: Describer, broadcast, probe: int,
-               k_variants: int, image_root: str | None, min_set_bits: int = MIN_SET_BITS) -> DataFrame:
-    """(pretrain_id, reason, detail, nearest): per pretraining image, its `probe` nearest
-    evaluation images (by their nearest variant among the `k_variants` nearest variants), or the
-    reason it was not judged (unreadable, low_information) with nearest null."""
-
-    def fn(batches):
-        shipped = broadcast.value
-        for b in chunked(batches):
-            ids = b.column(id_col).to_pylist()
-            rows, good, rgbs, hashes = [], [], [], []
-            for i, image in enumerate(b.column(image_col).to_pylist()):
-                rgb, h, rejected = describer.decode(image, image_root, min_set_bits)
-                if rgb is None:
-                    rows.append((i, *rejected, None))
-                else:
-                    good.append(i)
-                    rgbs.append(rgb)
-                    hashes.append(h)
-            if good:
-                lists = nearest_lists(describer.whole(rgbs, hashes), shipped, probe, k_variants)
-                rows += [(i, None, None, lst) for i, lst in zip(good, lists)]
-            rows.sort(key=lambda r: r[0])
-            yield _queried_batch([ids[r[0]] for r in rows], rows)
-
-    return df.select(id_col, image_col).mapInArrow(fn, QUERIED)
+def queried_batches(batches, id_col: str, image_col: str, describer: Describer, shipped: dict, probe: int,
+                    k_variants: int, image_root: str | None, min_set_bits: int = MIN_SET_BITS):
+    """Per Arrow batch of (id_col, image_col): (pretrain_id, reason, detail, nearest), per
+    pretraining image its `probe` nearest evaluation images (by their nearest variant among the
+    `k_variants` nearest variants), or the reason it was not judged (unreadable,
+    low_information) with nearest null."""
+    for b in chunked(batches):
+        ids = b.column(id_col).to_pylist()
+        rows, good, rgbs, hashes = [], [], [], []
+        for i, image in enumerate(b.column(image_col).to_pylist()):
+            rgb, h, rejected = describer.decode(image, image_root, min_set_bits)
+            if rgb is None:
+                rows.append((i, *rejected, None))
+            else:
+                good.append(i)
+                rgbs.append(rgb)
+                hashes.append(h)
+        if good:
+            lists = nearest_lists(describer.whole(rgbs, hashes), shipped, probe, k_variants)
+            rows += [(i, None, None, lst) for i, lst in zip(good, lists)]
+        rows.sort(key=lambda r: r[0])
+        yield _queried_batch([ids[r[0]] for r in rows], rows)
 
 
-def query_descriptors(df: DataFrame, id_col: str, descriptor_col: str, broadcast, probe: int,
-                      k_variants: int) -> DataFrame:
-    """query_rows for descriptors computed elsewhere (a `hash` bigint or `vector` array<float>
+def descriptor_query_batches(batches, id_col: str, descriptor_col: str, shipped: dict, probe: int,
+                             k_variants: int):
+    """queried_batches for descriptors computed elsewhere (a `hash` int64 or `vector` list<float>
     column): the same search, without decoding (bench/dedup_bench.py times the job's search so)."""
-
-    def fn(batches):
-        shipped = broadcast.value
-        for b in chunked(batches, 4096):
-            col = b.column(descriptor_col)
-            x = (np.asarray(col.to_numpy(zero_copy_only=False), np.int64) if shipped["kind"] == "binary"
-                 else np.stack(col.to_numpy(zero_copy_only=False)).astype(np.float32))
-            lists = nearest_lists(x, shipped, probe, k_variants)
-            yield _queried_batch(b.column(id_col).to_pylist(), [(i, None, None, lst) for i, lst in enumerate(lists)])
-
-    return df.select(id_col, descriptor_col).mapInArrow(fn, QUERIED)
+    for b in chunked(batches, 4096):
+        col = b.column(descriptor_col)
+        x = (np.asarray(col.to_numpy(zero_copy_only=False), np.int64) if shipped["kind"] == "binary"
+             else np.stack(col.to_numpy(zero_copy_only=False)).astype(np.float32))
+        lists = nearest_lists(x, shipped, probe, k_variants)
+        yield _queried_batch(b.column(id_col).to_pylist(), [(i, None, None, lst) for i, lst in enumerate(lists)])
 
 
 def _queried_batch(ids: list, rows: list) -> pa.RecordBatch:
@@ -196,30 +177,11 @@ _QUERIED_ARROW = pa.schema([("pretrain_id", pa.string()), ("reason", pa.string()
                             ("nearest", pa.list_(_NEAREST_STRUCT))])
 
 
-def near_pairs(queried: DataFrame) -> DataFrame:
-    """(pretrain_id, eval_index, variant, flipped, distance): one row per reported neighbour."""
-    return (queried.filter(F.col("nearest").isNotNull())
-            .select("pretrain_id", F.explode("nearest").alias("n"))
-            .select("pretrain_id", "n.eval_index", "n.variant", "n.flipped", "n.distance"))
-
-
-def top_neighbours(pairs: DataFrame, k: int) -> DataFrame:
-    """(eval_index, rank, pretrain_id, variant, flipped, distance): each evaluation image's k
-    nearest pretraining images (rank 1 the nearest; ties by pretrain_id), from `near_pairs`."""
-    def local_top(batches):
-        tables = [pa.Table.from_batches([b]) for b in batches if b.num_rows]
-        if not tables:
-            return
-        t = pa.concat_tables(tables)
-        t = t.take(pc.sort_indices(t, [("eval_index", "ascending"), ("distance", "ascending"),
-                                                 ("pretrain_id", "ascending")]))
-        e = t.column("eval_index").to_numpy()
-        start = np.searchsorted(e, e, "left")
-        keep = (np.arange(len(e)) - start) < k
-        for b in t.filter(pa.array(keep)).to_batches():
-            yield b
-
-    local = pairs.mapInArrow(local_top, pairs.schema)
-    w = Window.partitionBy("eval_index").orderBy("distance", "pretrain_id")
-    return (local.withColumn("rank", F.row_number().over(w)).filter(F.col("rank") <= k)
-            .select("eval_index", F.col("rank").cast("int"), "pretrain_id", "variant", "flipped", "distance"))
+def top_k_per_eval_image(table: pa.Table, k: int) -> pa.Table:
+    """The rows of (eval_index, distance, pretrain_id, ...) neighbour pairs that are among each
+    evaluation image's k nearest (ties by pretrain_id)."""
+    t = table.take(pc.sort_indices(table, [("eval_index", "ascending"), ("distance", "ascending"),
+                                           ("pretrain_id", "ascending")]))
+    e = t.column("eval_index").to_numpy()
+    start = np.searchsorted(e, e, "left")
+    return t.filter(pa.array((np.arange(len(e)) - start) < k))

@@ -18,7 +18,9 @@ the coefficient of horizontal frequency v by (-1)^v, so mirrored hashes cost no 
 
 Decoding is pipeline/images.py's: Pillow's decompression-bomb guard, EXIF orientation,
 transparency composited on white (without it every transparent pixel would be black and
-unrelated clipart would hash alike) and `ImageRejected` with a counted reason.
+unrelated clipart would hash alike) and `ImageRejected` with a counted reason; dedup then
+re-reads the image through a quality-95 JPEG (`decode_jpeg_roundtrip`), the pixels every
+threshold here was calibrated on.
 """
 from __future__ import annotations
 
@@ -125,7 +127,7 @@ def variant_hashes(rgb: Image.Image, crops: list[Box], flips: bool) -> list[tupl
     return out
 
 
-def decode_rgb(data: bytes, max_side: int = _DECODE.max_side, source: str = "") -> Image.Image:
+def decode_jpeg_roundtrip(data: bytes, max_side: int = _DECODE.max_side, source: str = "") -> Image.Image:
     """The dedup view of an image: pipeline.images' decoder (shorter side <= max_side), then a
     quality-95 JPEG round trip. Every hash, DEAD_ZONE, MIN_SET_BITS and the measured recall were
     calibrated on these pixels (decoding straight to RGB moves 28% of openclipart hashes by a bit
@@ -139,7 +141,7 @@ def decode_rgb(data: bytes, max_side: int = _DECODE.max_side, source: str = "") 
 
 def phash_image(image, image_root: str | None = None) -> tuple[int, int]:
     """(hash, mirrored hash) of a manifest `image` value (path, file:// URI or bytes)."""
-    return phash_pair(decode_rgb(read_image_bytes(image, image_root)))
+    return phash_pair(decode_jpeg_roundtrip(read_image_bytes(image, image_root)))
 
 
 def low_information(h: int, min_set_bits: int = MIN_SET_BITS) -> bool:

@@ -1,4 +1,4 @@
-"""The dedup job's contamination report: Markdown text, a contact sheet and inspection sheets (pure, no Spark).
+"""The dedup job's contamination report: counts, Markdown text, a contact sheet and inspection sheets (pure, no Spark).
 
 The contact sheet shows matched pairs side by side (evaluation image left, pretraining image
 right) so a person can judge them: the closest pairs, and the farthest ones still under the
@@ -12,14 +12,40 @@ from __future__ import annotations
 import io
 from typing import Callable
 
+import pyarrow as pa
 from PIL import Image, ImageDraw
 
 from pipeline.images import ImageRejected, ImageSpec, prepare_image, read_image_bytes
+from schemas import MANIFEST_ID
 
 CELL = 112   # thumbnail box side
 PAD = 6
 CAPTION = 28
 PAIRS_PER_ROW = 3
+
+
+def eval_side_counts(ev_table: pa.Table, names: list[str]) -> dict:
+    """Per evaluation set: images, unreadable by reason, variants, from the collected descriptors
+    (every evaluation image has at least one row: its variants, or its reason)."""
+    out = {n: {"images": 0, "unreadable": {}, "unreadable_total": 0, "variants": 0} for n in names}
+    seen = set()
+    for s, i, reason in zip(ev_table.column("eval_set").to_pylist(), ev_table.column(MANIFEST_ID).to_pylist(),
+                            ev_table.column("reason").to_pylist()):
+        o = out[s]
+        if reason is None:
+            o["variants"] += 1
+        else:
+            o["unreadable"][reason] = o["unreadable"].get(reason, 0) + 1
+            o["unreadable_total"] += 1
+        if (s, i) not in seen:
+            seen.add((s, i))
+            o["images"] += 1
+    return out
+
+
+def histogram_bin(d: float, decimals: int) -> int | str:
+    """A distance histogram's key: whole Hamming bits, or a cosine distance to `decimals` places."""
+    return int(round(d)) if decimals == 0 else f"{d:.{decimals}f}"
 
 
 def pick_pairs(pairs: list[dict], limit: int) -> tuple[list[dict], list[dict]]:

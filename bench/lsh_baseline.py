@@ -1,4 +1,5 @@
-"""Candidate pairs of near-duplicate hashes without comparing all pairs (pure, numpy).
+"""The dedup job's search before faiss, kept as bench/dedup_bench.py's baseline: candidate pairs of
+near-duplicate hashes without comparing all pairs (pure, numpy).
 
 Banding with probes (multi-index hashing, Norouzi et al. 2012): the hash bits are split into
 `bands` contiguous bands. If two hashes differ in at most T bits, some band differs in at most
@@ -17,7 +18,7 @@ from itertools import combinations
 
 import numpy as np
 
-from pipeline.phash import BITS, hamming_array
+from dedup.phash import BITS, hamming_array
 
 
 @dataclass(frozen=True)
@@ -96,7 +97,8 @@ def candidate_pairs(index: np.ndarray, queries: np.ndarray, banding: Banding) ->
     return np.stack([codes // len(queries), codes % len(queries)], axis=1)
 
 
-def near_pairs(index: np.ndarray, queries: np.ndarray, banding: Banding) -> tuple[np.ndarray, np.ndarray, int]:
+def pairs_within_threshold(index: np.ndarray, queries: np.ndarray, banding: Banding
+                           ) -> tuple[np.ndarray, np.ndarray, int]:
     """(pairs (m, 2), their distances, candidate count): candidates confirmed by Hamming distance."""
     cand = candidate_pairs(index, queries, banding)
     d = hamming_array(np.asarray(index)[cand[:, 0]], np.asarray(queries)[cand[:, 1]])
