@@ -57,7 +57,7 @@ def test_step_cost_of_mae_and_of_hashtag_pretraining_of_one_vit(tmp_path):
     common = [f"shards={shards}", "batch_size=4", "model=test_vit", "img_size=64", "workers=0", "device=cpu"]
     mae = step_cost("trainer.mae", [*common, "decoder_depth=1", "decoder_width=32", "decoder_heads=2"], steps=2,
                     warmup=1)
-    hashtag = step_cost("trainer.pretrain", [*common, "optimizer=adamw"], steps=2, warmup=1)
+    hashtag = step_cost("trainer.pretrain", [*common, "recipe=adamw"], steps=2, warmup=1)
     for c in (mae, hashtag):
         assert len(c["cpu_times_s"]) == 2 and c["step_cpu_s"] == min(c["cpu_times_s"]) > 0
     # both see 64 px images (16 patches); the MAE's blocks run on 4 + 1 tokens, the classifier's
