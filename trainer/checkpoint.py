@@ -65,10 +65,10 @@ class CheckpointVersionError(ValueError):
     """A checkpoint file of a format version this code does not read."""
 
 
-@dataclass(frozen=True, kw_only=True)
+@dataclass(frozen=True, kw_only=True, eq=False)
 class Checkpoint:
     """Everything a run resumes from, at the end of global step `step`. Only tensors and plain
-    values: the file loads with weights_only=True."""
+    values: the file loads with weights_only=True. VERSION is the format to_state writes."""
     VERSION: ClassVar[int] = 2
     KEYS: ClassVar[tuple[str, ...]] = ("version", "step", "samples", "model", "optimizer", "scaler", "rng_cpu",
                                        "config", "task_state", "loader", "layout", "bad_samples")
