@@ -88,7 +88,8 @@ class BareStep:
 
 
 class TimedLoader:
-    """Wraps a loader: records, per batch, the time blocked in next() and when the batch arrived."""
+    """Wraps a loader (a trainer.data.protocol.TrainLoader, as it is): records, per batch, the time
+    blocked in next() and when the batch arrived."""
 
     def __init__(self, inner):
         self.inner, self.waits, self.stamps = inner, [], []
@@ -100,6 +101,13 @@ class TimedLoader:
 
     def epoch_batches(self, epoch: int) -> int:
         return self.inner.epoch_batches(epoch)
+
+    def epoch_stats(self, epoch: int) -> dict:
+        return self.inner.epoch_stats(epoch)
+
+    @property
+    def order_depends_on(self) -> tuple[str, ...]:
+        return self.inner.order_depends_on
 
     def __len__(self) -> int:
         return len(self.inner)
@@ -125,6 +133,7 @@ class PairedLoader:
     """Hands the trainer the same in-memory batch, first running one bare step: bare and trainer
     steps alternate one by one, so both see the same machine load. The trainer's step is the time
     from handing out a batch to its next request (no data wait, no loader workers taking CPU)."""
+    order_depends_on = ()
 
     def __init__(self, batch, bare_step: BareStep):
         self.batch, self.bare_step, self.bare, self.trainer = batch, bare_step, [], []
@@ -134,6 +143,9 @@ class PairedLoader:
 
     def epoch_batches(self, epoch: int) -> int:
         return len(self)
+
+    def epoch_stats(self, epoch: int) -> dict:
+        return {}
 
     def __len__(self) -> int:
         return 10**9

@@ -122,6 +122,7 @@ def test_sigkill_then_rerun_matches_with_a_loader_worker(data, reference, tmp_pa
 def test_fp16_builds_an_enabled_scaler_and_checkpoints_it(data, tmp_path):
     from torch import nn
 
+    from trainer.checkpoint import read_checkpoint
     from trainer.prepare import prepare, resolve_precision, start
     from transfer.finetune import FinetuneConfig, main
 
@@ -141,6 +142,6 @@ def test_fp16_builds_an_enabled_scaler_and_checkpoints_it(data, tmp_path):
     out = tmp_path / "ft16.json"
     main(["model=random:regnety_002", "img_size=32", "workers=0", f"data={data}", f"out={out}", "steps=2",
           "batch_size=12", "precision=fp16", "device=cpu"])
-    state = torch.load(tmp_path / "ft16_run" / "checkpoints" / "ckpt-000000002.pt", weights_only=True)
-    assert state["scaler"]["scale"] == 2.0 ** 16 and state["scaler"]["_growth_tracker"] == 2
-    assert state["config"]["precision"] == "fp16" and state["extra"]["ema"]["updates"] == 2
+    state = read_checkpoint(tmp_path / "ft16_run" / "checkpoints" / "ckpt-000000002.pt")
+    assert state.scaler["scale"] == 2.0 ** 16 and state.scaler["_growth_tracker"] == 2
+    assert state.config["precision"] == "fp16" and state.task_state["ema"]["updates"] == 2

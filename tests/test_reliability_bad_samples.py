@@ -14,6 +14,7 @@ from PIL import Image
 
 from tests.shardkit import write_sample_index, write_shard_set
 from tests.test_reliability_trainer import BASE, forget_after, metrics
+from trainer.checkpoint import BadSampleTally, read_checkpoint
 
 
 # --- bad samples (bug) and 29: skipped, counted, bounded; the layout unchanged ---------------------------
@@ -104,8 +105,15 @@ def test_trainer_skips_counts_and_bounds_bad_samples(tmp_path):
     assert json.loads((run / "result.json").read_text())["bad_samples"] == planted
     assert metrics(run)[-1]["bad_samples"] == planted
     assert [e["dropped"] for e in map(json.loads, (run / "epochs.jsonl").read_text().splitlines())] == [0, 0, 0]
-    forget_after(run, 26)  # resumed after epoch 1: the count goes on from the checkpoint's
-    assert main(args)["bad_samples"] == planted
+    names = result["bad_sample_names"]
+    assert len(names) == planted and read_checkpoint(run / "checkpoints" / "ckpt-000000039.pt").bad_samples == \
+        BadSampleTally(planted, tuple(names))
+    forget_after(run, 26)  # resumed after epoch 1: the count and the names go on from the checkpoint's
+    resumed = main(args)
+    assert resumed["bad_samples"] == planted
+    assert resumed["bad_sample_names"] == names  # epochs 0 and 1's from the checkpoint, in the same order
+    assert read_checkpoint(run / "checkpoints" / "ckpt-000000039.pt").bad_samples == BadSampleTally(planted,
+                                                                                                    tuple(names))
     with pytest.raises(TooManyBadSamples, match=r"\d+ training samples .* max_bad_samples=6.*shard-0000\d\d\.tar:0"):
         main([*args, f"run_dir={tmp_path / 'strict'}", "max_bad_samples=6"])  # the 7th comes in epoch 1
     assert 13 <= len(metrics(tmp_path / "strict")) < 39

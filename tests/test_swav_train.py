@@ -21,6 +21,7 @@ from safetensors.torch import load_file
 
 from tests.shardkit import make_shards, write_shard_set
 from tests.test_trainer_torchrun import kill_when, resumed_at
+from trainer.checkpoint import read_checkpoint, save_checkpoint
 
 ROOT = Path(__file__).resolve().parents[1]
 K, DIM, HIDDEN, SEED = 16, 8, 32, 1
@@ -119,14 +120,14 @@ def test_reference_metrics_export_and_checkpoints(reference):
     initial = create_swav("regnety_002", K, 32, {"hidden": HIDDEN, "dim": DIM}).head.prototypes.weight.detach()
     ckpts = sorted((reference / "checkpoints").glob("ckpt-*.pt"))
     assert [int(p.stem.split("-")[1]) for p in ckpts] == [5, 10, 15, 20, 24]
-    states = {int(p.stem.split("-")[1]): torch.load(p, map_location="cpu", weights_only=True) for p in ckpts}
-    protos = {s: st["model"]["head.prototypes.weight"] for s, st in states.items()}
+    states = {int(p.stem.split("-")[1]): read_checkpoint(p) for p in ckpts}
+    protos = {s: st.model["head.prototypes.weight"] for s, st in states.items()}
     assert (protos[5] - initial).abs().max() < 1e-6  # steps 0..4 all frozen (FREEZE = 6)
     assert (protos[10] - initial).abs().max() > 1e-3  # indices 6..9 updated them
     torch.testing.assert_close(exported, protos[24])
     for s, st in states.items():
-        queue = st["extra"]["swav"]["queue"]
-        assert st["extra"]["swav"]["use_queue"] is (s >= first_in_use)
+        queue = st.task_state["swav"]["queue"]
+        assert st.task_state["swav"]["use_queue"] is (s >= first_in_use)
         assert tuple(queue.shape) == (WORLD, 2, rank_queue, DIM), s  # [ranks, global views, L, dim]
         # every slot holds an embedding (unit rows) by step 5, and the ranks' queues are their own
         torch.testing.assert_close(queue.norm(dim=-1), torch.ones(WORLD, 2, rank_queue), rtol=0, atol=1e-4)
@@ -147,9 +148,9 @@ def test_sigkill_then_resume_is_exact(shards, reference, tmp_path):
     lost = tmp_path / "lost_queue"
     shutil.copytree(run, lost)
     newest = sorted((lost / "checkpoints").glob("ckpt-*.pt"))[-1]
-    state = torch.load(newest, map_location="cpu", weights_only=True)
-    del state["extra"]["swav"]["queue"]
-    torch.save(state, newest)
+    state = read_checkpoint(newest)
+    del state.task_state["swav"]["queue"]
+    save_checkpoint(newest.parent, state, keep=0)
 
     want = metrics(reference)
     r = subprocess.run(torchrun(args + [f"run_dir={run}"]), cwd=ROOT, env=ENV, capture_output=True, text=True,

@@ -44,6 +44,8 @@ class TrainConfig:
     allow_new_data_order: bool = key(False, "resume a checkpoint taken with another world size or loader workers "
                                             "where the data order depends on them (WebDataset); the run then "
                                             "differs from an uninterrupted one")
+    max_bad_samples: int = key(0, "training samples the reader may drop as undecodable (each logged and counted); "
+                                  "one more stops the run naming them")
 
     def __post_init__(self):
         if self.img_size < 8:
@@ -62,6 +64,8 @@ class TrainConfig:
             raise ValueError(f"device must be {', '.join(DEVICES)}; got {self.device!r}")
         if self.collective_timeout_s <= 0:
             raise ValueError(f"collective_timeout_s must be > 0, got {self.collective_timeout_s}")
+        if self.max_bad_samples < 0:
+            raise ValueError(f"max_bad_samples must be >= 0, got {self.max_bad_samples}")
         if self.workers < 0 or self.log_every < 1 or self.ckpt_every < 1 or self.keep_ckpts < 0:
             raise ValueError(f"need workers >= 0, log_every >= 1, ckpt_every >= 1, keep_ckpts >= 0; got "
                              f"{self.workers}, {self.log_every}, {self.ckpt_every}, {self.keep_ckpts}")
@@ -82,8 +86,6 @@ class ShardTrainConfig(TrainConfig):
 
     def __post_init__(self):
         super().__post_init__()
-        if self.max_bad_samples < 0:
-            raise ValueError(f"max_bad_samples must be >= 0, got {self.max_bad_samples}")
         if self.total_samples < self.batch_size:
             raise ValueError(f"need 0 < batch_size <= total_samples, got {self.batch_size}, {self.total_samples}")
 

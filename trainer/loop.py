@@ -2,23 +2,25 @@
 schedule, steps, gradient scaling and clipping, metrics, progress, checkpoints and preemption.
 
 An entry point prepares its run (trainer/prepare.py) and says, in a Task, how a batch becomes a
-loss and what else it checkpoints. Resuming is exact: the checkpoint holds the model, optimizer,
-scaler, CPU RNG, the task's state and the loader's (epoch, batch); the loader's order is a
-function of (seed, epoch), and it starts the interrupted epoch at that batch without reading or
-decoding the ones before (`set_epoch(epoch, start)`).
+loss and what else it checkpoints. Resuming is exact: the checkpoint (trainer.checkpoint.Checkpoint)
+holds the model, optimizer, scaler, CPU RNG, the task's state and the loader's (epoch, batch); the
+loader's order is a function of (seed, epoch), and it starts the interrupted epoch at that batch
+without reading or decoding the ones before (`set_epoch(epoch, start)`).
 
-A loader gives `set_epoch(epoch, start=0)` and `epoch_batches(epoch)` (the same on every rank;
-epochs may differ in length when each has its own sample index), and says in `order_depends_on`
-which of ("world_size", "workers") its global batches depend on: a checkpoint records them, and
-resuming with other values of those is refused unless allow_new_data_order (the global batch
-must always be the same). Batches may name samples dropped as undecodable (`skipped`): the run
-counts them over all ranks and stops beyond cfg.max_bad_samples.
+The loader is a trainer.data.protocol.TrainLoader: `set_epoch(epoch, start=0)`,
+`epoch_batches(epoch)` (the same on every rank; epochs may differ in length when each has its own
+sample index), `epoch_stats(epoch)` (epochs.jsonl), and `order_depends_on`, which of
+("world_size", "workers") its global batches depend on: a checkpoint records them, and resuming
+with other values of those is refused unless allow_new_data_order (the global batch must always
+be the same). Batches name the samples dropped as undecodable (`skipped`): the run counts them
+over all ranks and stops beyond cfg.max_bad_samples.
 
 With several processes, a collective that times out (cfg.collective_timeout_s: another rank
 stalled or died) or loses a peer is re-raised naming this rank and the step.
 """
 from __future__ import annotations
 
+import dataclasses
 import json
 import logging
 import signal
@@ -29,9 +31,10 @@ import torch
 import torch.distributed as dist
 
 from pipeline.atomic import write_text_atomic
-from trainer.checkpoint import save_checkpoint
+from trainer.checkpoint import BadSampleTally, Checkpoint, Layout, LoaderPosition, save_checkpoint
 from trainer.config import ShardTrainConfig, TrainConfig, to_dict
 from trainer.data import make_loader
+from trainer.data.protocol import TrainLoader
 from trainer.distributed import DistInfo, all_reduce_mean
 from trainer.optim import lr_at
 from trainer.prepare import Run
@@ -102,10 +105,10 @@ class TooManyBadSamples(ValueError):
 class BadSamples:
     """The run's undecodable samples ('shard:key: reason', every rank's), restored on resume."""
 
-    def __init__(self, limit: int, saved: dict | None):
+    def __init__(self, limit: int, saved: BadSampleTally):
         self.limit = limit
-        self.names: list[str] = list(saved["names"]) if saved else []
-        self.count = int(saved["count"]) if saved else 0
+        self.names: list[str] = list(saved.names)
+        self.count = saved.count
 
     def add(self, mine: tuple[str, ...], total: int, d: DistInfo, step: int) -> None:
         """Called on every rank with this rank's skipped samples of the step and the ranks' total."""
@@ -130,46 +133,49 @@ class BadSamples:
                 "rewrite those shards (jobs/shards.py), or raise max_bad_samples and rerun: the run resumes from "
                 "its last checkpoint")
 
-    def state(self) -> dict:
-        return {"count": self.count, "names": list(self.names)}
+    def tally(self) -> BadSampleTally:
+        return BadSampleTally(self.count, tuple(self.names))
 
 
-def check_resume_layout(cfg: TrainConfig, run: Run, loader) -> bool:
+def check_resume(cfg: TrainConfig, d: DistInfo, resumed: Checkpoint, loader: TrainLoader) -> None:
+    """Refuse a resume the data cannot continue: see check_resume_layout; with the checkpoint's
+    layout, this run's data must put its step where the checkpoint's loader position says."""
+    saved, where = resumed.loader, locate(resumed.step, loader)
+    if check_resume_layout(cfg, d, resumed, loader) and saved is not None and (saved.epoch, saved.batch) != where:
+        raise ValueError(f"checkpoint of step {resumed.step} was taken at epoch {saved.epoch} batch {saved.batch}, "
+                         f"but this run's data puts step {resumed.step} at epoch {where[0]} batch {where[1]}: the "
+                         "shards, sample index, batch size or world size changed since")
+
+
+def check_resume_layout(cfg: TrainConfig, d: DistInfo, resumed: Checkpoint, loader: TrainLoader) -> bool:
     """Refuse a resume the data order cannot continue: another global batch always, another world
     size or loader workers where the loader's order depends on them unless allow_new_data_order.
     True when the layout is the checkpoint's (the saved loader position must then match)."""
-    saved = (run.resumed_from or {}).get("layout")
-    if saved is None:  # a checkpoint written before layouts were recorded
+    if resumed.layout is None:  # a checkpoint written before layouts were recorded
         return True
-    path = run.resumed_from.get("_path", "the checkpoint")
-    now = layout_of(cfg, run.d)
-    if saved["batch_size"] != now["batch_size"]:
-        raise ValueError(f"{path} was written with global batch_size {saved['batch_size']}, this run has "
-                         f"{now['batch_size']}: a run resumes only with its global batch (steps and the lr "
+    path, saved = resumed.path, resumed.layout
+    now = Layout.of(cfg.batch_size, d.world_size, cfg.workers)
+    if saved.batch_size != now.batch_size:
+        raise ValueError(f"{path} was written with global batch_size {saved.batch_size}, this run has "
+                         f"{now.batch_size}: a run resumes only with its global batch (steps and the lr "
                          "schedule count in it)")
-    deps = getattr(loader, "order_depends_on", ())
-    changed = [k for k in deps if saved.get(k) != now[k]]
+    changed = [k for k in loader.order_depends_on if dataclasses.asdict(saved)[k] != dataclasses.asdict(now)[k]]
     if not changed:
-        if saved["world_size"] != now["world_size"] and run.d.is_main:
+        if saved.world_size != now.world_size and d.is_main:
             log.warning("resuming %s (world size %d, %d per rank) on world size %d (%d per rank): this loader's "
-                        "global batches do not depend on the world size", path, saved["world_size"],
-                        saved["rank_batch"], now["world_size"], now["rank_batch"])
+                        "global batches do not depend on the world size", path, saved.world_size,
+                        saved.rank_batch, now.world_size, now.rank_batch)
         return True
-    what = (f"{path} was written on world size {saved['world_size']} with batch {saved['rank_batch']} per rank and "
-            f"{saved['workers']} loader workers, this run has world size {now['world_size']} with batch "
-            f"{now['rank_batch']} per rank and {now['workers']} workers (global batch {now['batch_size']} both)")
+    what = (f"{path} was written on world size {saved.world_size} with batch {saved.rank_batch} per rank and "
+            f"{saved.workers} loader workers, this run has world size {now.world_size} with batch "
+            f"{now.rank_batch} per rank and {now.workers} workers (global batch {now.batch_size} both)")
     if not cfg.allow_new_data_order:
         raise ValueError(f"{what}: this loader plans its data order per rank x worker, so the resumed run could not "
                          "continue the interrupted one's. Resume with the same world size and workers, or set "
                          "allow_new_data_order=true to go on in another order")
-    if run.d.is_main:
+    if d.is_main:
         log.warning("%s: allow_new_data_order, so the data order from here on is not the uninterrupted run's", what)
     return False
-
-
-def layout_of(cfg: TrainConfig, d: DistInfo) -> dict:
-    return {"world_size": d.world_size, "batch_size": cfg.batch_size, "rank_batch": cfg.batch_size // d.world_size,
-            "workers": cfg.workers}
 
 
 def write_epoch_record(run_dir: Path, record: dict) -> None:
@@ -206,37 +212,29 @@ def train_loader(cfg: ShardTrainConfig, d: DistInfo, make=make_loader, transform
                 samples=cfg.samples, skip_bad_images=True, **extra)
 
 
-def fit(cfg: TrainConfig, run: Run, task: Task, loader, steps: int, peak: float) -> dict:
-    """Trains from run.step to `steps` on `loader` (set_epoch(e, start), epoch_batches(e),
-    the same on every rank), the LR a function of samples seen with peak `peak`. Returns {"step",
-    "loss" (the last logged), "stopped" (by SIGTERM), "bad_samples" (count), "bad_sample_names"}."""
+def fit(cfg: TrainConfig, run: Run, task: Task, loader: TrainLoader, steps: int, peak: float) -> dict:
+    """Trains from run.step to `steps` on `loader`, the LR a function of samples seen with peak
+    `peak`. Returns {"step", "loss" (the last logged), "stopped" (by SIGTERM), "bad_samples"
+    (count), "bad_sample_names"}."""
     d, model, optimizer, scaler, step = run.d, run.model, run.optimizer, run.scaler, run.step
     if loader.epoch_batches(0) == 0:
         raise ValueError(f"the training data holds fewer samples than one global batch of {cfg.batch_size}")
     if run.resumed is not None:
-        task.load_state_dict(run.resumed)
-        where = locate(step, loader)
-        saved = run.resumed_loader
-        if check_resume_layout(cfg, run, loader) and saved is not None and (saved["epoch"], saved["batch"]) != where:
-            raise ValueError(f"checkpoint of step {step} was taken at epoch {saved['epoch']} batch {saved['batch']}, "
-                             f"but this run's data puts step {step} at epoch {where[0]} batch {where[1]}: the shards, "
-                             "sample index, batch size or world size changed since")
+        task.load_state_dict(run.resumed.task_state)
+        check_resume(cfg, d, run.resumed, loader)
     metrics = MetricsLog(run.run_dir, d.is_main, resume_step=step)
     progress = Progress(steps * cfg.batch_size, step * cfg.batch_size, d.is_main)
     stop = StopFlag(d.device)
-    bad = BadSamples(cfg.max_bad_samples if isinstance(cfg, ShardTrainConfig) else 0,
-                     (run.resumed_from or {}).get("bad_samples"))
+    bad = BadSamples(cfg.max_bad_samples, run.resumed.bad_samples if run.resumed else BadSampleTally())
 
     def checkpoint():
-        extra = task.state_dict()  # on every rank: a task may gather its ranks' state
+        task_state = task.state_dict()  # on every rank: a task may gather its ranks' state
         if d.is_main:
-            save_checkpoint(run.run_dir / "checkpoints", step, {
-                "step": step, "samples": step * cfg.batch_size, "model": model.state_dict(),
-                "optimizer": optimizer.state_dict(), "scaler": scaler.state_dict(),
-                "rng_cpu": torch.get_rng_state(), "config": to_dict(cfg), "extra": extra,
-                "loader": dict(zip(("epoch", "batch"), locate(step, loader))), "layout": layout_of(cfg, d),
-                "bad_samples": bad.state()},
-                cfg.keep_ckpts)
+            save_checkpoint(run.run_dir / "checkpoints", Checkpoint(
+                step=step, samples=step * cfg.batch_size, model=model.state_dict(), optimizer=optimizer.state_dict(),
+                scaler=scaler.state_dict(), rng_cpu=torch.get_rng_state(), config=to_dict(cfg), task_state=task_state,
+                loader=LoaderPosition(*locate(step, loader)), bad_samples=bad.tally(),
+                layout=Layout.of(cfg.batch_size, d.world_size, cfg.workers)), cfg.keep_ckpts)
         if dist.is_initialized():
             dist.barrier()
 
@@ -246,7 +244,7 @@ def fit(cfg: TrainConfig, run: Run, task: Task, loader, steps: int, peak: float)
         while step < steps and not stop.requested:
             epoch, start = locate(step, loader)
             loader.set_epoch(epoch, start)  # resuming mid-epoch: the loader starts at batch `start`
-            if start == 0 and d.is_main and hasattr(loader, "epoch_stats"):  # samples, and those no rank reads
+            if start == 0 and d.is_main:  # samples, and those no rank reads
                 write_epoch_record(run.run_dir, {"epoch": epoch, "step": step, **loader.epoch_stats(epoch)})
             for batch in loader:
                 lr = lr_at(step * cfg.batch_size, steps * cfg.batch_size, peak, cfg.warmup_frac)
@@ -262,7 +260,7 @@ def fit(cfg: TrainConfig, run: Run, task: Task, loader, steps: int, peak: float)
                 scaler.step(optimizer)
                 scaler.update()
                 step += 1
-                skipped = tuple(getattr(batch, "skipped", ()))
+                skipped = tuple(batch.skipped)
                 bad.add(skipped, stop.check(len(skipped)), d, step)  # one all-reduce: stop request, bad samples
                 if step % cfg.log_every == 0 or step == steps:
                     last_loss = all_reduce_mean(loss.detach()).item()
@@ -294,7 +292,7 @@ def fit(cfg: TrainConfig, run: Run, task: Task, loader, steps: int, peak: float)
             "bad_sample_names": bad.names}
 
 
-def locate(step: int, loader) -> tuple[int, int]:
+def locate(step: int, loader: TrainLoader) -> tuple[int, int]:
     """(epoch, batch within it) of global step `step`."""
     epoch = 0
     while True:

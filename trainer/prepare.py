@@ -21,7 +21,7 @@ import yaml
 from torch import nn
 
 from pipeline.atomic import write_text_atomic
-from trainer.checkpoint import list_checkpoints, load_latest, set_aside
+from trainer.checkpoint import Checkpoint, list_checkpoints, load_latest, set_aside
 from trainer.config import TrainConfig, to_dict
 from trainer.data.transforms import pixel_stats
 from trainer.distributed import DistInfo, cleanup_distributed, setup_distributed
@@ -63,7 +63,7 @@ def use_sync_bn(asked: bool, d: DistInfo) -> bool:
     return True
 
 
-@dataclass
+@dataclass(kw_only=True)
 class Run:
     """A prepared training run; `model` is the plain module (checkpoints, EMA, export), `net` what
     the forward pass calls (its DDP and/or compiled wrapper)."""
@@ -78,10 +78,12 @@ class Run:
     memory_format: torch.memory_format
     mean: torch.Tensor             # [1, 3, 1, 1] on the device, in uint8 units
     std: torch.Tensor
-    step: int                      # the first step to run: 0, or the resumed checkpoint's step
-    resumed: dict | None           # the resumed checkpoint's entry-point state (Task.load_state_dict)
-    resumed_loader: dict | None = None  # the resumed checkpoint's loader position {epoch, batch}
-    resumed_from: dict | None = None    # the resumed checkpoint's path, config, layout and bad samples
+    resumed: Checkpoint | None     # the checkpoint resumed (its weights loaded, then dropped); None: from step 0
+
+    @property
+    def step(self) -> int:
+        """The first step to run: 0, or the resumed checkpoint's step."""
+        return self.resumed.step if self.resumed else 0
 
     def inputs(self, images: torch.Tensor) -> torch.Tensor:
         x = images.to(self.d.device, non_blocking=True).float().sub_(self.mean).div_(self.std)
@@ -102,7 +104,9 @@ def prepare(cfg: TrainConfig, d: DistInfo, model: nn.Module,
             mean: Sequence[float], std: Sequence[float], find_unused_parameters: bool = False) -> Run:
     """Moves and wraps `model` as cfg says, builds its optimizer (on the moved model), loads the
     newest readable checkpoint of run_dir/checkpoints (model, optimizer, scaler, CPU RNG; when
-    there are some and none loads, UnreadableCheckpoints unless cfg.fresh_start) and writes run_dir/config.yaml on rank 0. `mean`/`std` are the model's, in [0, 1] units."""
+    there are some and none loads, UnreadableCheckpoints unless cfg.fresh_start; the rest of it is
+    run.resumed, for fit) and writes run_dir/config.yaml on rank 0. `mean`/`std` are the model's,
+    in [0, 1] units."""
     precision = resolve_precision(cfg.precision, d.device)
     fmt = torch.channels_last if cfg.channels_last else torch.contiguous_format
     model = model.to(d.device, memory_format=fmt)
@@ -112,23 +116,23 @@ def prepare(cfg: TrainConfig, d: DistInfo, model: nn.Module,
     optimizer = make_optimizer(model)
     # the scaler's device is ours: a "cuda" scaler disables itself on a CPU-only machine
     scaler = torch.amp.GradScaler(d.device.type, enabled=precision == "fp16")
-    state = load_latest(run_dir / "checkpoints", cfg.fresh_start)
-    if state is None and cfg.fresh_start and d.is_main and list_checkpoints(run_dir / "checkpoints"):
+    resumed = load_latest(run_dir / "checkpoints", cfg.fresh_start)
+    if resumed is None and cfg.fresh_start and d.is_main and list_checkpoints(run_dir / "checkpoints"):
         moved = set_aside(run_dir / "checkpoints")
         log.warning("fresh_start: moved %d unreadable checkpoint(s) to %s", len(moved), moved[0].parent if moved else "")
-    if state is not None:
-        model.load_state_dict(state["model"])
-        optimizer.load_state_dict(state["optimizer"])
-        scaler.load_state_dict(state["scaler"])
-        torch.set_rng_state(state["rng_cpu"])
+    if resumed is not None:
+        model.load_state_dict(resumed.model)
+        optimizer.load_state_dict(resumed.optimizer)
+        scaler.load_state_dict(resumed.scaler)
+        torch.set_rng_state(resumed.rng_cpu)
         if d.is_main:
-            log.warning("resumed from %s at step %d", state["_path"], state["step"])
+            log.warning("resumed from %s at step %d", resumed.path, resumed.step)
+        resumed = resumed.without_weights()
     net = nn.parallel.DistributedDataParallel(model, find_unused_parameters=find_unused_parameters) \
         if d.world_size > 1 else model
     net = torch.compile(net) if cfg.compile else net
     if d.is_main:
         write_text_atomic(run_dir / "config.yaml", yaml.safe_dump(to_dict(cfg), sort_keys=False))
-    return Run(d, run_dir, model, net, optimizer, scaler, precision, sync_bn, fmt, pixel_stats(mean, d.device), pixel_stats(std, d.device),
-               state["step"] if state else 0, state.get("extra", {}) if state else None,
-               state.get("loader") if state else None,
-               {k: state[k] for k in ("_path", "config", "layout", "bad_samples") if k in state} if state else None)
+    return Run(d=d, run_dir=run_dir, model=model, net=net, optimizer=optimizer, scaler=scaler, precision=precision,
+               sync_bn=sync_bn, memory_format=fmt, mean=pixel_stats(mean, d.device), std=pixel_stats(std, d.device),
+               resumed=resumed)

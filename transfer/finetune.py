@@ -23,11 +23,12 @@ import json
 import logging
 from dataclasses import dataclass
 from pathlib import Path
+from typing import NamedTuple
 
 import numpy as np
 import torch
 from torch import nn
-from torch.utils.data import DataLoader, Dataset, DistributedSampler
+from torch.utils.data import DataLoader, Dataset, DistributedSampler, default_collate
 
 from trainer.config import TrainConfig, key, load_config, to_dict
 from trainer.distributed import DistInfo, broadcast_object
@@ -112,9 +113,20 @@ class StartSampler(DistributedSampler):
         return super().__len__() - self.start
 
 
+class FinetuneBatch(NamedTuple):
+    images: torch.Tensor   # uint8 [B, 3, S, S]
+    labels: torch.Tensor   # int64 [B]
+    skipped: tuple = ()    # a downstream image that does not load fails the run: nothing is dropped
+
+
+def collate(samples: list) -> FinetuneBatch:
+    return FinetuneBatch(*default_collate(samples))
+
+
 class FinetuneLoader(DataLoader):
-    """This rank's batches (DistributedSampler: every rank the same number); set_epoch(e[, start])
-    before each epoch reshuffles with (seed, e), redraws the augmentations and starts at batch start.
+    """This rank's batches (DistributedSampler: every rank the same number), a
+    trainer.data.protocol.TrainLoader: set_epoch(e[, start]) before each epoch reshuffles with
+    (seed, e), redraws the augmentations and starts at batch start.
 
     Global batch j is samples [j * B, (j + 1) * B) of the epoch's one global permutation (rank r
     takes every world-th of them), each augmented from (seed, epoch, index): the same samples and
@@ -131,13 +143,17 @@ class FinetuneLoader(DataLoader):
     def epoch_batches(self, epoch: int) -> int:
         return DistributedSampler.__len__(self.sampler) // self.batch_size
 
+    def epoch_stats(self, epoch: int) -> dict:
+        n = len(self.dataset)
+        return {"samples": n, "dropped": n - self.epoch_batches(epoch) * self.batch_size * self.sampler.num_replicas}
+
 
 def finetune_loader(split: Split, cfg: FinetuneConfig, d: DistInfo) -> FinetuneLoader:
     images = SeededImages(ImageSet(split, cfg.img_size, train=True), cfg.seed)
     sampler = StartSampler(images, d.world_size, d.rank, shuffle=True, seed=cfg.seed, drop_last=True)
     # a generator of its own: DataLoader would draw its worker seeds from the global RNG otherwise
     loader = FinetuneLoader(images, batch_size=cfg.batch_size // d.world_size, sampler=sampler,
-                            num_workers=cfg.workers, drop_last=True,
+                            num_workers=cfg.workers, drop_last=True, collate_fn=collate,
                             generator=torch.Generator().manual_seed(cfg.seed * 1000 + d.rank))
     if len(loader) == 0:
         raise ValueError(f"{cfg.data}: {len(split)} training images, fewer than one global batch of "
@@ -153,11 +169,10 @@ class FinetuneTask(Task):
         self.cfg, self.run, self.num_classes = cfg, run, num_classes
         self.ema = ModelEma(run.model, cfg.ema_decay)
 
-    def loss(self, batch, step):
-        images, labels = batch
-        x = self.run.inputs(images)
+    def loss(self, batch: FinetuneBatch, step):
+        x = self.run.inputs(batch.images)
         lam = sample_lambda(self.cfg.mixup_alpha, np.random.default_rng([self.cfg.seed, self.run.d.rank, step]))
-        x, t = mix(x, one_hot(labels, self.num_classes).to(x.device), lam)
+        x, t = mix(x, one_hot(batch.labels, self.num_classes).to(x.device), lam)
         with self.run.autocast():
             return softmax_ce(self.run.net(x), t)
 

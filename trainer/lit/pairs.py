@@ -245,7 +245,7 @@ class PairBatch(NamedTuple):
 
 
 class PairLoader:
-    """trainer.loop's loader protocol over a PairStore (see the module docstring)."""
+    """A trainer.data.protocol.TrainLoader over a PairStore (see the module docstring)."""
     order_depends_on = ()
 
     def __init__(self, store: PairStore, batch_size: int, rank: int, world_size: int, seed: int,
@@ -260,6 +260,9 @@ class PairLoader:
 
     def epoch_batches(self, epoch: int) -> int:
         return len(self.store) // self.batch
+
+    def epoch_stats(self, epoch: int) -> dict:
+        return {"samples": len(self.store), "dropped": len(self.store) - self.epoch_batches(epoch) * self.batch}
 
     def set_epoch(self, epoch: int, start: int = 0) -> None:
         self.epoch, self.start = epoch, start
