@@ -52,7 +52,7 @@ def plan_main(a) -> dict:
         if same:
             print(f"compare plan: keeping {path} (same budget, data and processes)", file=sys.stderr)
             return old
-    stage_args = {"trainer.pretrain": [f"samples={a.samples}", f"vocab={a.vocab}"]}
+    stage_args = {"trainer.pretrain": [f"sample_index={a.samples}", f"vocab={a.vocab}"]}
     costs: dict[str, dict] = {}
     plan = {**{k: getattr(a, k) for k in PLAN_KEYS}, "mae_share": a.mae_share, "arms": {}}
     for name, arm in arms.items():
