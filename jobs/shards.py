@@ -93,19 +93,17 @@ def run(spark, cfg: ShardsConfig) -> dict:
     shard_rows = sorted((r.asDict() for r in outcomes.filter(F.col("image_id").isNull()).collect()),
                         key=lambda r: r["shard"])  # one row per shard
     remove_temp_files(out)  # of task attempts killed in this run (lost executors, speculative losers)
-    listed, first = [], 0
-    for r in shard_rows:
-        if r["ordinal"] > 0:
-            listed.append({"shard": r["shard"], "name": shard_name(r["shard"]), "images": r["ordinal"],
-                           "first_image": first, "bytes": r["bytes"], "sha256": r["sha256"], "skipped": r["skipped"]})
-            first += r["ordinal"]
-    names = {s["name"] for s in listed}
+    listed = [r for r in shard_rows if r["ordinal"] > 0]  # no empty shard is listed
+    meta = ShardSetMeta.numbered(num_classes, [(shard_name(r["shard"]), r["ordinal"], r["bytes"], r["sha256"])
+                                               for r in listed],
+                                 shard_size=cfg.shard_size, max_side=cfg.max_side, quality=cfg.quality, text=text)
+    names = {s.name for s in meta.shards}
     for stale in out.glob("shard-*.tar"):  # left by an earlier run with other images or settings
         if stale.name not in names:
             stale.unlink()
             (out / SIDECARS / f"{stale.name}.json").unlink(missing_ok=True)
     per_image = outcomes.filter(F.col("image_id").isNotNull())
-    offsets = spark.createDataFrame([(s["shard"], s["first_image"]) for s in listed] or [(-1, 0)],
+    offsets = spark.createDataFrame([(r["shard"], s.first_image) for r, s in zip(listed, meta.shards)] or [(-1, 0)],
                                     "shard long, first_image long")
     with atomic_output(spark, str(out / "images.parquet")) as tmp:
         (per_image.filter(F.col("reason").isNull()).join(F.broadcast(offsets), "shard")
@@ -115,12 +113,10 @@ def run(spark, cfg: ShardsConfig) -> dict:
         per_image.filter(F.col("reason").isNotNull()).select("image_id", "reason", "detail").write.parquet(tmp)
     by_reason = {r["reason"]: r["count"] for r in
                  per_image.filter(F.col("reason").isNotNull()).groupBy("reason").count().collect()}
-    meta = ShardSetMeta.numbered(num_classes, [(s["name"], s["images"], s["bytes"], s["sha256"]) for s in listed],
-                                 shard_size=cfg.shard_size, max_side=cfg.max_side, quality=cfg.quality, text=text,
-                                 rejected_images={k: by_reason.get(k, 0) for k in REJECT_REASONS})
+    meta = replace(meta, rejected_images={k: by_reason.get(k, 0) for k in REJECT_REASONS})
     if "ffcv" in cfg.format:
         label_pad = labeled.select(F.max(F.size("labels"))).first()[0] or 1
-        meta = replace(meta, ffcv=write_beton([str(out / s["name"]) for s in listed], str(out / "images.beton"),
+        meta = replace(meta, ffcv=write_beton([str(out / s.name) for s in meta.shards], str(out / "images.beton"),
                                               label_pad, cfg.quality, num_workers=os.cpu_count() or 1))
     stats = {**meta.to_dict(), "images_in": sum(r["ordinal"] for r in shard_rows) + sum(by_reason.values()),
              "shards_written": sum(not s["skipped"] for s in listed),
