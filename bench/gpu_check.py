@@ -75,7 +75,7 @@ def build_data(root: Path, p: dict, seed: int = 0) -> dict:
     importable, and a one-epoch sample index of p['samples'] draws with repeats."""
     from PIL import Image
 
-    from tests.shardkit import write_sample_index, write_shard_set
+    from tests.shardkit import add_ffcv, write_sample_index, write_shard_set
 
     t0, rng = time.perf_counter(), np.random.default_rng(seed)
     members = []
@@ -86,13 +86,8 @@ def build_data(root: Path, p: dict, seed: int = 0) -> dict:
         members.append((buf.getvalue(), sorted({int(x) for x in rng.integers(0, NUM_CLASSES, 1 + i % 3)})))
     shards = write_shard_set(root / "shards", members, max(1, p["images"] // 16), NUM_CLASSES, max_side=p["side"])
     ffcv_error = None
-    try:
-        from pipeline.ffcv_writer import write_beton
-
-        meta = json.loads((shards / "shards.json").read_text())
-        meta["ffcv"] = write_beton([str(shards / s["name"]) for s in meta["shards"]], str(shards / "images.beton"),
-                                   label_pad=3, quality=90, num_workers=os.cpu_count() or 1)
-        (shards / "shards.json").write_text(json.dumps(meta))  # before the index: it binds to this file
+    try:  # before the index: it binds to shards.json's bytes
+        add_ffcv(shards, label_pad=3, quality=90, num_workers=os.cpu_count() or 1)
     except (ImportError, RuntimeError) as e:
         ffcv_error = str(e).splitlines()[0]
     samples = write_sample_index(shards, root / "samples", [rng.integers(0, p["images"], p["samples"]).tolist()])
@@ -103,7 +98,7 @@ def make(fmt: str, data: dict, p: dict, workers: int):
     from trainer.data import make_loader
 
     loader = make_loader(fmt, data["shards"], batch_size=p["batch_size"], rank=0, world_size=1, num_workers=workers,
-                         train=True, size=p["img_size"], seed=0, samples=str(data["samples"]))
+                         train=True, size=p["img_size"], seed=0, sample_index=str(data["samples"]))
     _KEEP.append(loader)
     return loader
 

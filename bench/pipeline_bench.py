@@ -170,7 +170,8 @@ def run_spark(cfg: BenchConfig, manifest: Path, out: Path) -> dict:
         ("label", lambda: label(spark, LabelConfig(manifest=str(manifest), vocab=str(out / "vocab"),
                                                    out=str(out / "labeled"), tail_threshold=cfg.tail_threshold))),
         ("resample", lambda: resample(spark, ResampleConfig(labeled=str(out / "labeled"), out=str(out / "samples"),
-                                                            samples=cfg.n_samples, alpha=cfg.alpha, seed=cfg.seed))),
+                                                            num_samples=cfg.n_samples, alpha=cfg.alpha,
+                                                            seed=cfg.seed))),
     ]
     cpu = CpuSampler()
     cpu.take_peaks()

@@ -37,6 +37,7 @@ from bench.shards_bench_lib import (TAR_PAIR_OVERHEAD, SelfTimedSampler, batch_r
                                     plain_loop, read_back, resume_times, rows_for, source_jpegs, time_loader,
                                     write_labeled)
 from jobs.lib.config import parse_config
+from schemas.shard_set import read_shard_set_meta
 
 MASTER, SPARK_CORES = "local[2]", 2
 _LOADERS_ALIVE = []  # numba's finalizers print KeyErrors when a used FFCV Loader is collected
@@ -159,7 +160,7 @@ def build_index(cfg: ShardsBenchConfig, spark, labeled: Path, shards: Path, out:
     from jobs.resample import ResampleConfig, run
 
     t0 = time.perf_counter()
-    stats = run(spark, ResampleConfig(labeled=str(labeled), out=str(out), samples=cfg.samples, alpha=cfg.alpha,
+    stats = run(spark, ResampleConfig(labeled=str(labeled), out=str(out), num_samples=cfg.samples, alpha=cfg.alpha,
                                       strategy=cfg.strategy, seed=cfg.seed, shards=str(shards),
                                       epochs=cfg.index_epochs))
     return {"seconds": time.perf_counter() - t0, "splits": stats["splits"], "index": stats["index"]}
@@ -169,13 +170,13 @@ def build_index(cfg: ShardsBenchConfig, spark, labeled: Path, shards: Path, out:
 
 def sample_index(shards: Path, samples: Path):
     from trainer.data.sample_index import SampleIndex
-    from trainer.data.shard_index import load_index
+    from trainer.data.shard_set import load_shard_set
 
-    return SampleIndex(load_index(shards), samples)
+    return SampleIndex(load_shard_set(shards), samples)
 
 
 def section_bytes(shards: Path, samples: Path, back: dict) -> dict:
-    meta = json.loads((shards / "shards.json").read_text())
+    meta = read_shard_set_meta(shards).to_dict()
     images, _ = sample_index(shards, samples).epoch_order(0)
     size = back["size"]
     beton = shards / "images.beton"
@@ -193,7 +194,7 @@ def section_bytes(shards: Path, samples: Path, back: dict) -> dict:
 
 def loader_kw(cfg: ShardsBenchConfig, workers: int, samples: Path) -> dict:
     return dict(batch_size=cfg.batch_size, rank=0, world_size=1, num_workers=workers, train=True, size=cfg.size,
-                seed=cfg.seed, samples=str(samples))
+                seed=cfg.seed, sample_index=str(samples))
 
 
 def section_loaders(cfg: ShardsBenchConfig, shards: Path, samples: Path, folder: Path) -> tuple[dict, dict]:

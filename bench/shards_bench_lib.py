@@ -16,6 +16,7 @@ import numpy as np
 from PIL import Image
 
 from bench.pipeline_bench import CpuSampler, machine_busy_seconds, own_seconds
+from schemas.shard_set import read_shard_set_meta
 
 OPENCLIPART = Path("/usr/share/openclipart/png")
 TAR_PAIR_OVERHEAD = 1024  # bytes per (jpg, json) member pair of the old layout: two headers + the json
@@ -166,7 +167,7 @@ def read_back(out: Path, classes: list[str], folder: Path | None) -> dict:
     if folder is not None:
         shutil.rmtree(folder, ignore_errors=True)
     ids, sha, size = [], [], []
-    for s in json.loads((out / "shards.json").read_text())["shards"]:
+    for s in read_shard_set_meta(out).to_dict()["shards"]:
         for sample in read_samples(out / s["name"]):
             ids.append(sample.image_id)
             sha.append(hashlib.sha256(sample.image).hexdigest())

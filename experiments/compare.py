@@ -36,7 +36,7 @@ from transfer.bootstrap import arm_summary, paired_difference
 METRICS = ("linear_top1", "few_shot_5_top1")
 PLAN_KEYS = ("budget_cpu_s", "shards", "sample_index", "vocab", "nproc")
 # the hashtag trainer's key for a sample index bound to the shards (trainer/config.py ShardTrainConfig)
-TRAINER_SAMPLE_INDEX_KEY = "samples"
+TRAINER_SAMPLE_INDEX_KEY = "sample_index"
 PAPERS = {"regnety": ("hashtag", "swav", "weak supervision > self-supervision at equal compute (SWAG vs SEER)"),
           "vit": ("vit_mae_hashtag", "vit_hashtag", "MAE pre-pretraining improves hashtag pretraining (MAWS)")}
 

@@ -1,7 +1,7 @@
 """Head/tail resampled sample index of exactly M samples (SWAG section 3.1; WSL's strategies).
 
     spark-submit jobs/resample.py --labeled build/demo/labeled --out build/demo/samples \
-        --samples 20000 [--alpha 0.7] [--strategy importance|sqrt|uniform|natural] [--seed 0] \
+        --num-samples 20000 [--alpha 0.7] [--strategy importance|sqrt|uniform|natural] [--seed 0] \
         [--shards build/demo/shards [--epochs E]] [--unique-images N]
 
 importance (SWAG): round(alpha*M) draws with replacement from head images, p_i proportional to
@@ -11,8 +11,9 @@ does not apply. Writes OUT/samples.parquet (position-ordered; its labels column 
 count recorded in labeled.parquet) and OUT/stats.json, atomically.
 
 --shards DIR binds the draw to a shard set of unique images (jobs/shards.py): OUT/index/ holds,
-per epoch, each sample's stored image (trainer/data/sample_index.py), which the loaders apply at
-read time; samples whose image the shards job rejected are dropped and counted per epoch.
+per epoch, each sample's stored image, and index.json (schemas/sample_index.py); the loaders
+apply it at read time (the trainer's sample_index=OUT); samples whose image the shards job
+rejected are dropped and counted per epoch.
 --epochs E draws E independent indices (epoch 0 with --seed, as samples.parquet; epoch e with a
 seed derived from (seed, e)): online rebalancing, one fresh draw per epoch. --unique-images N
 first keeps a seeded subset of N labelled images (the N smallest hashes of (seed, image_id)),
@@ -20,7 +21,6 @@ then draws the same M samples from them: SWAG appendix C.2, unique images vs sam
 """
 from __future__ import annotations
 
-import hashlib
 import sys
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -35,18 +35,21 @@ import schemas  # noqa: E402
 from jobs.lib.config import parse_config  # noqa: E402
 from jobs.lib.errors import reported  # noqa: E402
 from jobs.lib.numbering import number_rows  # noqa: E402
-from jobs.lib.output import atomic_output, read_text, write_json  # noqa: E402
+from jobs.lib.output import atomic_output, read_text, write_json, write_text  # noqa: E402
 from jobs.lib.resampling import draw_counts, fixed_point_buckets, sampling_weights, shuffled_positions  # noqa: E402
 from jobs.lib.session import get_session, input_bytes, tune_session  # noqa: E402
 from jobs.lib.tables import check_label_range, class_count, read_checked, with_class_count  # noqa: E402
 from pipeline.sampling import ALL, STRATEGIES, bucket_count, split_sizes  # noqa: E402
+from schemas.sample_index import (INDEX_DIR, INDEX_FILE, SHARD_SAMPLES, SampleIndexMeta, epoch_dir_name,  # noqa: E402
+                                  shard_set_sha256)
+from schemas.shard_set import SHARD_SET_FILE, ShardSetMeta  # noqa: E402
 
 
 @dataclass(frozen=True)
 class ResampleConfig:
     labeled: str = field(metadata={"help": "output directory of jobs/label.py"})
     out: str = field(metadata={"help": "output directory (replaced atomically)"})
-    samples: int = field(metadata={"help": "M, the exact number of samples"})
+    num_samples: int = field(metadata={"help": "M, the exact number of samples"})
     alpha: float = field(default=0.7, metadata={"help": "share of samples drawn from head images"})
     strategy: str = field(default="importance", metadata={"help": "|".join(STRATEGIES)})
     seed: int = field(default=0, metadata={"help": "seed of the draw and the shuffle"})
@@ -57,7 +60,9 @@ class ResampleConfig:
     master: str | None = field(default=None, metadata={"help": "Spark master (default: spark-submit's)"})
 
     def __post_init__(self):
-        split_sizes(self.samples, self.alpha)  # validates M > 0 and alpha in [0, 1]
+        if self.num_samples < 1:
+            raise ValueError(f"--num-samples must be >= 1, got {self.num_samples}")
+        split_sizes(self.num_samples, self.alpha)  # validates alpha in [0, 1]
         if self.strategy not in STRATEGIES:
             raise ValueError(f"unknown --strategy {self.strategy!r}; valid: {', '.join(STRATEGIES)}")
         if self.rows_per_bucket < 1:
@@ -83,33 +88,33 @@ def run(spark, cfg: ResampleConfig) -> dict:
     n_images = labeled.count()
     if cfg.unique_images is not None and n_images < cfg.unique_images:
         raise ValueError(f"--unique-images {cfg.unique_images}: {where} has only {n_images} images")
-    sizes = split_sizes(cfg.samples, cfg.alpha) if cfg.strategy == "importance" else {ALL: cfg.samples}
+    sizes = split_sizes(cfg.num_samples, cfg.alpha) if cfg.strategy == "importance" else {ALL: cfg.num_samples}
     buckets = fixed_point_buckets(sampling_weights(labeled, cfg.strategy), bucket_count(n_images, cfg.rows_per_bucket))
 
     def draw(seed: int):
         counts, _ = draw_counts(buckets, sizes, seed)
         counts = counts.cache()
         copies = counts.select("image_id", F.explode(F.sequence(F.lit(0).cast("long"), F.col("count") - 1)).alias("copy"))
-        return shuffled_positions(copies, cfg.samples, seed), counts
+        return shuffled_positions(copies, cfg.num_samples, seed), counts
 
     positions, counts = draw(cfg.seed)
     samples = with_class_count(positions.join(table.select("image_id", "image", "labels", "tail"), "image_id")
                                .select("position", "image_id", "image", "labels", "tail"), num_classes, vocabulary)
-    n_files = max(1, cfg.samples // 1_000_000)
+    n_files = max(1, cfg.num_samples // 1_000_000)
     with atomic_output(spark, cfg.out) as tmp:
         (samples.repartitionByRange(n_files, "position").sortWithinPartitions("position")
          .write.parquet(f"{tmp}/samples.parquet"))
         per = {r["split"]: (r["unique"], r["samples"]) for r in
                counts.groupBy("split").agg(F.count("*").alias("unique"), F.sum("count").alias("samples")).collect()}
-        stats = {"labeled_images": n_images, "samples": cfg.samples, "splits": {
+        stats = {"labeled_images": n_images, "samples": cfg.num_samples, "splits": {
             s: {"samples": per.get(s, (0, 0))[1] or 0, "unique_images": per.get(s, (0, 0))[0],
                 "duplication_factor": (per[s][1] / per[s][0]) if per.get(s, (0, 0))[0] else None}
             for s in sizes}, "config": vars(cfg)}
         total = sum(v["samples"] for v in stats["splits"].values())
-        if total != cfg.samples:
-            raise AssertionError(f"drew {total} samples, expected {cfg.samples}")
+        if total != cfg.num_samples:
+            raise AssertionError(f"drew {total} samples, expected {cfg.num_samples}")
         if cfg.shards is not None:
-            stats["index"] = write_index(spark, cfg, f"{tmp}/index", positions, draw, n_files)
+            stats["index"] = write_index(spark, cfg, f"{tmp}/{INDEX_DIR}", positions, draw, n_files).to_dict()
         write_json(spark, f"{tmp}/stats.json", stats)
     return stats
 
@@ -126,10 +131,12 @@ def unique_subset(labeled, n: int, seed: int):
     return ranked.filter(F.col("_rank") < n).drop("_h", "_rank")
 
 
-def write_index(spark, cfg: ResampleConfig, out: str, first, draw, n_files: int) -> dict:
-    """OUT/index/ (trainer/data/sample_index.py): each epoch's samples bound to stored images of
+def write_index(spark, cfg: ResampleConfig, out: str, first, draw, n_files: int) -> SampleIndexMeta:
+    """OUT/index/ (schemas/sample_index.py): each epoch's samples bound to stored images of
     cfg.shards; samples of rejected images are dropped and counted."""
-    shards_json = read_text(spark, f"{cfg.shards}/shards.json")
+    where = f"{cfg.shards}/{SHARD_SET_FILE}"
+    shard_set_text = read_text(spark, where)
+    ShardSetMeta.from_json(shard_set_text, where)  # a shard set this code reads, whole
     images = (read_checked(spark, f"{cfg.shards}/images.parquet", schemas.SHARD_IMAGES)
               .select("image_id", F.col("image").alias("_stored"), "shard"))
     per_shard, kept, rejected = [], [], []
@@ -138,7 +145,7 @@ def write_index(spark, cfg: ResampleConfig, out: str, first, draw, n_files: int)
         bound = positions.join(images, "image_id", "left").cache()
         ok = bound.filter(F.col("_stored").isNotNull())
         (ok.select(F.col("_stored").alias("image"), "position").repartitionByRange(n_files, "image")
-         .sortWithinPartitions("image", "position").write.parquet(f"{out}/epoch-{e:05d}"))
+         .sortWithinPartitions("image", "position").write.parquet(f"{out}/{epoch_dir_name(e)}"))
         n_ok, n_bad = bound.agg(F.count("_stored"), F.sum(F.col("_stored").isNull().cast("long"))).first()
         kept.append(int(n_ok))
         rejected.append(int(n_bad or 0))
@@ -147,11 +154,10 @@ def write_index(spark, cfg: ResampleConfig, out: str, first, draw, n_files: int)
     union = per_shard[0]
     for df in per_shard[1:]:
         union = union.unionByName(df)
-    union.select("epoch", "shard", "samples").coalesce(1).write.parquet(f"{out}/shard_samples.parquet")
-    meta = {"epochs": cfg.epochs, "shards": cfg.shards, "shards_sha256": hashlib.sha256(shards_json.encode()).hexdigest(),
-            "samples": kept, "rejected_samples": rejected,
-            "seeds": [epoch_seed(cfg.seed, e) for e in range(cfg.epochs)]}
-    write_json(spark, f"{out}/index.json", meta)
+    union.select("epoch", "shard", "samples").coalesce(1).write.parquet(f"{out}/{SHARD_SAMPLES}")
+    meta = SampleIndexMeta(cfg.epochs, shard_set_sha256(shard_set_text), tuple(kept), tuple(rejected), cfg.shards,
+                           tuple(epoch_seed(cfg.seed, e) for e in range(cfg.epochs)))
+    write_text(spark, f"{out}/{INDEX_FILE}", meta.to_json())
     return meta
 
 
@@ -159,7 +165,7 @@ def main(argv: list[str] | None = None) -> dict:
     cfg = parse_config(ResampleConfig, argv, __doc__.splitlines()[0])
     with reported("resample"):
         stats = run(get_session("resample", cfg.master), cfg)
-    print(f"resample: {cfg.samples} samples ({stats['splits']}) -> {cfg.out}")
+    print(f"resample: {cfg.num_samples} samples ({stats['splits']}) -> {cfg.out}")
     return stats
 
 

@@ -23,7 +23,7 @@ import json
 import os
 import re
 import sys
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 from pathlib import Path
 
 if __package__ in (None, ""):  # run as a script by spark-submit: make the project importable
@@ -42,6 +42,7 @@ from pipeline.atomic import write_text_atomic  # noqa: E402
 from pipeline.ffcv_writer import require_ffcv, write_beton  # noqa: E402
 from pipeline.images import REJECT_REASONS, ImageSpec  # noqa: E402
 from pipeline.wds import shard_name  # noqa: E402
+from schemas.shard_set import SHARD_SET_FILE, ShardSetMeta, shard_set_file  # noqa: E402
 
 FORMATS = ("wds", "ffcv")
 
@@ -84,7 +85,7 @@ def run(spark, cfg: ShardsConfig) -> dict:
         raise ValueError(f"{where}: text column {text!r} is {labeled.schema[text].dataType.simpleString()}, "
                          "expected string")
     out.mkdir(parents=True, exist_ok=True)
-    for marker in ("_SUCCESS", "shards.json", "stats.json"):  # nothing may look complete meanwhile
+    for marker in ("_SUCCESS", SHARD_SET_FILE, "stats.json"):  # nothing may look complete meanwhile
         (out / marker).unlink(missing_ok=True)
     remove_temp_files(out)  # of writers killed in an earlier run
 
@@ -92,19 +93,17 @@ def run(spark, cfg: ShardsConfig) -> dict:
     shard_rows = sorted((r.asDict() for r in outcomes.filter(F.col("image_id").isNull()).collect()),
                         key=lambda r: r["shard"])  # one row per shard
     remove_temp_files(out)  # of task attempts killed in this run (lost executors, speculative losers)
-    listed, first = [], 0
-    for r in shard_rows:
-        if r["ordinal"] > 0:
-            listed.append({"shard": r["shard"], "name": shard_name(r["shard"]), "images": r["ordinal"],
-                           "first_image": first, "bytes": r["bytes"], "sha256": r["sha256"], "skipped": r["skipped"]})
-            first += r["ordinal"]
-    names = {s["name"] for s in listed}
+    listed = [r for r in shard_rows if r["ordinal"] > 0]  # no empty shard is listed
+    meta = ShardSetMeta.numbered(num_classes, [(shard_name(r["shard"]), r["ordinal"], r["bytes"], r["sha256"])
+                                               for r in listed],
+                                 shard_size=cfg.shard_size, max_side=cfg.max_side, quality=cfg.quality, text=text)
+    names = {s.name for s in meta.shards}
     for stale in out.glob("shard-*.tar"):  # left by an earlier run with other images or settings
         if stale.name not in names:
             stale.unlink()
             (out / SIDECARS / f"{stale.name}.json").unlink(missing_ok=True)
     per_image = outcomes.filter(F.col("image_id").isNotNull())
-    offsets = spark.createDataFrame([(s["shard"], s["first_image"]) for s in listed] or [(-1, 0)],
+    offsets = spark.createDataFrame([(r["shard"], s.first_image) for r, s in zip(listed, meta.shards)] or [(-1, 0)],
                                     "shard long, first_image long")
     with atomic_output(spark, str(out / "images.parquet")) as tmp:
         (per_image.filter(F.col("reason").isNull()).join(F.broadcast(offsets), "shard")
@@ -114,21 +113,18 @@ def run(spark, cfg: ShardsConfig) -> dict:
         per_image.filter(F.col("reason").isNotNull()).select("image_id", "reason", "detail").write.parquet(tmp)
     by_reason = {r["reason"]: r["count"] for r in
                  per_image.filter(F.col("reason").isNotNull()).groupBy("reason").count().collect()}
-    index = {"num_classes": num_classes, "images": first, "shard_size": cfg.shard_size, "text": text,
-             "max_side": cfg.max_side, "quality": cfg.quality,
-             "shards": [{k: s[k] for k in ("name", "images", "first_image", "bytes", "sha256")} for s in listed],
-             "rejected_images": {k: by_reason.get(k, 0) for k in REJECT_REASONS}}
+    meta = replace(meta, rejected_images={k: by_reason.get(k, 0) for k in REJECT_REASONS})
     if "ffcv" in cfg.format:
         label_pad = labeled.select(F.max(F.size("labels"))).first()[0] or 1
-        index["ffcv"] = write_beton([str(out / s["name"]) for s in listed], str(out / "images.beton"),
-                                    label_pad, cfg.quality, num_workers=os.cpu_count() or 1)
-    stats = {**index, "images_in": sum(r["ordinal"] for r in shard_rows) + sum(by_reason.values()),
+        meta = replace(meta, ffcv=write_beton([str(out / s.name) for s in meta.shards], str(out / "images.beton"),
+                                              label_pad, cfg.quality, num_workers=os.cpu_count() or 1))
+    stats = {**meta.to_dict(), "images_in": sum(r["ordinal"] for r in shard_rows) + sum(by_reason.values()),
              "shards_written": sum(not s["skipped"] for s in listed),
              "shards_skipped": sum(s["skipped"] for s in listed), "config": vars(cfg),
              "images_with_text": sum(r["with_text"] for r in shard_rows)}
     stats["shards"] = len(listed)
     outcomes.unpersist()
-    write_text_atomic(out / "shards.json", json.dumps(index, indent=2, sort_keys=True))
+    write_text_atomic(shard_set_file(out), meta.to_json())
     write_text_atomic(out / "stats.json", json.dumps(stats, indent=2, sort_keys=True, default=list))
     write_text_atomic(out / "_SUCCESS", "")
     return stats

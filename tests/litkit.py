@@ -9,6 +9,8 @@ import torch
 from PIL import Image
 
 from pipeline.wds import Sample, shard_name, write_shard
+from schemas.shard_set import ShardSetMeta
+from tests.shardkit import write_meta
 from trainer.export import export_model
 from trainer.models import create_model
 
@@ -32,8 +34,6 @@ def write_text_shards(out: Path, n: int = 160, shard_size: int = 40, shuffle_tex
                       no_text_every: int = 0) -> Path:
     """n images cycling through COLOURS, text 'a <colour> square' (permuted over images when
     shuffle_texts; '' for every no_text_every-th image), in jobs/shards.py's layout."""
-    import json
-
     rng = np.random.default_rng(seed)
     names = list(COLOURS)
     texts = [f"a {names[i % len(names)]} square" for i in range(n)]
@@ -42,17 +42,14 @@ def write_text_shards(out: Path, n: int = 160, shard_size: int = 40, shuffle_tex
     if no_text_every:
         texts = ["" if i % no_text_every == 0 else t for i, t in enumerate(texts)]
     out.mkdir(parents=True, exist_ok=True)
-    shards, first = [], 0
+    shards = []
     for s, start in enumerate(range(0, n, shard_size)):
         rec = write_shard(out / shard_name(s), [
             Sample(f"{i:012d}", jpeg(colour_image(COLOURS[names[i % len(names)]], rng)),
                    meta={"image_id": f"im{i}", "labels": [0], "tail": False, "text": texts[i]})
             for i in range(start, min(n, start + shard_size))])
-        shards.append({"name": shard_name(s), "images": rec["samples"], "first_image": first, "bytes": rec["bytes"],
-                       "sha256": rec["sha256"]})
-        first += rec["samples"]
-    (out / "shards.json").write_text(json.dumps({"num_classes": 1, "images": first, "shard_size": shard_size,
-                                                 "max_side": SIZE, "shards": shards, "text": "text"}))
+        shards.append((shard_name(s), rec["samples"], rec["bytes"], rec["sha256"]))
+    write_meta(out, ShardSetMeta.numbered(1, shards, shard_size=shard_size, max_side=SIZE, text="text"))
     (out / "_SUCCESS").write_text("")
     return out
 

@@ -1,8 +1,8 @@
 """Tiny real shard sets and sample indices for trainer tests, in the layout jobs/shards.py and
-jobs/resample.py --shards write (trainer/data/shard_index.py, trainer/data/sample_index.py)."""
-import hashlib
+jobs/resample.py --shards write; their metadata through its owners (schemas/shard_set.py,
+schemas/sample_index.py), never by hand."""
 import io
-import json
+from dataclasses import replace
 from pathlib import Path
 
 import numpy as np
@@ -10,39 +10,61 @@ import pyarrow as pa
 import pyarrow.parquet as pq
 from PIL import Image
 
-from pipeline.wds import Sample, shard_name, write_shard
+from pipeline.wds import Sample, file_sha256, shard_name, write_shard
+from schemas.sample_index import INDEX_DIR, SHARD_SAMPLES, SampleIndexMeta, epoch_dir_name, index_file, shard_set_sha256
+from schemas.shard_set import ShardSetMeta, read_shard_set_meta, shard_set_file
 
 
 def write_shard_set(out: Path, members, shard_size: int, num_classes: int, max_side: int = 320) -> Path:
     """Shards of (jpeg, labels) pairs in order (stored image i = the i-th), shards.json, _SUCCESS."""
     out.mkdir(parents=True, exist_ok=True)
     members = list(members)
-    shards, first = [], 0
+    shards = []
     for s, start in enumerate(range(0, len(members), shard_size)):
         chunk = members[start:start + shard_size]
         rec = write_shard(out / shard_name(s), [
             Sample(f"{start + k:012d}", jpeg, meta={"image_id": f"im{start + k}", "labels": labels, "tail": False})
             for k, (jpeg, labels) in enumerate(chunk)])
-        shards.append({"name": shard_name(s), "images": rec["samples"], "first_image": first,
-                       "bytes": rec["bytes"], "sha256": rec["sha256"]})
-        first += rec["samples"]
-    (out / "shards.json").write_text(json.dumps({"num_classes": num_classes, "images": first,
-                                                 "shard_size": shard_size, "max_side": max_side, "shards": shards}))
+        shards.append((shard_name(s), rec["samples"], rec["bytes"], rec["sha256"]))
+    write_meta(out, ShardSetMeta.numbered(num_classes, shards, shard_size=shard_size, max_side=max_side))
     (out / "_SUCCESS").write_text("")
     return out
 
 
+def write_meta(root: Path, meta: ShardSetMeta) -> None:
+    """ROOT's shards.json replaced by `meta` (tests build damaged ones on purpose)."""
+    shard_set_file(root).write_text(meta.to_json())
+
+
+def restate_shard(root: Path, shard: int) -> None:
+    """Record shard `shard`'s byte count and sha256 anew after a test rewrote its tar."""
+    meta = read_shard_set_meta(root)
+    path = root / meta.shards[shard].name
+    entries = list(meta.shards)
+    entries[shard] = replace(entries[shard], bytes=path.stat().st_size, sha256=file_sha256(path))
+    write_meta(root, replace(meta, shards=tuple(entries)))
+
+
+def add_ffcv(root: Path, label_pad: int, quality: int, num_workers: int) -> None:
+    """ROOT/images.beton of ROOT's tars, recorded in shards.json (before any index binds to it)."""
+    from pipeline.ffcv_writer import write_beton
+
+    meta = read_shard_set_meta(root)
+    ffcv = write_beton([str(root / s.name) for s in meta.shards], str(root / "images.beton"),
+                       label_pad=label_pad, quality=quality, num_workers=num_workers)
+    write_meta(root, replace(meta, ffcv=ffcv))
+
+
 def write_sample_index(shards: Path, out: Path, epochs: list[list[int]]) -> Path:
     """A sample index bound to `shards`: epochs[e][p] is the stored image of position p in epoch e."""
-    meta = json.loads((shards / "shards.json").read_text())
-    first = np.array([s["first_image"] for s in meta["shards"]])
-    root = out / "index"
+    first = np.array([s.first_image for s in read_shard_set_meta(shards).shards])
+    root = out / INDEX_DIR
     root.mkdir(parents=True, exist_ok=True)
     rows = {"epoch": [], "shard": [], "samples": []}
     for e, images in enumerate(epochs):
         images = np.asarray(images, dtype=np.int64)
         order = np.lexsort((np.arange(len(images)), images))
-        d = root / f"epoch-{e:05d}"
+        d = root / epoch_dir_name(e)
         d.mkdir()
         pq.write_table(pa.table({"image": images[order], "position": np.arange(len(images))[order]}),
                        d / "part-00000.parquet")
@@ -50,10 +72,10 @@ def write_sample_index(shards: Path, out: Path, epochs: list[list[int]]) -> Path
         for s, n in zip(*np.unique(shard_of, return_counts=True)):
             rows["epoch"].append(e), rows["shard"].append(int(s)), rows["samples"].append(int(n))
     pq.write_table(pa.table(rows, schema=pa.schema([("epoch", pa.int32()), ("shard", pa.int64()),
-                                                    ("samples", pa.int64())])), root / "shard_samples.parquet")
-    (root / "index.json").write_text(json.dumps({
-        "epochs": len(epochs), "shards_sha256": hashlib.sha256((shards / "shards.json").read_bytes()).hexdigest(),
-        "samples": [len(x) for x in epochs], "rejected_samples": [0] * len(epochs)}))
+                                                    ("samples", pa.int64())])), root / SHARD_SAMPLES)
+    meta = SampleIndexMeta(len(epochs), shard_set_sha256(shard_set_file(shards).read_bytes()),
+                           tuple(len(x) for x in epochs), (0,) * len(epochs))
+    index_file(out).write_text(meta.to_json())
     return out
 
 

@@ -1,7 +1,6 @@
 """The class count C has one source, the vocabulary: jobs/label.py records it in labeled.parquet's
 labels column, jobs/resample.py carries it into samples.parquet, jobs/shards.py writes it into
 shards.json (from labeled.parquet). A table whose labels or recorded count disagree is refused, naming both sources."""
-import json
 
 import pyarrow as pa
 import pyarrow.parquet as pq
@@ -14,6 +13,8 @@ from jobs.dataset_card import main as dataset_card
 from jobs.resample import ResampleConfig, run as resample
 from jobs.shards import ShardsConfig, run as shards
 from jobs.vocab import VocabConfig, run as vocab
+from schemas.sample_index import read_sample_index_meta
+from schemas.shard_set import read_shard_set_meta, shard_set_file
 from tests.test_resample_job import toy_rows, write_labeled
 from tests.test_shards_job import write_labeled as write_labeled_images
 from tests.test_vocab_job import ROWS
@@ -33,12 +34,12 @@ def test_vocabulary_size_travels_to_shards_json_and_the_card(spark, tmp_path):
     label(spark, LabelConfig(manifest=str(manifest), vocab=d["vocab"], out=d["lab"], tail_threshold=3))
     assert schemas.class_count_of(tmp_path / "lab" / "labeled.parquet") == (4, d["vocab"])
     shards(spark, ShardsConfig(labeled=d["lab"], out=d["sh"], shard_size=2, max_side=32))
-    index = json.loads((tmp_path / "sh" / "shards.json").read_text())
+    index = read_shard_set_meta(tmp_path / "sh").to_dict()
     n_labeled = pq.read_table(tmp_path / "lab" / "labeled.parquet").num_rows
     assert index["num_classes"] == 4 and index["images"] == n_labeled
-    resample(spark, ResampleConfig(labeled=d["lab"], out=d["s"], samples=40, alpha=1.0, seed=0, shards=d["sh"]))
+    resample(spark, ResampleConfig(labeled=d["lab"], out=d["s"], num_samples=40, alpha=1.0, seed=0, shards=d["sh"]))
     assert schemas.class_count_of(tmp_path / "s" / "samples.parquet") == (4, d["vocab"])
-    assert json.loads((tmp_path / "s" / "index" / "index.json").read_text())["samples"] == [40]
+    assert read_sample_index_meta(tmp_path / "s").to_dict()["samples"] == [40]
 
     dataset_card(["--manifest", str(manifest), "--vocab", d["vocab"], "--labeled", d["lab"], "--samples", d["s"],
                   "--out", d["card"], "--threads", "1"])
@@ -54,12 +55,12 @@ def test_labels_outside_the_recorded_class_count_are_refused(spark, tmp_path):
     lab = write_labeled(tmp_path / "lab", rows, num_classes=5)
     with pytest.raises(ValueError, match=rf"{tmp_path / 'lab'}/labeled.parquet: label 6 is outside \[0, 5\), "
                                          rf"the class count of the vocabulary {tmp_path / 'lab' / 'vocab'}"):
-        resample(spark, ResampleConfig(labeled=lab, out=str(tmp_path / "s"), samples=100))
+        resample(spark, ResampleConfig(labeled=lab, out=str(tmp_path / "s"), num_samples=100))
     bare = tmp_path / "bare" / "labeled.parquet"
     bare.mkdir(parents=True)
     pq.write_table(pa.Table.from_pylist(rows, schema=schemas.LABELED), bare / "part-0.parquet")
     with pytest.raises(ValueError, match=r"bare/labeled.parquet: the labels column records no class count"):
-        resample(spark, ResampleConfig(labeled=str(tmp_path / "bare"), out=str(tmp_path / "s"), samples=100))
+        resample(spark, ResampleConfig(labeled=str(tmp_path / "bare"), out=str(tmp_path / "s"), num_samples=100))
     assert not (tmp_path / "s").exists()
 
 
@@ -75,4 +76,4 @@ def test_shards_of_labels_outside_the_recorded_class_count_are_refused(spark, tm
     pq.write_table(t, part)
     with pytest.raises(ValueError, match="labeled.parquet: the labels column records no class count"):
         shards(spark, ShardsConfig(labeled=str(tmp_path / "lab"), out=str(tmp_path / "sh")))
-    assert not (tmp_path / "sh" / "shards.json").exists()
+    assert not shard_set_file(tmp_path / "sh").exists()

@@ -74,10 +74,10 @@ def test_image_tower_locked_and_embeddings_are_the_exports(kit, aligned):
     assert all(not k.startswith(("stem", "s1", "s2", "s3", "s4", "head")) for k in text_keys)
     from trainer.lit.export import load_lit
     from trainer.lit.pairs import ShardImages
-    from trainer.data.shard_index import load_index
+    from trainer.data.shard_set import load_shard_set
 
     m = load_lit(export)
-    shard = load_index(kit["aligned"]).shards[1]
+    shard = load_shard_set(kit["aligned"]).shards[1]
     images, ids, texts, n, no_text, bad = ShardImages([shard], SIZE)[0]
     mean = torch.tensor(m.image.mean).view(1, 3, 1, 1) * 255
     std = torch.tensor(m.image.std).view(1, 3, 1, 1) * 255

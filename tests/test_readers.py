@@ -6,7 +6,6 @@ to stay together through sharding, sampling, shuffling, batching and resuming.
 """
 import gc
 import io
-import json
 import sys
 import tarfile
 
@@ -15,8 +14,8 @@ import pytest
 import torch
 from PIL import Image
 
-from pipeline.wds import ShardError, file_sha256, shard_name
-from tests.shardkit import write_sample_index, write_shard_set
+from pipeline.wds import ShardError, shard_name
+from tests.shardkit import add_ffcv, restate_shard, write_sample_index, write_shard_set
 from trainer.data import LOADERS, make_loader, soft_targets, wds_loader
 from trainer.data.epoch_plan import assign_shards, emission_order, rank_batches, worker_batches
 
@@ -66,12 +65,7 @@ def pillow_crop_then_resize(i):
 def make_shards(root, shard_size, n=N, ffcv=False):
     write_shard_set(root, [(jpeg_of(i), labels_of(i)) for i in range(n)], shard_size, C)
     if ffcv:
-        from pipeline.ffcv_writer import write_beton
-
-        index = json.loads((root / "shards.json").read_text())
-        index["ffcv"] = write_beton([str(root / e["name"]) for e in index["shards"]], str(root / "images.beton"),
-                                    label_pad=3, quality=95, num_workers=1)
-        (root / "shards.json").write_text(json.dumps(index))
+        add_ffcv(root, label_pad=3, quality=95, num_workers=1)
     return root
 
 
@@ -86,9 +80,7 @@ def add_member(root, shard, name, data, kind=tarfile.REGTYPE):
         else:
             info.size = len(data)
         tar.addfile(info, io.BytesIO(data) if kind == tarfile.REGTYPE else None)
-    index = json.loads((root / "shards.json").read_text())
-    index["shards"][shard].update(bytes=path.stat().st_size, sha256=file_sha256(path))
-    (root / "shards.json").write_text(json.dumps(index))
+    restate_shard(root, shard)
 
 
 @pytest.fixture(scope="module")
@@ -215,7 +207,7 @@ def test_one_reader_epoch_is_exactly_the_index(shards4, indexed):
     samples, epochs = indexed
     for epoch in range(3):  # the third epoch reuses the first index: E = 2
         loader = wds_loader(shards4, batch_size=6, rank=0, world_size=1, num_workers=0, train=True, size=SIZE,
-                            samples=samples, epoch=epoch, shuffle_buffer=8)
+                            sample_index=samples, epoch=epoch, shuffle_buffer=8)
         image_of = epochs[epoch % 2].__getitem__
         batches = list(loader)
         assert len(batches) == 10
@@ -233,7 +225,7 @@ def test_epochs_of_different_lengths_raise_no_length_warning(shards4, tmp_path):
     epochs = [list(range(37))[:24], [i % 37 for i in range(72)]]
     samples = write_sample_index(shards4, tmp_path / "samples", epochs)
     loader = wds_loader(shards4, batch_size=4, rank=0, world_size=1, num_workers=0, train=True, size=SIZE,
-                        samples=samples, shuffle_buffer=4)
+                        sample_index=samples, shuffle_buffer=4)
     with warnings.catch_warnings():
         warnings.simplefilter("error")
         assert len(loader) == 6
@@ -252,7 +244,7 @@ def test_ranks_get_equal_batches_and_disjoint_samples(shards4, indexed, world_si
         per_rank = []
         for rank in range(world_size):
             loader = wds_loader(shards4, batch_size=batch_size, rank=rank, world_size=world_size, num_workers=workers,
-                                train=True, size=SIZE, epoch=epoch, shuffle_buffer=5, samples=samples)
+                                train=True, size=SIZE, epoch=epoch, shuffle_buffer=5, sample_index=samples)
             batches = list(loader)
             n = len(loader)
             assert len(batches) == n
@@ -271,7 +263,7 @@ def test_training_order_is_seeded(shards4, indexed):
 
     def run(seed=0, epoch=0, set_epoch=None, workers=2):
         loader = wds_loader(shards4, batch_size=3, rank=1, world_size=2, num_workers=workers, train=True,
-                            size=SIZE, seed=seed, epoch=epoch, shuffle_buffer=5, samples=samples)
+                            size=SIZE, seed=seed, epoch=epoch, shuffle_buffer=5, sample_index=samples)
         if set_epoch is not None:
             loader.set_epoch(set_epoch)
         batches = list(loader)
@@ -294,7 +286,7 @@ def test_training_order_is_seeded(shards4, indexed):
 def test_resume_continues_exactly_and_decodes_nothing_before(shards4, indexed, workers):
     samples, _ = indexed
     kw = dict(batch_size=3, rank=0, world_size=1, num_workers=workers, train=True, size=SIZE, shuffle_buffer=6,
-              samples=samples, epoch=1)
+              sample_index=samples, epoch=1)
     full = list(wds_loader(shards4, **kw))
     n = len(full)
     for start in (1, n // 2, n - 1):
@@ -380,7 +372,7 @@ def test_ffcv_applies_the_sample_index_and_resumes(tmp_path):
     root = make_shards(tmp_path / "s", 8, ffcv=True)
     epochs = index_epochs(60, 2, seed=1)
     samples = write_sample_index(root, tmp_path / "samples", epochs)
-    kw = dict(batch_size=4, world_size=2, num_workers=1, train=True, size=SIZE, samples=samples)
+    kw = dict(batch_size=4, world_size=2, num_workers=1, train=True, size=SIZE, sample_index=samples)
     per_rank = []
     for rank in range(2):
         loader = make_loader("ffcv", root, rank=rank, epoch=1, **kw)

@@ -3,10 +3,13 @@ them with an error naming the shard, the member or key, and why."""
 import io
 import json
 import tarfile
+from dataclasses import replace
 
 import pytest
 
 from pipeline.wds import Sample, ShardError, file_sha256, shard_name
+from schemas.shard_set import ShardEntry, read_shard_set_meta
+from tests.shardkit import restate_shard, write_meta
 from tests.test_readers import SIZE, add_member, jpeg_of, labels_of, make_shards
 from tests.test_readers import indexed, shards4, shards8  # noqa: F401 (fixtures)
 from trainer.data import wds_loader
@@ -24,7 +27,8 @@ def test_too_few_shards_for_ranks_and_workers(shards8):
 def test_index_of_other_shards_is_refused(shards4, shards8, indexed):
     samples, _ = indexed
     with pytest.raises(ShardError, match="bound to another shard set"):
-        wds_loader(shards8, batch_size=2, rank=0, world_size=1, num_workers=0, train=True, size=SIZE, samples=samples)
+        wds_loader(shards8, batch_size=2, rank=0, world_size=1, num_workers=0, train=True, size=SIZE,
+                   sample_index=samples)
 
 
 @pytest.mark.parametrize("name, kind, reason, workers", [
@@ -52,9 +56,7 @@ def replace_shard(root, shard, members):
             info = tarfile.TarInfo(name)
             info.size = len(data)
             tar.addfile(info, io.BytesIO(data))
-    index = json.loads((root / "shards.json").read_text())
-    index["shards"][shard].update(bytes=path.stat().st_size, sha256=file_sha256(path))
-    (root / "shards.json").write_text(json.dumps(index))
+    restate_shard(root, shard)
 
 
 def sample_members(k: int) -> dict[str, tuple[str, bytes]]:
@@ -92,10 +94,9 @@ def test_a_key_that_comes_back_later_is_named(tmp_path):
 def test_empty_shards_are_refused(tmp_path):
     kw = dict(batch_size=1, rank=0, world_size=1, num_workers=0, train=True, size=SIZE)
     root = make_shards(tmp_path / "listed", 4, n=8)
-    index = json.loads((root / "shards.json").read_text())
-    index["shards"].append({"name": shard_name(2), "images": 0, "first_image": 8, "bytes": 0, "sha256": ""})
+    meta = read_shard_set_meta(root)
+    write_meta(root, replace(meta, shards=(*meta.shards, ShardEntry(shard_name(2), 0, 8, 0, ""))))
     (root / shard_name(2)).write_bytes(b"")
-    (root / "shards.json").write_text(json.dumps(index))
     with pytest.raises(ShardError, match=r"shard shard-000002\.tar lists 0 images"):  # listed as empty
         wds_loader(root, **kw)
     root = make_shards(tmp_path / "file", 4, n=8)

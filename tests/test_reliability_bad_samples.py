@@ -51,11 +51,11 @@ def test_bad_images_are_dropped_from_their_batch_only(tmp_path):
     bad, good = bad_shards(tmp_path / "bad"), bad_shards(tmp_path / "good", bad=())
     epochs = [index_with_copies()]
     kw = dict(batch_size=24, rank=0, world_size=1, num_workers=0, train=True, size=16, shuffle_buffer=50,
-              samples=write_sample_index(bad, tmp_path / "ib", epochs))
+              sample_index=write_sample_index(bad, tmp_path / "ib", epochs))
     with pytest.raises(ShardError, match=r"shard-0000\d\d\.tar:000000000(017|150|263): cannot decode image"):
         list(wds_loader(bad, **kw))  # the default: a bad image is an error naming shard:key
     with_bad = wds_loader(bad, skip_bad_images=True, **kw)
-    kw["samples"] = write_sample_index(good, tmp_path / "ig", epochs)
+    kw["sample_index"] = write_sample_index(good, tmp_path / "ig", epochs)
     clean = wds_loader(good, **kw)
     image_of = np.array(epochs[0])  # position -> stored image
     skipped = []
@@ -79,7 +79,7 @@ def test_decodes_per_batch_do_not_grow_with_bad_samples(tmp_path):
     shards = bad_shards(tmp_path / "bad")
     samples = write_sample_index(shards, tmp_path / "index", [index_with_copies()])
     loader = wds_loader(shards, batch_size=24, rank=0, world_size=1, num_workers=0, train=True, size=16,
-                        shuffle_buffer=50, samples=samples, skip_bad_images=True)
+                        shuffle_buffer=50, sample_index=samples, skip_bad_images=True)
     sizes, decoded = [], []
     for epoch in range(3):
         loader.set_epoch(epoch)
@@ -97,7 +97,7 @@ def test_trainer_skips_counts_and_bounds_bad_samples(tmp_path):
     shards = bad_shards(tmp_path / "bad")
     samples = write_sample_index(shards, tmp_path / "index", [index_with_copies()])
     run = tmp_path / "run"
-    args = [*BASE, "workers=1", f"shards={shards}", f"samples={samples}", f"run_dir={run}", "batch_size=24",
+    args = [*BASE, "workers=1", f"shards={shards}", f"sample_index={samples}", f"run_dir={run}", "batch_size=24",
             "total_samples=936", "ckpt_every=13", "max_bad_samples=18"]  # 3 epochs of 13 steps
     result = main(args)
     planted = len(BAD) * 2 * 3  # images x copies x epochs

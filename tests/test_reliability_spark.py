@@ -22,6 +22,7 @@ from jobs.resample import ResampleConfig, run as resample
 from jobs.vocab import VocabConfig, run as vocab
 from pipeline.atomic import atomic_dir
 from pipeline.normalize import caption_hashtags, normalize
+from schemas.sample_index import index_file
 from tests.test_normalize import ACUTE, TRICKY_CAPTIONS, ZWJ
 from tests.test_resample_job import content, fake_shard_set, toy_rows, write_labeled
 from tests.test_vocab_job import ROWS, write_manifest
@@ -176,12 +177,12 @@ def test_driver_killed_before_commit_then_the_next_run_completes(spark, tmp_path
 
 def test_resample_with_failed_first_attempts_equals_the_run_without(spark, tmp_path):
     lab = write_labeled(tmp_path / "lab", toy_rows(300, 200, seed=2), files=3)
-    args = dict(samples=5000, seed=11, rows_per_bucket=50)
+    args = dict(num_samples=5000, seed=11, rows_per_bucket=50)
     resample(spark, ResampleConfig(labeled=lab, out=str(tmp_path / "a"), **args))
     faults = tmp_path / "faults"
     r = subprocess.run([SPARK_SUBMIT, "--master", "local[2,3]", "--conf", "spark.ui.enabled=false",
                         str(ROOT / "jobs" / "resample.py"), "--labeled", lab, "--out", str(tmp_path / "b"),
-                        "--samples", "5000", "--seed", "11", "--rows-per-bucket", "50"],
+                        "--num-samples", "5000", "--seed", "11", "--rows-per-bucket", "50"],
                        env=subprocess_env(HASHTAG_TEST_FAULTS="fail_first_attempt:resample.draw",
                                           HASHTAG_TEST_FAULTS_LOG=str(faults)),
                        capture_output=True, text=True, timeout=600)
@@ -261,9 +262,10 @@ def test_reruns_of_label_and_resample_replace_their_output_whole(spark, tmp_path
     labeled = write_labeled(tmp_path / "toy", rows)
     shards = fake_shard_set(tmp_path / "shards", [r["image_id"] for r in rows], shard_size=8)
     out = tmp_path / "s"
-    resample(spark, ResampleConfig(labeled=labeled, out=str(out), samples=3000, seed=5, shards=str(shards), epochs=2))
-    assert (out / "index" / "index.json").exists()
-    resample(spark, ResampleConfig(labeled=labeled, out=str(out), samples=1000, seed=6))
+    resample(spark, ResampleConfig(labeled=labeled, out=str(out), num_samples=3000, seed=5, shards=str(shards),
+                                   epochs=2))
+    assert index_file(out).exists()
+    resample(spark, ResampleConfig(labeled=labeled, out=str(out), num_samples=1000, seed=6))
     assert sorted(p.name for p in out.iterdir() if not p.name.endswith(".crc")) == ["samples.parquet", "stats.json"]
     assert len(content(out)) == 1000 and json.loads((out / "stats.json").read_text())["config"]["seed"] == 6
     assert sorted(p.name for p in tmp_path.iterdir()) == ["lab", "m.parquet", "s", "shards", "toy", "vocab"]

@@ -16,6 +16,9 @@ from scipy import stats as st
 
 import schemas
 from jobs.resample import ResampleConfig, run as resample
+from schemas.sample_index import read_sample_index_meta
+from schemas.shard_set import ShardSetMeta
+from tests.shardkit import write_meta
 
 ROOT = Path(__file__).resolve().parents[1]
 
@@ -51,7 +54,7 @@ def test_importance_split_sizes_and_fit(spark, tmp_path):
     rows = toy_rows()
     lab = write_labeled(tmp_path / "lab", rows)
     m, alpha = 30_000, 0.7
-    stats = resample(spark, ResampleConfig(labeled=lab, out=str(tmp_path / "s"), samples=m, alpha=alpha, seed=3))
+    stats = resample(spark, ResampleConfig(labeled=lab, out=str(tmp_path / "s"), num_samples=m, alpha=alpha, seed=3))
     samples, _ = read_samples(tmp_path / "s")
     assert len(samples) == m
     # the class count recorded in labeled.parquet travels into samples.parquet
@@ -94,7 +97,7 @@ def test_wsl_strategies_fit_their_formula(spark, tmp_path, strategy):
     w = np.array([sum(g(f[lb]) / f[lb] for lb in r["labels"]) for r in rows])
     m = 60_000
     lab = write_labeled(tmp_path / "lab", rows, num_classes=len(sizes))
-    resample(spark, ResampleConfig(labeled=lab, out=str(tmp_path / "s"), samples=m, strategy=strategy, seed=1))
+    resample(spark, ResampleConfig(labeled=lab, out=str(tmp_path / "s"), num_samples=m, strategy=strategy, seed=1))
     samples, stats = read_samples(tmp_path / "s")
     counts = Counter(s["image_id"] for s in samples)
     got = np.array([counts[r["image_id"]] for r in rows])
@@ -116,7 +119,7 @@ def test_same_seed_same_output_whatever_the_partitioning(spark, tmp_path):
     rows = toy_rows(300, 200, seed=2)
     lab1 = write_labeled(tmp_path / "lab1", rows, files=1)
     lab7 = write_labeled(tmp_path / "lab7", rows[::-1], files=7)
-    cfg = dict(samples=5000, seed=11, rows_per_bucket=50)
+    cfg = dict(num_samples=5000, seed=11, rows_per_bucket=50)
     resample(spark, ResampleConfig(labeled=lab1, out=str(tmp_path / "a"), **cfg))
     old = spark.conf.get("spark.sql.shuffle.partitions")
     try:
@@ -133,7 +136,7 @@ def test_same_seed_same_output_whatever_the_partitioning(spark, tmp_path):
     env = {**os.environ, "PYSPARK_PYTHON": sys.executable, "PYSPARK_DRIVER_PYTHON": sys.executable}
     r = subprocess.run([str(Path(sys.executable).parent / "spark-submit"), "--master", "local[1]",
                         "--conf", "spark.sql.shuffle.partitions=3", str(ROOT / "jobs" / "resample.py"),
-                        "--labeled", lab7, "--out", str(tmp_path / "d"), "--samples", "5000", "--seed", "11",
+                        "--labeled", lab7, "--out", str(tmp_path / "d"), "--num-samples", "5000", "--seed", "11",
                         "--rows-per-bucket", "50"], env=env, capture_output=True, text=True, timeout=600)
     assert r.returncode == 0, r.stderr[-3000:]
     assert content(tmp_path / "a") == content(tmp_path / "d")
@@ -144,9 +147,8 @@ def fake_shard_set(d: Path, image_ids: list[str], shard_size: int) -> Path:
     the tars are not needed to bind an index."""
     d.mkdir(parents=True)
     n = len(image_ids)
-    shards = [{"name": f"shard-{s:06d}.tar", "images": min(shard_size, n - f), "first_image": f, "bytes": 0,
-               "sha256": ""} for s, f in enumerate(range(0, n, shard_size))]
-    (d / "shards.json").write_text(json.dumps({"num_classes": 7, "images": n, "shards": shards}))
+    shards = [(f"shard-{s:06d}.tar", min(shard_size, n - f), 0, "") for s, f in enumerate(range(0, n, shard_size))]
+    write_meta(d, ShardSetMeta.numbered(7, shards))
     (d / "images.parquet").mkdir()
     pq.write_table(pa.table({"image_id": image_ids, "image": np.arange(n), "shard": np.arange(n) // shard_size,
                              "ordinal": np.arange(n) % shard_size}, schema=schemas.SHARD_IMAGES),
@@ -166,7 +168,7 @@ def test_index_bound_to_shards_per_epoch(spark, tmp_path):
     stored = [r["image_id"] for r in rows if r["image_id"] not in rejected][::-1]  # any stored order
     shards = fake_shard_set(tmp_path / "shards", stored, shard_size=8)
     out = tmp_path / "s"
-    stats = resample(spark, ResampleConfig(labeled=lab, out=str(out), samples=3000, seed=5, shards=str(shards),
+    stats = resample(spark, ResampleConfig(labeled=lab, out=str(out), num_samples=3000, seed=5, shards=str(shards),
                                            epochs=3))
     samples, _ = read_samples(out)
     image_of = {i: k for k, i in enumerate(stored)}
@@ -174,7 +176,7 @@ def test_index_bound_to_shards_per_epoch(spark, tmp_path):
     assert read_epoch(out, 0) == sorted((s["position"], image_of[s["image_id"]]) for s in samples
                                         if s["image_id"] in image_of)
     n_rejected = sum(s["image_id"] in rejected for s in samples)
-    meta = json.loads((out / "index" / "index.json").read_text())
+    meta = read_sample_index_meta(out).to_dict()
     assert n_rejected > 0 and meta["rejected_samples"][0] == n_rejected and meta["samples"][0] == 3000 - n_rejected
     assert meta["epochs"] == 3 and stats["index"]["epochs"] == 3
     epochs = [read_epoch(out, e) for e in range(3)]
@@ -202,25 +204,25 @@ def test_unique_images_subset_is_seeded(spark, tmp_path):
     rows = toy_rows(300, 200, seed=6)
     lab = write_labeled(tmp_path / "lab", rows)
     for name, seed in (("a", 1), ("b", 1), ("c", 2)):
-        resample(spark, ResampleConfig(labeled=lab, out=str(tmp_path / name), samples=4000, seed=seed,
+        resample(spark, ResampleConfig(labeled=lab, out=str(tmp_path / name), num_samples=4000, seed=seed,
                                        unique_images=100))
     ids = {k: {s["image_id"] for s in read_samples(tmp_path / k)[0]} for k in "abc"}
     assert len(ids["a"]) <= 100 and ids["a"] == ids["b"] and ids["a"] != ids["c"]
     samples, stats = read_samples(tmp_path / "a")
     assert len(samples) == 4000 and stats["labeled_images"] == 100
     with pytest.raises(ValueError, match="has only 500 images"):
-        resample(spark, ResampleConfig(labeled=lab, out=str(tmp_path / "d"), samples=10, unique_images=501))
+        resample(spark, ResampleConfig(labeled=lab, out=str(tmp_path / "d"), num_samples=10, unique_images=501))
     with pytest.raises(ValueError, match="needs --shards"):
-        ResampleConfig(labeled=lab, out="x", samples=10, epochs=2)
+        ResampleConfig(labeled=lab, out="x", num_samples=10, epochs=2)
 
 
 def test_guard_rails(spark, tmp_path):
     head_only = [r for r in toy_rows() if not r["tail"]]
     lab = write_labeled(tmp_path / "lab", head_only)
     with pytest.raises(ValueError, match="tail split, which has no images"):
-        resample(spark, ResampleConfig(labeled=lab, out=str(tmp_path / "s"), samples=100, alpha=0.7))
-    resample(spark, ResampleConfig(labeled=lab, out=str(tmp_path / "s"), samples=100, alpha=1.0))  # fine
-    for bad in (dict(samples=0), dict(samples=10, alpha=1.2), dict(samples=10, strategy="zipf")):
+        resample(spark, ResampleConfig(labeled=lab, out=str(tmp_path / "s"), num_samples=100, alpha=0.7))
+    resample(spark, ResampleConfig(labeled=lab, out=str(tmp_path / "s"), num_samples=100, alpha=1.0))  # fine
+    for bad in (dict(num_samples=0), dict(num_samples=10, alpha=1.2), dict(num_samples=10, strategy="zipf")):
         with pytest.raises(ValueError):
             ResampleConfig(labeled=lab, out="x", **bad)
 
@@ -232,7 +234,7 @@ def test_killed_job_leaves_no_complete_looking_output(tmp_path):
     env = {**os.environ, "PYSPARK_PYTHON": sys.executable, "PYSPARK_DRIVER_PYTHON": sys.executable}
     p = subprocess.Popen([str(Path(sys.executable).parent / "spark-submit"), "--master", "local[1]",
                           str(ROOT / "jobs" / "resample.py"), "--labeled", lab, "--out", str(out),
-                          "--samples", "300000"], env=env, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL,
+                          "--num-samples", "300000"], env=env, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL,
                          start_new_session=True)
     try:
         deadline = time.time() + 300

@@ -18,6 +18,7 @@ from PIL import Image
 import schemas
 from jobs.shards import ShardsConfig, run as shards
 from pipeline.wds import file_sha256, iter_shard, read_samples
+from schemas.shard_set import read_shard_set_meta, shard_set_file
 from tests.test_images import encode, png_header_only, quadrants, truncated_jpegs
 
 ROOT = Path(__file__).resolve().parents[1]
@@ -67,7 +68,7 @@ def write_labeled(d: Path, images: dict, vocab_size: int = 5, seed: int = 0, ext
 
 
 def read_all(out: Path):
-    index = json.loads((out / "shards.json").read_text())
+    index = read_shard_set_meta(out).to_dict()
     got = []
     for s in index["shards"]:
         assert file_sha256(out / s["name"]) == s["sha256"]
@@ -114,11 +115,11 @@ def test_every_image_stored_once_bad_ones_counted(spark, tmp_path):
     # a rerun skips every shard and gives the same index
     again = shards(spark, cfg)
     assert again["shards_skipped"] == len(index["shards"]) and again["shards_written"] == 0
-    assert json.loads((out / "shards.json").read_text()) == index
+    assert read_shard_set_meta(out).to_dict() == index
     # a damaged shard is rewritten
     (out / index["shards"][1]["name"]).write_bytes(b"garbage")
     assert shards(spark, cfg)["shards_written"] == 1
-    assert json.loads((out / "shards.json").read_text()) == index
+    assert read_shard_set_meta(out).to_dict() == index
     # other image settings rewrite every shard: no tar of the old settings survives (read_all: each
     # file's sha256 is the one shards.json lists)
     smaller = shards(spark, ShardsConfig(**{**vars(cfg), "max_side": 32}))
@@ -167,12 +168,12 @@ def test_killed_job_rerun_equals_uninterrupted(spark, tmp_path):
         p.wait()
     done = len(list(killed.glob("_shards/*.json")))
     assert 10 <= done < 60, done
-    assert not (killed / "_SUCCESS").exists() and not (killed / "shards.json").exists()
+    assert not (killed / "_SUCCESS").exists() and not shard_set_file(killed).exists()
     cfg = dict(labeled=str(tmp_path / "labeled"), shard_size=5)
     rerun = shards(spark, ShardsConfig(out=str(killed), **cfg))
     assert rerun["shards_skipped"] >= done - 2  # a shard being written at the kill may be redone
     shards(spark, ShardsConfig(out=str(tmp_path / "clean"), **cfg))
-    assert (killed / "shards.json").read_text() == (tmp_path / "clean" / "shards.json").read_text()
+    assert shard_set_file(killed).read_text() == shard_set_file(tmp_path / "clean").read_text()
     assert sorted(p.name for p in killed.glob("*.tar")) == sorted(p.name for p in (tmp_path / "clean").glob("*.tar"))
     assert not list(killed.glob(".*.tmp"))  # the killed writer's temp tar is not a shard
 

@@ -163,12 +163,11 @@ def shards_on_cluster(url, env, labeled: Path, out: Path, faults: Path, fault: s
 def check_exactly_the_clean_shards(out: Path, clean: Path) -> None:
     """Every tar once, as shards.json lists it (sha256 of the file), the same as a clean run, and
     nothing else: no temporary or partial tar of a killed or losing task attempt."""
-    import json
-
     from pipeline.wds import file_sha256
+    from schemas.shard_set import read_shard_set_meta
 
-    index = json.loads((out / "shards.json").read_text())
-    assert index == json.loads((clean / "shards.json").read_text())
+    index = read_shard_set_meta(out).to_dict()
+    assert index == read_shard_set_meta(clean).to_dict()
     tars = sorted(p.name for p in out.iterdir() if p.suffix == ".tar" or ".tar." in p.name)
     assert tars == sorted(s["name"] for s in index["shards"])
     assert all(file_sha256(out / s["name"]) == s["sha256"] for s in index["shards"])

@@ -78,8 +78,8 @@ class ShardTrainConfig(TrainConfig):
     run_dir: str = key(help="run directory: config.yaml, metrics.jsonl, tb/, checkpoints/, export/")
     total_samples: int = key(help="training length in samples (steps = total_samples // batch_size)")
     data_format: str = key("wds", "shard format: wds | ffcv")
-    samples: str | None = key(None, "sample index bound to the shards (jobs/resample.py --shards); "
-                                    "default: every stored image once per epoch")
+    sample_index: str | None = key(None, "sample index bound to the shards (jobs/resample.py --shards: its OUT); "
+                                         "default: every stored image once per epoch")
     max_bad_samples: int = key(10, "training images that fail to decode (WebDataset), each dropped from its batch, "
                                    "logged and counted (metrics.jsonl bad_samples); one more stops the run naming "
                                    "them. FFCV refuses bad images when the .beton is written")

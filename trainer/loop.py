@@ -209,7 +209,7 @@ def train_loader(cfg: ShardTrainConfig, d: DistInfo, make=make_loader, transform
     extra = {"transform": transform} if transform is not None else {}
     return make(cfg.data_format, cfg.shards, batch_size=cfg.batch_size // d.world_size, rank=d.rank,
                 world_size=d.world_size, num_workers=cfg.workers, train=True, size=cfg.img_size, seed=cfg.seed,
-                samples=cfg.samples, skip_bad_images=True, **extra)
+                sample_index=cfg.sample_index, skip_bad_images=True, **extra)
 
 
 def fit(cfg: TrainConfig, run: Run, task: Task, loader: TrainLoader, steps: int, peak: float) -> dict:

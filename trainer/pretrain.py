@@ -17,7 +17,7 @@ import torch
 
 from trainer.config import ShardTrainConfig, key, load_config, to_dict
 from trainer.data import make_loader, model_data_config
-from trainer.data.shard_index import ShardIndex, load_index
+from trainer.data.shard_set import ShardSet, load_shard_set
 from trainer.distributed import DistInfo
 from trainer.export import export_model
 from trainer.loop import Task, finish, fit, train_loader
@@ -67,24 +67,24 @@ def setup(cfg: PretrainConfig, d: DistInfo):
 
     if not timm.is_model(cfg.model):
         raise ValueError(f"unknown timm model {cfg.model!r}")
-    index = load_index(cfg.shards)
-    names = read_vocab_names(cfg.vocab, index.num_classes) if cfg.vocab else None
+    shard_set = load_shard_set(cfg.shards)
+    names = read_vocab_names(cfg.vocab, shard_set.num_classes) if cfg.vocab else None
     torch.manual_seed(cfg.seed)  # identical initial weights on every rank
-    model = create_model(cfg.model, index.num_classes, cfg.head, cfg.img_size)
+    model = create_model(cfg.model, shard_set.num_classes, cfg.head, cfg.img_size)
     if cfg.init_from:
         from trainer.mae.init_from import load_encoder
 
         load_encoder(model.trunk, cfg.init_from)
-    return index, names, model
+    return shard_set, names, model
 
 
 class HashtagTask(Task):
     """Soft-target loss of the model's logits; the class count and label names ride along in
     every checkpoint."""
 
-    def __init__(self, cfg: PretrainConfig, run: Run, index: ShardIndex, names: list[str] | None):
-        self.run, self.loss_fn, self.index, self.names = run, get_loss(cfg.loss), index, names
-        self.info = {"num_classes": index.num_classes, "labels": names or []}
+    def __init__(self, cfg: PretrainConfig, run: Run, shard_set: ShardSet, names: list[str] | None):
+        self.run, self.loss_fn, self.shard_set, self.names = run, get_loss(cfg.loss), shard_set, names
+        self.info = {"num_classes": shard_set.num_classes, "labels": names or []}
 
     def loss(self, batch, step):
         x = self.run.inputs(batch.images)
@@ -98,13 +98,13 @@ class HashtagTask(Task):
 def build(cfg: PretrainConfig, d: DistInfo, run_dir: Path):
     """(run, task, loader, peak lr) of a hashtag run, prepared (resumed where run_dir has a
     checkpoint); experiments/step_cost.py times the task's steps from here."""
-    index, names, model = setup(cfg, d)
+    shard_set, names, model = setup(cfg, d)
     loader = train_loader(cfg, d, make_loader)  # looked up here: bench/trainer_bench.py swaps it
     data_cfg = model_data_config(cfg.model)
     peak = peak_lr(cfg.recipe, cfg.batch_size, cfg.base_lr)
     run = prepare(cfg, d, model, lambda m: build_optimizer(cfg.recipe, m, peak, cfg.weight_decay), run_dir,
                   data_cfg.mean, data_cfg.std)
-    return run, HashtagTask(cfg, run, index, names), loader, peak
+    return run, HashtagTask(cfg, run, shard_set, names), loader, peak
 
 
 def train(cfg: PretrainConfig) -> dict:
@@ -112,9 +112,9 @@ def train(cfg: PretrainConfig) -> dict:
     run_dir = Path(cfg.run_dir)
     run, task, loader, peak = build(cfg, d, run_dir)
     result = fit(cfg, run, task, loader, cfg.steps, peak)
-    index, names, data_cfg = task.index, task.names, model_data_config(cfg.model)
+    shard_set, names, data_cfg = task.shard_set, task.names, model_data_config(cfg.model)
     return finish(run, result, lambda: export_model(run.model, run_dir / "export", {
-        "model": cfg.model, "head": cfg.head, "num_classes": index.num_classes, "labels": names or [],
+        "model": cfg.model, "head": cfg.head, "num_classes": shard_set.num_classes, "labels": names or [],
         "img_size": cfg.img_size, "input_size": [3, cfg.img_size, cfg.img_size], "mean": list(data_cfg.mean),
         "std": list(data_cfg.std), "config": to_dict(cfg)}))
 

@@ -28,7 +28,7 @@ import numpy as np
 from pipeline.wds import ShardError
 from trainer.data.batch import Batch
 from trainer.data.sample_index import SampleIndex
-from trainer.data.shard_index import batches_per_rank, check_rank, load_index
+from trainer.data.shard_set import batches_per_rank, check_rank, load_shard_set
 from trainer.data.targets import soft_targets
 
 
@@ -125,9 +125,10 @@ def check_process_group(rank: int, world_size: int) -> None:
 
 def ffcv_loader(root, batch_size: int, rank: int, world_size: int, num_workers: int, train: bool, size: int = 224,
                 seed: int = 0, epoch: int = 0, crop_ratio: float = 1.0, os_cache: bool = True,
-                batches_ahead: int = 3, samples=None, skip_bad_images: bool = False, transform=None) -> FfcvLoader:
+                batches_ahead: int = 3, sample_index=None, skip_bad_images: bool = False,
+                transform=None) -> FfcvLoader:
     """Batches of one rank's share of ROOT's .beton (jobs/shards.py --format ffcv), the epochs given
-    by the sample index in SAMPLES (jobs/resample.py --shards ROOT); without one, and always for
+    by the sample index in SAMPLE_INDEX (jobs/resample.py --shards ROOT); without one, and always for
     evaluation, every stored image once per epoch (shuffled with (seed, epoch) when training).
 
     skip_bad_images is accepted for the same signature as wds_loader, with nothing to skip: images
@@ -138,16 +139,16 @@ def ffcv_loader(root, batch_size: int, rank: int, world_size: int, num_workers: 
     if transform is not None:
         raise ValueError(f"{root}: the FFCV reader applies only its own crop and flip, not {type(transform).__name__} "
                          "(multi-crop views, colour jitter, blur): use data_format=wds")
-    index = load_index(root)
-    if not index.ffcv:
-        raise ShardError(f"{index.root}/shards.json has no ffcv entry: rerun jobs/shards.py with --format wds,ffcv")
+    shard_set = load_shard_set(root)
+    if not shard_set.ffcv:
+        raise ShardError(f"{shard_set.root}/shards.json has no ffcv entry: rerun jobs/shards.py with --format wds,ffcv")
     if not 0 < crop_ratio <= 1:
         raise ValueError(f"crop_ratio must be in (0, 1], got {crop_ratio}")
-    path = index.root / index.ffcv["file"]
+    path = shard_set.root / shard_set.ffcv["file"]
     if not path.is_file():
         raise ShardError(f"{path}: missing, though shards.json lists it")
-    sample_index = SampleIndex(index, samples if train else None, shuffle_seed=seed if train else None)
-    batches_per_rank(sample_index.samples(epoch), batch_size, world_size)  # refuse an epoch without a full batch
+    index = SampleIndex(shard_set, sample_index if train else None, shuffle_seed=seed if train else None)
+    batches_per_rank(index.samples(epoch), batch_size, world_size)  # refuse an epoch without a full batch
     import_ffcv()
     check_process_group(rank, world_size)
 
@@ -167,10 +168,10 @@ def ffcv_loader(root, batch_size: int, rank: int, world_size: int, num_workers: 
     loader = Loader(str(path), batch_size=batch_size, num_workers=max(1, num_workers), os_cache=os_cache,
                     order=order, distributed=False, seed=seed, pipelines=pipelines, drop_last=True,
                     batches_ahead=batches_ahead)
-    if loader.reader.num_samples != index.images:
-        raise ShardError(f"{path} holds {loader.reader.num_samples} images, shards.json says {index.images}")
+    if loader.reader.num_samples != shard_set.images:
+        raise ShardError(f"{path} holds {loader.reader.num_samples} images, shards.json says {shard_set.images}")
     labels_shape = tuple(int(d) for d in loader.reader.handlers["labels"].shape)
-    if labels_shape != (int(index.ffcv["label_pad"]),):
+    if labels_shape != (int(shard_set.ffcv["label_pad"]),):
         raise ShardError(f"{path}: labels field has shape {labels_shape}, shards.json says "
-                         f"label_pad {index.ffcv['label_pad']}")
-    return FfcvLoader(loader, order, sample_index, index.num_classes, rank, world_size, batch_size, train, epoch)
+                         f"label_pad {shard_set.ffcv['label_pad']}")
+    return FfcvLoader(loader, order, index, shard_set.num_classes, rank, world_size, batch_size, train, epoch)

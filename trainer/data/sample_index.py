@@ -1,39 +1,36 @@
 """A sample index bound to a shard set: how many copies of each stored image an epoch holds.
 
-Written by `jobs/resample.py --shards DIR` under SAMPLES/index/:
-- index.json: {"epochs": E, "shards_sha256": sha256 of the shard set's shards.json,
-  "samples": [per epoch], "rejected_samples": [per epoch], ...}
-- epoch-NNNNN/ (Parquet): (image, position) per sample, `image` the stored-image index of the
-  shard set (shards.json's first_image + ordinal in the shard), sorted by image;
-- shard_samples.parquet: (epoch, shard, samples).
+Written by `jobs/resample.py --shards DIR` under SAMPLE_INDEX/index/, in the layout of
+schemas/sample_index.py (index.json, its one owner; epoch-NNNNN/: (image, position) per sample,
+`image` the stored-image index of the shard set, sorted by image; shard_samples.parquet).
 Epoch e of training uses index epoch e mod E (E = 1: one draw reused every epoch).
 
 Without an index every stored image is one sample per epoch, its position its image index.
 """
 from __future__ import annotations
 
-import hashlib
-import json
 from functools import lru_cache
 from pathlib import Path
 
 import numpy as np
 
 from pipeline.wds import ShardError
-from trainer.data.shard_index import ShardIndex
-
-INDEX_DIR = "index"
+from schemas.metadata import MetadataError
+from schemas.sample_index import (INDEX_DIR, SHARD_SAMPLES, epoch_dir_name, read_sample_index_meta,
+                                  shard_set_sha256)
+from schemas.shard_set import shard_set_file
+from trainer.data.shard_set import ShardSet
 
 
 def epoch_dir(root, epoch: int) -> Path:
-    return Path(root) / INDEX_DIR / f"epoch-{epoch:05d}"
+    return Path(root) / INDEX_DIR / epoch_dir_name(epoch)
 
 
 class SampleIndex:
     """Per-epoch copies of the stored images of `shards`; `root` None: each image once, its
     position its image index, or (shuffle_seed given) a permutation seeded with (shuffle_seed, epoch)."""
 
-    def __init__(self, shards: ShardIndex, root=None, shuffle_seed: int | None = None):
+    def __init__(self, shards: ShardSet, root=None, shuffle_seed: int | None = None):
         self.shards, self.root = shards, Path(root) if root is not None else None
         self.shuffle_seed = shuffle_seed
         self.shard_first = np.array([s.first_image for s in shards.shards], dtype=np.int64)
@@ -41,22 +38,20 @@ class SampleIndex:
         self.epochs, self._shard_samples = 1, None
         if self.root is None:
             return
-        meta_path = self.root / INDEX_DIR / "index.json"
         try:
-            meta = json.loads(meta_path.read_text())
-            self.epochs = int(meta["epochs"])
-            bound_to = str(meta["shards_sha256"])
-        except (OSError, ValueError, KeyError, TypeError) as e:
-            raise ShardError(f"{meta_path}: no sample index bound to shards (run jobs/resample.py --shards "
-                             f"{shards.root}): {e!r}") from e
-        have = hashlib.sha256((shards.root / "shards.json").read_bytes()).hexdigest()
-        if bound_to != have:
+            meta = read_sample_index_meta(self.root)
+        except MetadataError as e:
+            raise ShardError(f"no sample index bound to shards (run jobs/resample.py --shards {shards.root}): "
+                             f"{e}") from e
+        self.epochs = meta.epochs
+        have = shard_set_file(shards.root).read_bytes()
+        if not meta.bound_to(have):
             raise ShardError(f"{self.root}: this sample index was bound to another shard set than {shards.root} "
-                             f"(shards.json sha256 {bound_to[:12]}..., here {have[:12]}...): rerun jobs/resample.py "
-                             f"--shards {shards.root}")
+                             f"(shards.json sha256 {meta.shards_sha256[:12]}..., here "
+                             f"{shard_set_sha256(have)[:12]}...): rerun jobs/resample.py --shards {shards.root}")
         import pyarrow.parquet as pq
 
-        t = pq.read_table(self.root / INDEX_DIR / "shard_samples.parquet")
+        t = pq.read_table(self.root / INDEX_DIR / SHARD_SAMPLES)
         counts = np.zeros((self.epochs, len(shards.shards)), dtype=np.int64)
         counts[t["epoch"].to_numpy(), t["shard"].to_numpy()] = t["samples"].to_numpy()
         self._shard_samples = counts

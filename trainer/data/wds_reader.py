@@ -36,7 +36,7 @@ from trainer.data.batch import Batch
 from trainer.data.epoch_plan import (ReaderItems, assign_shards, logical_worker, rank_batches, reader_items,
                                      shard_order, worker_batches)
 from trainer.data.sample_index import SampleIndex
-from trainer.data.shard_index import ShardIndex, check_rank, load_index
+from trainer.data.shard_set import ShardSet, check_rank, load_shard_set
 from trainer.data.targets import pad_labels, soft_targets
 from trainer.data.transforms import eval_transform, train_transform
 
@@ -53,7 +53,7 @@ class EpochLayout:
 class WdsEpochs(IterableDataset):
     """One rank's epoch as an iterable of full batches; len() is the number of batches."""
 
-    def __init__(self, index: ShardIndex, samples: SampleIndex, batch_size: int, rank: int, world_size: int,
+    def __init__(self, index: ShardSet, samples: SampleIndex, batch_size: int, rank: int, world_size: int,
                  num_workers: int, train: bool, size: int, seed: int, epoch: int, shuffle_buffer: int,
                  skip_bad_images: bool = False, transform=None):
         check_rank(rank, world_size)
@@ -209,16 +209,16 @@ class WdsLoader(DataLoader):
 
 def wds_loader(root, batch_size: int, rank: int, world_size: int, num_workers: int, train: bool, size: int = 224,
                seed: int = 0, epoch: int = 0, shuffle_buffer: int = 10000, pin_memory: bool = False,
-               samples=None, skip_bad_images: bool = False, transform=None) -> WdsLoader:
+               sample_index=None, skip_bad_images: bool = False, transform=None) -> WdsLoader:
     """Batches of one rank's share of the WebDataset shards in ROOT, the epochs given by the sample
-    index in SAMPLES (jobs/resample.py --shards ROOT); without one, and always for evaluation,
+    index in SAMPLE_INDEX (jobs/resample.py --shards ROOT); without one, and always for evaluation,
     every stored image once per epoch. len() = batches per rank. skip_bad_images: an image that
     does not decode is dropped from its batch and named in Batch.skipped (else a ShardError).
     transform: uint8 [3, H, W] -> a view or a tuple of views (SwAV's MultiCrop) in place of the
     default crop; it draws from torch's global RNG, which each batch seeds."""
-    index = load_index(root)
-    ds = WdsEpochs(index, SampleIndex(index, samples if train else None), batch_size, rank, world_size, num_workers,
-                   train, size, seed, epoch, shuffle_buffer, skip_bad_images, transform)
+    index = load_shard_set(root)
+    ds = WdsEpochs(index, SampleIndex(index, sample_index if train else None), batch_size, rank, world_size,
+                   num_workers, train, size, seed, epoch, shuffle_buffer, skip_bad_images, transform)
     # Workers are started per epoch (not persistent) so that they see set_epoch's value. Our own
     # generator: DataLoader draws a seed from it every epoch, from the global RNG otherwise.
     return WdsLoader(ds, batch_size=None, num_workers=num_workers, pin_memory=pin_memory,

@@ -48,7 +48,7 @@ from torch.utils.data import DataLoader, Dataset
 from pipeline.atomic import atomic_path, write_text_atomic
 from pipeline.images import DECODER_VERSION
 from pipeline.wds import Skips, decode, read_samples
-from trainer.data.shard_index import ShardIndex, ShardInfo
+from trainer.data.shard_set import ShardInfo, ShardSet
 from trainer.data.transforms import eval_transform, pixel_stats
 from trainer.distributed import DistInfo
 from trainer.lit.tokenizer import encode, tokenizer_sha256
@@ -110,7 +110,7 @@ def _marker(path: Path) -> dict | None:
 
 
 @torch.no_grad()
-def embed_images(index: ShardIndex, trunk: torch.nn.Module, mean, std, tower_key: str, img_size: int,
+def embed_images(index: ShardSet, trunk: torch.nn.Module, mean, std, tower_key: str, img_size: int,
                  out: Path, d: DistInfo, workers: int, batch_size: int = 64) -> int:
     """This rank's shards' image embeddings and texts (skipping shards already done); returns the
     number of shards it embedded."""
@@ -137,7 +137,7 @@ def embed_images(index: ShardIndex, trunk: torch.nn.Module, mean, std, tower_key
     return len(todo)
 
 
-def read_texts(index: ShardIndex, out: Path, limit: int) -> list[str]:
+def read_texts(index: ShardSet, out: Path, limit: int) -> list[str]:
     """The pairs' texts in shard order, at most `limit` (what the tokenizer learns from)."""
     texts: list[str] = []
     for s in index.shards:
@@ -147,7 +147,7 @@ def read_texts(index: ShardIndex, out: Path, limit: int) -> list[str]:
     return texts
 
 
-def tokenize_pairs(index: ShardIndex, tok: Tokenizer, context_length: int, out: Path, d: DistInfo) -> int:
+def tokenize_pairs(index: ShardSet, tok: Tokenizer, context_length: int, out: Path, d: DistInfo) -> int:
     """This rank's shards' tokens (skipping those already done with this tokenizer)."""
     done = 0
     tok_key = f"{tokenizer_sha256(tok)}:{context_length}"
@@ -216,7 +216,7 @@ class PairStore:
         return img, tok
 
 
-def open_pairs(index: ShardIndex, out: Path) -> PairStore:
+def open_pairs(index: ShardSet, out: Path) -> PairStore:
     stems, sizes = [], []
     stats = {"images": 0, "pairs": 0, "no_text": 0, "bad": []}
     for s in index.shards:

@@ -29,7 +29,7 @@ from pathlib import Path
 import torch
 
 from trainer.config import ShardTrainConfig, key, load_config, to_dict
-from trainer.data.shard_index import load_index
+from trainer.data.shard_set import load_shard_set
 from trainer.distributed import DistInfo
 from trainer.export import load_model
 from trainer.lit.export import export_lit
@@ -69,9 +69,9 @@ class LitConfig(ShardTrainConfig):
 
     def __post_init__(self):
         super().__post_init__()
-        if self.data_format != "wds" or self.samples is not None:
+        if self.data_format != "wds" or self.sample_index is not None:
             raise ValueError("trainer.lit reads every stored image with a text from the WebDataset shards: "
-                             "data_format must be wds and samples null")
+                             "data_format must be wds and sample_index null")
         if self.tokenizer_texts < 1 or self.embed_batch < 1 or self.shuffle_window < 1:
             raise ValueError("tokenizer_texts, embed_batch and shuffle_window must be >= 1")
         if self.image_tower.startswith("random:"):
@@ -86,7 +86,7 @@ class LitConfig(ShardTrainConfig):
 
 def build_pairs(cfg: LitConfig, d: DistInfo, run_dir: Path):
     """(pair store, tokenizer, image tower): steps 1 and 2 of the module docstring, on every rank."""
-    index = load_index(cfg.shards)
+    index = load_shard_set(cfg.shards)
     tower = load_model(cfg.image_tower)
     out = Path(cfg.pairs_dir) if cfg.pairs_dir else run_dir / "pairs"
     with torch.random.fork_rng(devices=[]):  # the DataLoader's draw must not move the training RNG

@@ -23,7 +23,7 @@ import torch
 
 from trainer.config import ShardTrainConfig, key, load_config, to_dict
 from trainer.data import make_loader, model_data_config
-from trainer.data.shard_index import load_index
+from trainer.data.shard_set import load_shard_set
 from trainer.distributed import DistInfo
 from trainer.loop import Task, finish, fit, train_loader
 from trainer.mae.export import export_mae
@@ -67,7 +67,7 @@ class MaeConfig(ShardTrainConfig):
 
 def setup(cfg: MaeConfig, d: DistInfo) -> MaskedAutoencoder:
     """Everything checked before any work: data, model."""
-    load_index(cfg.shards)
+    load_shard_set(cfg.shards)
     torch.manual_seed(cfg.seed)  # identical initial weights on every rank
     return build_mae(cfg.model, cfg.img_size, cfg.decoder, cfg.mask_ratio, cfg.norm_pix_loss)
 

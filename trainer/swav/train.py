@@ -39,7 +39,7 @@ import torch.distributed as dist
 from trainer.config import ShardTrainConfig, key, load_config, to_dict
 from trainer.data import make_loader, model_data_config
 from trainer.data.multicrop import MultiCrop, MultiCropSpec
-from trainer.data.shard_index import load_index
+from trainer.data.shard_set import load_shard_set
 from trainer.distributed import DistInfo
 from trainer.export import export_model
 from trainer.loop import Task, finish, fit, train_loader
@@ -106,7 +106,7 @@ class SwavConfig(ShardTrainConfig):
 
 def setup(cfg: SwavConfig, d: DistInfo) -> SwavModel:
     """Everything checked before any work: data, model."""
-    load_index(cfg.shards)
+    load_shard_set(cfg.shards)
     torch.manual_seed(cfg.seed)  # identical initial weights on every rank
     return create_swav(cfg.model, cfg.prototypes, cfg.img_size, cfg.head_args)
 
