@@ -215,9 +215,10 @@ demo: $(DEMO)/transfer.json
 	@echo "dataset card: $(DEMO)/card/dataset_card.md; shards: $(DEMO)/shards; transfer: $(TRANSFER)/*.md"
 
 # --- tests and benchmarks ------------------------------------------------------------------------
-# test: everything CI runs (.ci/run), with the 25 slowest tests; test-fast: the edit loop (no Spark,
-# no torchrun, no cluster, no slow test); test-all: also the slow end-to-end tests.
-FAST := not spark and not multiprocess and not cluster and not slow
+# test: everything CI runs (.ci/run), with the 25 slowest tests; test-fast: the edit loop (tests/unit/
+# without Spark or torchrun: no spark, multiprocess, cluster, integration or slow test); test-all: also
+# the slow end-to-end tests. The markers are given by tests/conftest.py (pyproject lists them).
+FAST := not spark and not multiprocess and not cluster and not integration and not slow
 test: setup
 	$(VENV)/bin/pytest -q --durations=25
 
