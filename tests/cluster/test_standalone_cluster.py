@@ -16,11 +16,10 @@ import pyarrow.parquet as pq
 import pyspark
 import pytest
 
-from tests.test_dedup_units import drawing
-from tests.test_shards_job import write_labeled
-from tests.test_vocab_job import ROWS, write_manifest
+from tests.helpers import ROOT
+from tests.helpers.images import drawing
+from tests.helpers.jobkit import ROWS, write_labeled_images, write_manifest
 
-ROOT = Path(__file__).resolve().parents[1]
 SPARK_HOME = Path(pyspark.__file__).parent
 
 
@@ -182,7 +181,7 @@ def test_speculative_copies_write_each_shard_once(cluster, tmp_path, spark):
     from jobs.shards import ShardsConfig, run as shards
 
     url, env, _ = cluster
-    write_labeled(tmp_path / "labeled", png_images(tmp_path / "img", 40))
+    write_labeled_images(tmp_path / "labeled", png_images(tmp_path / "img", 40))
     shards(spark, ShardsConfig(labeled=str(tmp_path / "labeled"), out=str(tmp_path / "clean"), shard_size=5,
                                max_side=32))
     out, faults = tmp_path / "out", tmp_path / "faults"
@@ -205,7 +204,7 @@ def test_executor_killed_mid_shard_then_rerun(cluster, tmp_path, spark):
     from jobs.shards import ShardsConfig, run as shards
 
     url, env, _ = cluster
-    write_labeled(tmp_path / "labeled", png_images(tmp_path / "img", 40))
+    write_labeled_images(tmp_path / "labeled", png_images(tmp_path / "img", 40))
     cfg = dict(labeled=str(tmp_path / "labeled"), shard_size=5, max_side=32)
     shards(spark, ShardsConfig(out=str(tmp_path / "clean"), **cfg))
     out, faults = tmp_path / "out", tmp_path / "faults"

@@ -1,8 +1,8 @@
 """Run the vocab and label jobs on manifests in a fresh local[2] SparkContext with bounded
 memory (a small spark.executor.pyspark.memory and driver memory), sampling the peak RSS of its
-Python workers; used by tests/test_skew.py in a subprocess.
+Python workers; used by tests/spark/test_skew.py in a subprocess.
 
-    python -m tests.skewkit OUT_JSON MANIFEST [MANIFEST ...]
+    python -m tests.helpers.skewkit OUT_JSON MANIFEST [MANIFEST ...]
 """
 from __future__ import annotations
 

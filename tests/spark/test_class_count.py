@@ -14,9 +14,7 @@ from jobs.report import main as report
 from jobs.resample import ResampleConfig, run as resample
 from jobs.shards import ShardsConfig, run as shards
 from jobs.vocab import VocabConfig, run as vocab
-from tests.test_resample_job import toy_rows, write_labeled
-from tests.test_shards_job import write_labeled as write_labeled_images
-from tests.test_vocab_job import ROWS
+from tests.helpers.jobkit import ROWS, toy_rows, write_labeled, write_labeled_images
 
 
 def test_vocabulary_size_travels_to_shards_json_and_the_card(spark, tmp_path):

@@ -2,7 +2,7 @@
 openclipart images are found by jobs/dedup.py, look-alike non-duplicates are not.
 
 The slow test is the issue's case (200 images); the fast one a 12-image slice of it. False
-positives are asserted outside openclipart's star family (tests/dedupkit.py STAR_FAMILY), whose
+positives are asserted outside openclipart's star family (tests/helpers/dedupkit.py STAR_FAMILY), whose
 members are indistinguishable at 32x32 and are counted on their own line.
 """
 import json
@@ -13,7 +13,7 @@ import pytest
 
 from jobs import dedup
 from pipeline.phash import low_information, phash_image
-from tests.dedupkit import REQUIRED, build_case, heldout_rows, score
+from tests.helpers.dedupkit import REQUIRED, build_case, heldout_rows, score
 
 OPENCLIPART = Path("/usr/share/openclipart")
 pytestmark = pytest.mark.skipif(not (OPENCLIPART / "png").is_dir(), reason="openclipart-png is not installed")

@@ -11,7 +11,7 @@ from PIL import Image
 import schemas
 from jobs import dedup
 from jobs.lib.config import parse_config
-from tests.test_dedup_units import drawing
+from tests.helpers.images import drawing
 
 
 def _write(im: Image.Image, path, fmt="PNG", **kw) -> str:

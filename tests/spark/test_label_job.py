@@ -11,7 +11,7 @@ import schemas
 from jobs.label import LabelConfig, run as label
 from jobs.vocab import VocabConfig, run as vocab
 from pipeline.normalize import normalize
-from tests.test_vocab_job import ROWS, write_manifest
+from tests.helpers.jobkit import ROWS, write_manifest
 
 CORPUS = Path("/usr/share/openclipart")
 

@@ -22,20 +22,17 @@ from jobs.resample import ResampleConfig, run as resample
 from jobs.vocab import VocabConfig, run as vocab
 from pipeline.atomic import atomic_dir
 from pipeline.normalize import caption_hashtags, normalize
-from tests.test_normalize import ACUTE, TRICKY_CAPTIONS, ZWJ
-from tests.test_resample_job import content, fake_shard_set, toy_rows, write_labeled
-from tests.test_vocab_job import ROWS, write_manifest
+from tests.helpers import ROOT
+from tests.helpers.jobkit import (ACUTE, ROWS, TRICKY_CAPTIONS, ZWJ, content, fake_shard_set, toy_rows, write_labeled,
+                                  write_manifest)
+from tests.helpers.launch import project_env
 
-ROOT = Path(__file__).resolve().parents[1]
 SPARK_SUBMIT = str(Path(sys.executable).parent / "spark-submit")
 WITH_CAPTION = schemas.MANIFEST.append(pa.field("caption", pa.string()))
 
 
 def subprocess_env(**extra) -> dict:
-    env = {**os.environ, "PYSPARK_PYTHON": sys.executable, "PYSPARK_DRIVER_PYTHON": sys.executable,
-           "PYTHONPATH": os.pathsep.join(filter(None, [str(ROOT), os.environ.get("PYTHONPATH")])), **extra}
-    env.pop("PYSPARK_GATEWAY_PORT", None)
-    return env
+    return project_env(PYSPARK_PYTHON=sys.executable, PYSPARK_DRIVER_PYTHON=sys.executable, **extra)
 
 
 # --- one caption-hashtag rule (the bug) and item 10 -------------------------------------------

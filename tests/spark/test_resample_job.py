@@ -9,42 +9,14 @@ from collections import Counter
 from pathlib import Path
 
 import numpy as np
-import pyarrow as pa
 import pyarrow.parquet as pq
 import pytest
 from scipy import stats as st
 
 import schemas
 from jobs.resample import ResampleConfig, run as resample
-
-ROOT = Path(__file__).resolve().parents[1]
-
-
-def write_labeled(d: Path, rows: list[dict], files: int = 1, num_classes: int = 7) -> str:
-    """labeled.parquet as jobs/label.py writes it: part files, the class count in the footer."""
-    (d / "labeled.parquet").mkdir(parents=True)
-    t = schemas.with_class_count(pa.Table.from_pylist(rows, schema=schemas.LABELED), num_classes, str(d / "vocab"))
-    for i, chunk in enumerate(np.array_split(np.arange(len(rows)), files)):
-        pq.write_table(t.take(pa.array(chunk)), d / "labeled.parquet" / f"part-{i}.parquet")
-    return str(d)
-
-
-def toy_rows(n_head=40, n_tail=25, seed=0):
-    """Images with known importance; tail images have larger importance (rarer labels)."""
-    rng = np.random.default_rng(seed)
-    rows = []
-    for i in range(n_head + n_tail):
-        tail = i >= n_head
-        f = int(rng.integers(2, 50)) if tail else int(rng.integers(100, 5000))
-        rows.append({"image_id": f"img{i:04d}", "image": f"{i}.jpg", "labels": [i % 7],
-                     "importance": f ** -0.5, "tail": tail})
-    return rows
-
-
-def read_samples(out: Path):
-    t = pq.read_table(out / "samples.parquet")
-    schemas.check_schema(t.schema, schemas.SAMPLES, "samples.parquet")
-    return t.to_pylist(), json.loads((out / "stats.json").read_text())
+from tests.helpers import ROOT
+from tests.helpers.jobkit import content, fake_shard_set, read_samples, toy_rows, write_labeled
 
 
 def test_importance_split_sizes_and_fit(spark, tmp_path):
@@ -107,11 +79,6 @@ def test_wsl_strategies_fit_their_formula(spark, tmp_path, strategy):
     assert st.chisquare(got, m * w2 / w2.sum()).pvalue < 1e-6
 
 
-def content(out: Path):
-    samples, _ = read_samples(out)
-    return sorted((s["position"], s["image_id"], tuple(s["labels"]), s["tail"]) for s in samples)
-
-
 def test_same_seed_same_output_whatever_the_partitioning(spark, tmp_path):
     rows = toy_rows(300, 200, seed=2)
     lab1 = write_labeled(tmp_path / "lab1", rows, files=1)
@@ -137,21 +104,6 @@ def test_same_seed_same_output_whatever_the_partitioning(spark, tmp_path):
                         "--rows-per-bucket", "50"], env=env, capture_output=True, text=True, timeout=600)
     assert r.returncode == 0, r.stderr[-3000:]
     assert content(tmp_path / "a") == content(tmp_path / "d")
-
-
-def fake_shard_set(d: Path, image_ids: list[str], shard_size: int) -> Path:
-    """shards.json + images.parquet as jobs/shards.py writes them (stored image k = image_ids[k]);
-    the tars are not needed to bind an index."""
-    d.mkdir(parents=True)
-    n = len(image_ids)
-    shards = [{"name": f"shard-{s:06d}.tar", "images": min(shard_size, n - f), "first_image": f, "bytes": 0,
-               "sha256": ""} for s, f in enumerate(range(0, n, shard_size))]
-    (d / "shards.json").write_text(json.dumps({"num_classes": 7, "images": n, "shards": shards}))
-    (d / "images.parquet").mkdir()
-    pq.write_table(pa.table({"image_id": image_ids, "image": np.arange(n), "shard": np.arange(n) // shard_size,
-                             "ordinal": np.arange(n) % shard_size}, schema=schemas.SHARD_IMAGES),
-                   d / "images.parquet" / "part-0.parquet")
-    return d
 
 
 def read_epoch(samples: Path, e: int) -> list[tuple[int, int]]:

@@ -7,8 +7,8 @@ import zipfile
 from pathlib import Path
 
 from jobs.lib.session import PACKAGES, code_zip
+from tests.helpers import ROOT
 
-ROOT = Path(__file__).resolve().parents[1]
 VENV_BIN = Path(sys.executable).parent
 
 

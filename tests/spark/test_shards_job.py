@@ -18,9 +18,9 @@ from PIL import Image
 import schemas
 from jobs.shards import ShardsConfig, run as shards
 from pipeline.wds import file_sha256, iter_shard
-from tests.test_images import encode, png_header_only, quadrants, truncated_jpegs
-
-ROOT = Path(__file__).resolve().parents[1]
+from tests.helpers import ROOT
+from tests.helpers.images import encode, png_header_only, quadrants, truncated_jpegs
+from tests.helpers.jobkit import write_labeled_images
 
 
 def image_files(d: Path) -> dict:
@@ -48,24 +48,6 @@ def image_files(d: Path) -> dict:
     return out
 
 
-def write_labeled(d: Path, images: dict, vocab_size: int = 5, seed: int = 0, extra: dict | None = None):
-    """labeled.parquet (one row per image, as jobs/label.py writes it) for `images`, with `extra`
-    string columns passed through from a manifest ({column: {image_id: value}})."""
-    rng = np.random.default_rng(seed)
-    rows = []
-    for k, i in enumerate(sorted(images)):
-        labels = sorted({int(x) for x in rng.integers(0, vocab_size, int(rng.integers(1, 4)))})
-        rows.append({"image_id": i, "image": images[i][0], "labels": labels, "importance": 0.5, "tail": k % 3 == 0,
-                     **{c: v.get(i) for c, v in (extra or {}).items()}})
-    schema = schemas.LABELED
-    for c in extra or {}:
-        schema = schema.append(pa.field(c, pa.string()))
-    (d / "labeled.parquet").mkdir(parents=True, exist_ok=True)
-    table = schemas.with_class_count(pa.Table.from_pylist(rows, schema=schema), vocab_size, "vocab")
-    pq.write_table(table, d / "labeled.parquet" / "part-0.parquet")
-    return rows
-
-
 def read_all(out: Path):
     index = json.loads((out / "shards.json").read_text())
     got = []
@@ -82,7 +64,7 @@ def test_every_image_stored_once_bad_ones_counted(spark, tmp_path):
     for k in range(12):  # and some plain good images
         (tmp_path / "img" / f"good{k}.jpg").write_bytes(encode(quadrants(), "JPEG"))
         images[f"good{k:02d}"] = (f"good{k}.jpg", None)
-    rows = {r["image_id"]: r for r in write_labeled(tmp_path / "labeled", images)}
+    rows = {r["image_id"]: r for r in write_labeled_images(tmp_path / "labeled", images)}
     out = tmp_path / "shards"
     cfg = ShardsConfig(labeled=str(tmp_path / "labeled"), out=str(out), format=("wds", "ffcv"), shard_size=4,
                        max_side=64, image_root=str(tmp_path / "img"))
@@ -151,7 +133,7 @@ def test_killed_job_rerun_equals_uninterrupted(spark, tmp_path):
     for i in range(300):
         Image.fromarray(rng.integers(0, 255, (120, 160, 3), dtype=np.uint8)).save(img / f"{i}.png")
         images[f"im{i:03d}"] = (str(img / f"{i}.png"), None)
-    write_labeled(tmp_path / "labeled", images)
+    write_labeled_images(tmp_path / "labeled", images)
     env = {**os.environ, "PYSPARK_PYTHON": sys.executable, "PYSPARK_DRIVER_PYTHON": sys.executable}
     killed = tmp_path / "killed"
     p = subprocess.Popen([str(Path(sys.executable).parent / "spark-submit"), "--master", "local[1]",
@@ -205,8 +187,8 @@ def test_text_goes_into_each_sample_json_and_reruns_rewrite_only_its_shard(spark
     from pipeline.wds import write_shard
 
     images, texts = _text_images(tmp_path / "img")
-    rows = {r["image_id"]: r for r in write_labeled(tmp_path / "with", images, extra={"text": texts})}
-    write_labeled(tmp_path / "without", images)  # the same rows, no text column
+    rows = {r["image_id"]: r for r in write_labeled_images(tmp_path / "with", images, extra={"text": texts})}
+    write_labeled_images(tmp_path / "without", images)  # the same rows, no text column
     cfg = dict(shard_size=3, max_side=32, image_root=str(tmp_path / "img"))
     with_text = shards(spark, ShardsConfig(labeled=str(tmp_path / "with"), out=str(tmp_path / "a"), **cfg))
     without = shards(spark, ShardsConfig(labeled=str(tmp_path / "without"), out=str(tmp_path / "b"), **cfg))
@@ -244,7 +226,7 @@ def test_text_goes_into_each_sample_json_and_reruns_rewrite_only_its_shard(spark
     # one image's new text rewrites its shard only
     changed = stored[4]
     texts[changed] = "A new text"
-    write_labeled(tmp_path / "with", images, extra={"text": texts})
+    write_labeled_images(tmp_path / "with", images, extra={"text": texts})
     rerun = shards(spark, ShardsConfig(labeled=str(tmp_path / "with"), out=str(tmp_path / "a"), **cfg))
     assert (rerun["shards_written"], rerun["shards_skipped"]) == (1, len(index_a["shards"]) - 1)
     index_c, got_c = read_all(tmp_path / "a")
@@ -262,8 +244,8 @@ def shard_of(index: dict, image: int) -> str:
 def test_caption_is_the_text_when_there_is_no_text_column(spark, tmp_path):
     images, texts = _text_images(tmp_path / "img")
     captions = {i: f"#cap {i}" for i in images}
-    write_labeled(tmp_path / "cap", images, extra={"caption": captions})
-    write_labeled(tmp_path / "both", images, extra={"caption": captions, "text": texts})
+    write_labeled_images(tmp_path / "cap", images, extra={"caption": captions})
+    write_labeled_images(tmp_path / "both", images, extra={"caption": captions, "text": texts})
     cfg = dict(shard_size=4, max_side=32, image_root=str(tmp_path / "img"))
     cap = shards(spark, ShardsConfig(labeled=str(tmp_path / "cap"), out=str(tmp_path / "c"), **cfg))
     both = shards(spark, ShardsConfig(labeled=str(tmp_path / "both"), out=str(tmp_path / "t"), **cfg))

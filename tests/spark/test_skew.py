@@ -1,10 +1,9 @@
 """A manifest where one hashtag is on 90% of the rows goes through vocab and label like a uniform
-one: no per-hashtag shuffle, so no task holds the hot hashtag's rows (tests/skewkit.py runs the
+one: no per-hashtag shuffle, so no task holds the hot hashtag's rows (tests/helpers/skewkit.py runs the
 jobs in a fresh SparkContext with a small spark.executor.pyspark.memory and driver memory, and
 counts the shuffle records written from Spark's event log: a per-hashtag gather of the rows would
 write about 4x as many and fails the test)."""
 import json
-import os
 import subprocess
 import sys
 from pathlib import Path
@@ -13,9 +12,10 @@ import numpy as np
 import pyarrow.parquet as pq
 
 from pipeline.normalize import normalize
-from tests.test_vocab_job import write_manifest
+from tests.helpers import ROOT
+from tests.helpers.jobkit import write_manifest
+from tests.helpers.launch import project_env
 
-ROOT = Path(__file__).resolve().parents[1]
 NOUNS = ["dog", "cat", "apple", "car", "boat", "tree", "horse", "banana", "truck", "chair", "table", "lamp",
          "guitar", "piano", "violin", "tiger", "lion", "eagle", "shark", "rose"]
 N = 300_000
@@ -34,11 +34,9 @@ def manifests(tmp_path: Path) -> tuple[str, str]:
 
 def test_a_hashtag_on_90_percent_of_rows_runs_in_bounded_memory(tmp_path):
     skewed, uniform = manifests(tmp_path)
-    env = {**os.environ, "PYTHONPATH": os.pathsep.join([str(ROOT), os.environ.get("PYTHONPATH", "")])}
-    env.pop("PYSPARK_GATEWAY_PORT", None)
     out = tmp_path / "res.json"
-    subprocess.run([sys.executable, "-m", "tests.skewkit", str(out), uniform, skewed], cwd=ROOT, env=env,
-                   check=True, timeout=900)
+    subprocess.run([sys.executable, "-m", "tests.helpers.skewkit", str(out), uniform, skewed], cwd=ROOT,
+                   env=project_env(), check=True, timeout=900)
     res = json.loads(out.read_text())
     # the jobs' outputs against plain Python: images per hashtag, labelled images
     for m in (uniform, skewed):

@@ -9,23 +9,7 @@ import pytest
 import schemas
 from jobs.lib.manifest import ManifestError
 from jobs.vocab import VocabConfig, run
-
-ROWS = {  # image_id -> raw hashtags
-    "a": ["eggplant", "BrownBear", "newyork", "dog"],
-    "b": ["aubergine", "brownbear", "dog"],
-    "c": ["Eggplant", "ursus arctos", "dog"],
-    "d": ["icecream", "dog", "newyork"],
-    "e": ["ice cream", "eggplant", "#dog"],
-    "f": ["ice-cream", "zzzz"],
-}
-
-
-def write_manifest(path: Path, rows: dict) -> str:
-    t = pa.table({"image_id": list(rows), "image": [f"img/{k}.jpg" for k in rows],
-                  "hashtags": list(rows.values())}, schema=schemas.MANIFEST)
-    pq.write_table(t, path)
-    return str(path)
-
+from tests.helpers.jobkit import ROWS, write_manifest
 
 def read_out(out: Path):
     vocab = pq.read_table(out / "vocab.parquet")

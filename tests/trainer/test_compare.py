@@ -1,5 +1,5 @@
 """`make compare`'s own parts: the arms and their budgets, the measured step cost of the real
-trainers, and the report from evaluated runs (its statistics: tests/test_compare_stats.py)."""
+trainers, and the report from evaluated runs (its statistics: tests/unit/test_compare_stats.py)."""
 import json
 import math
 
@@ -7,7 +7,7 @@ import numpy as np
 import pytest
 from PIL import Image
 
-from tests.shardkit import make_shards
+from tests.helpers.shardkit import make_shards
 from transfer.compare import main as compare_main
 from transfer.compare_arms import demo_arms, pairs, samples_for
 

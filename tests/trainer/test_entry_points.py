@@ -2,16 +2,13 @@
 its type, default and a line of help (exit 0); no arguments, a missing, unknown or badly typed key
 is a usage message naming the key (exit 2), never a traceback."""
 import dataclasses
-import os
 import re
 import subprocess
 import sys
-from pathlib import Path
 
 import pytest
 
-ROOT = Path(__file__).resolve().parents[1]
-ENV = {**os.environ, "PYTHONPATH": str(ROOT)}
+from tests.helpers.launch import project_env
 
 
 def entry_points():
@@ -99,12 +96,12 @@ def test_pretrain_and_finetune_help_show_types_and_defaults(capsys):
 
 
 def test_from_the_shell(tmp_path):
-    r = subprocess.run([sys.executable, "-m", "trainer.pretrain", "--help"], cwd=tmp_path, env=ENV,
+    r = subprocess.run([sys.executable, "-m", "trainer.pretrain", "--help"], cwd=tmp_path, env=project_env(),
                        capture_output=True, text=True, timeout=300)
     assert r.returncode == 0 and "total_samples" in r.stdout and "Traceback" not in r.stderr
     # the docstring's commands read as written: continuation backslashes are kept
     assert "trainer/configs/regnety_16gf.yaml \\\n" in r.stdout
-    r = subprocess.run([sys.executable, "-m", "transfer.finetune"], cwd=tmp_path, env=ENV, capture_output=True,
+    r = subprocess.run([sys.executable, "-m", "transfer.finetune"], cwd=tmp_path, env=project_env(), capture_output=True,
                        text=True, timeout=300)
     assert r.returncode == 2 and "missing required keys: model, data, out" in r.stderr
     assert "Traceback" not in r.stderr

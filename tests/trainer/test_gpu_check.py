@@ -6,9 +6,12 @@ import math
 import os
 import subprocess
 import sys
-from pathlib import Path
 
-ROOT = Path(__file__).resolve().parents[1]
+import pytest
+
+from tests.helpers import ROOT
+from tests.helpers.launch import project_env
+
 MODEL_KEYS = {"model", "img_size", "batch_size", "steps", "dtype", "train_img_per_s", "model_img_per_s",
               "forward_gflops_per_img", "train_gflops_per_img", "mfu", "mfu_model_only", "loss_finite"}
 
@@ -17,10 +20,10 @@ def positive(x) -> bool:
     return isinstance(x, (int, float)) and not isinstance(x, bool) and math.isfinite(x) and x > 0
 
 
+@pytest.mark.multiprocess  # gpu_check's own torchrun check
 def test_gpu_check_tiny_prints_one_json_object(tmp_path):
-    env = {**os.environ, "PYTHONPATH": os.pathsep.join(filter(None, [str(ROOT), os.environ.get("PYTHONPATH")]))}
     r = subprocess.run([sys.executable, "-m", "bench.gpu_check", "--tiny", "--workdir", str(tmp_path / "data")],
-                       cwd=ROOT, env=env, capture_output=True, text=True, timeout=300)
+                       cwd=ROOT, env=project_env(), capture_output=True, text=True, timeout=300)
     assert r.returncode == 0, r.stderr[-3000:]
     lines = r.stdout.strip().splitlines()
     assert len(lines) == 1, r.stdout  # stdout holds the JSON object and nothing else

@@ -1,26 +1,26 @@
-"""trainer.lit end to end on a tiny image-text problem (tests/litkit.py): zero-shot by name near
+"""trainer.lit end to end on a tiny image-text problem (tests/helpers/litkit.py): zero-shot by name near
 100% when texts name the images' colours and near chance when the pairing is shuffled; the image
 tower locked; resume exact without embedding again; two torchrun processes = one; the export and
 checkpoints load without pickle; bad input named."""
 import json
-import os
 import shutil
 import signal
 import subprocess
 import sys
 import time
-from pathlib import Path
 
 import numpy as np
 import pytest
 import torch
 from safetensors.torch import load_file
 
-from tests.litkit import COLOURS, SIZE, write_colour_task, write_text_shards, write_tower
+from tests.helpers import ROOT
+from tests.helpers.launch import project_env, torchrun
+from tests.helpers.litkit import COLOURS, SIZE, write_colour_task, write_text_shards, write_tower
+from tests.helpers.runs import metrics
 from trainer.lit.train import main as lit
 from transfer.zero_shot import main as zero_shot
 
-ROOT = Path(__file__).resolve().parents[1]
 TINY = ["img_size=32", "batch_size=32", "vocab_size=300", "context_length=8", "width=32", "depth=2", "heads=2",
         "workers=0", "log_every=10", "base_lr=0.5", "device=cpu", "keep_ckpts=0", "ckpt_every=50"]
 
@@ -100,9 +100,8 @@ def test_resume_is_exact_and_embeds_nothing_again(kit, aligned):
     assert {p.name: p.stat().st_mtime_ns for p in (resumed / "pairs").glob("*.npy")} == embedded
     a, b = (load_file(str(r / "export" / "text.safetensors")) for r in (run, resumed))
     assert a.keys() == b.keys() and all(torch.equal(a[k], b[k]) for k in a)
-    rec = lambda r: [json.loads(x) for x in (r / "metrics.jsonl").read_text().splitlines()]  # noqa: E731
-    assert [x["loss"] for x in rec(resumed)] == [x["loss"] for x in rec(run)]
-    assert rec(run)[-1]["temperature"] != pytest.approx(10.0)  # learned
+    assert [x["loss"] for x in metrics(resumed)] == [x["loss"] for x in metrics(run)]
+    assert metrics(run)[-1]["temperature"] != pytest.approx(10.0)  # learned
 
 
 def test_sigterm_checkpoints_then_the_rerun_finishes_as_if_uninterrupted(kit, tmp_path):
@@ -110,8 +109,7 @@ def test_sigterm_checkpoints_then_the_rerun_finishes_as_if_uninterrupted(kit, tm
     run = tmp_path / "run"
     p = subprocess.Popen([sys.executable, "-m", "trainer.lit", f"shards={kit['aligned']}",
                           f"image_tower={kit['tower']}", f"run_dir={run}", "total_samples=9600", *TINY,
-                          "ckpt_every=1000", "log_every=5"], cwd=ROOT,
-                         env={**os.environ, "OMP_NUM_THREADS": "1", "PYTHONPATH": str(ROOT)},
+                          "ckpt_every=1000", "log_every=5"], cwd=ROOT, env=project_env(),
                          stdout=subprocess.DEVNULL, stderr=subprocess.PIPE, text=True)
     deadline = time.time() + 300
     while time.time() < deadline and not ((run / "metrics.jsonl").exists() and
@@ -138,16 +136,14 @@ def test_export_and_checkpoints_load_without_pickle(kit, aligned):
     assert state["step"] == 100 and "log_temperature" in state["model"]
 
 
+@pytest.mark.multiprocess
 def test_two_torchrun_processes_train_as_one(kit, tmp_path):
     one = train(kit, "aligned", tmp_path / "one", steps=20)
-    env = {**os.environ, "OMP_NUM_THREADS": "1", "PYTHONPATH": str(ROOT)}
-    r = subprocess.run([sys.executable, "-m", "torch.distributed.run", "--standalone", "--nproc_per_node=2",
-                        "-m", "trainer.lit", f"shards={kit['aligned']}", f"image_tower={kit['tower']}",
-                        f"run_dir={tmp_path / 'two'}", "total_samples=640", *TINY], cwd=ROOT, env=env,
-                       capture_output=True, text=True, timeout=300)
+    r = torchrun(2, ["-m", "trainer.lit", f"shards={kit['aligned']}", f"image_tower={kit['tower']}",
+                     f"run_dir={tmp_path / 'two'}", "total_samples=640", *TINY], timeout=300)
     assert r.returncode == 0, r.stderr[-3000:]
-    rec = lambda d: [json.loads(x) for x in (d / "metrics.jsonl").read_text().splitlines()]  # noqa: E731
-    np.testing.assert_allclose([x["loss"] for x in rec(tmp_path / "two")], [x["loss"] for x in rec(tmp_path / "one")],
+    np.testing.assert_allclose([x["loss"] for x in metrics(tmp_path / "two")],
+                               [x["loss"] for x in metrics(tmp_path / "one")],
                                rtol=2e-4)
     assert one["pairs"]["pairs"] == 144
     a, b = (load_file(str(tmp_path / d / "export" / "text.safetensors")) for d in ("one", "two"))

@@ -1,7 +1,7 @@
 """The MAWS-vs-plain bookkeeping: the plain arm's length and the step-cost measurement."""
 import pytest
 
-from tests.shardkit import make_shards
+from tests.helpers.shardkit import make_shards
 from transfer.maws_compare import plain_total_samples, step_costs
 
 

@@ -2,9 +2,7 @@
 are there, and (slow) a killed two-process torchrun run resumes to the same losses."""
 import io
 import json
-import os
 import subprocess
-import sys
 from pathlib import Path
 
 import numpy as np
@@ -13,10 +11,10 @@ import torch
 from PIL import Image
 from safetensors.torch import load_file
 
-from tests.shardkit import write_shard_set
-from tests.test_trainer_torchrun import kill_when
+from tests.helpers.launch import kill_when, start_torchrun, torchrun
+from tests.helpers.runs import metrics
+from tests.helpers.shardkit import write_shard_set
 
-ROOT = Path(__file__).resolve().parents[1]
 TINY = ["model=test_vit", "img_size=64", "decoder_depth=1", "decoder_width=64", "decoder_heads=4", "workers=1",
         "log_every=1", "seed=1"]
 
@@ -44,10 +42,6 @@ def gradient_shards(out: Path, n: int = 96, shard_size: int = 16, size: int = 72
 @pytest.fixture(scope="module")
 def shards(tmp_path_factory):
     return gradient_shards(tmp_path_factory.mktemp("ramps"))
-
-
-def metrics(run: Path) -> list[dict]:
-    return [json.loads(x) for x in (run / "metrics.jsonl").read_text().splitlines()]
 
 
 @pytest.fixture(scope="module")
@@ -114,27 +108,25 @@ def test_bad_configs_fail_before_work(shards, tmp_path):
     assert not (tmp_path / "r").exists()
 
 
-def torchrun_cmd(args):
-    return [sys.executable, "-m", "torch.distributed.run", "--standalone", "--nproc_per_node=2", "-m", "trainer.mae",
-            *TINY, *args]
+def mae(args):
+    """What each torchrun rank runs: trainer.mae with TINY and args."""
+    return ["-m", "trainer.mae", *TINY, *args]
 
 
 @pytest.mark.slow
+@pytest.mark.multiprocess
 def test_two_processes_sigkill_then_resume_is_exact(shards, tmp_path):
-    env = {**os.environ, "OMP_NUM_THREADS": "1", "PYTHONPATH": str(ROOT)}
     args = [f"shards={shards}", "batch_size=16", "total_samples=384", "ckpt_every=5", "base_lr=0.02"]
     ref = tmp_path / "ref"
-    r = subprocess.run(torchrun_cmd(args + [f"run_dir={ref}"]), cwd=ROOT, env=env, capture_output=True, text=True,
-                       timeout=600)
+    r = torchrun(2, mae(args + [f"run_dir={ref}"]), timeout=600)
     assert r.returncode == 0, r.stderr[-3000:]
     run = tmp_path / "run"
-    p = subprocess.Popen(torchrun_cmd(args + [f"run_dir={run}"]), cwd=ROOT, env=env, stdout=subprocess.DEVNULL,
-                         stderr=subprocess.DEVNULL, start_new_session=True)
+    p = start_torchrun(2, mae(args + [f"run_dir={run}"]), stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL,
+                       start_new_session=True)
     kill_when(p, run / "checkpoints" / "ckpt-000000010.pt")  # the agent and its ranks: each in a session of its own
     killed_at = metrics(run)[-1]["step"]
     assert 10 <= killed_at < 24, killed_at
-    r = subprocess.run(torchrun_cmd(args + [f"run_dir={run}"]), cwd=ROOT, env=env, capture_output=True, text=True,
-                       timeout=600)
+    r = torchrun(2, mae(args + [f"run_dir={run}"]), timeout=600)
     assert r.returncode == 0, r.stderr[-3000:]
     got, want = metrics(run), metrics(ref)
     assert [x["step"] for x in got] == [x["step"] for x in want] == list(range(1, 25))

@@ -12,8 +12,8 @@ import pytest
 import torch
 from PIL import Image
 
-from tests.shardkit import write_sample_index, write_shard_set
-from tests.test_reliability_trainer import BASE, forget_after, metrics
+from tests.helpers.runs import TINY_PRETRAIN as BASE, forget_after, metrics
+from tests.helpers.shardkit import write_sample_index, write_shard_set
 
 
 # --- bad samples (bug) and 29: skipped, counted, bounded; the layout unchanged ---------------------------

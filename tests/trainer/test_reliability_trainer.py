@@ -1,61 +1,30 @@
 """Faults of the trainer's own (issue 16): unreadable and crafted checkpoints, a kill or a full disk
 during a checkpoint write, resuming at an epoch boundary or on another world size, a rank that
-stalls (undecodable images: tests/test_reliability_bad_samples.py). Real files, real torch.save / torch.load, real
-torchrun with gloo, the real WebDataset reader; faults are planted in the files or the processes.
+stalls (undecodable images: tests/trainer/test_reliability_bad_samples.py). Real files, real torch.save /
+torch.load, real torchrun with gloo, the real WebDataset reader; faults are planted in the files or the processes.
 """
 import json
 import os
-import shutil
 import signal
 import subprocess
 import sys
 import textwrap
 import time
-from pathlib import Path
 
 import pytest
 import torch
 
-from tests.shardkit import make_shards
+from tests.helpers import ROOT
+from tests.helpers.images import make_folder
+from tests.helpers.launch import project_env, torchrun
+from tests.helpers.runs import TINY_PRETRAIN as BASE, forget_after, metrics
+from tests.helpers.shardkit import make_shards
 from trainer.checkpoint import UnreadableCheckpoints, list_checkpoints, load_latest, save_checkpoint
-
-ROOT = Path(__file__).resolve().parents[1]
-ENV = {**os.environ, "OMP_NUM_THREADS": "1", "PYTHONPATH": str(ROOT)}
-BASE = ["model=regnety_002", "img_size=32", "log_every=1", "optimizer=sgd", "seed=3", "device=cpu"]
-
-
-def metrics(run: Path) -> list[dict]:
-    return [json.loads(x) for x in (run / "metrics.jsonl").read_text().splitlines()]
-
-
-def torchrun(nproc: int, module_args: list[str], timeout: int = 300) -> subprocess.CompletedProcess:
-    """A torchrun to its end; on a timeout, it and its ranks (sessions of their own) are killed."""
-    from tests.test_trainer_torchrun import kill_tree
-
-    cmd = [sys.executable, "-m", "torch.distributed.run", "--standalone", f"--nproc_per_node={nproc}", *module_args]
-    p = subprocess.Popen(cmd, cwd=ROOT, env=ENV, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
-    try:
-        out, err = p.communicate(timeout=timeout)
-    except subprocess.TimeoutExpired:
-        kill_tree(p)
-        raise
-    return subprocess.CompletedProcess(cmd, p.returncode, out, err)
 
 
 def run_python(code: str, *args, timeout: int = 120) -> subprocess.CompletedProcess:
-    return subprocess.run([sys.executable, "-c", textwrap.dedent(code), *map(str, args)], cwd=ROOT, env=ENV,
-                          capture_output=True, text=True, timeout=timeout)
-
-
-def forget_after(run: Path, step: int) -> None:
-    """The run directory as a kill after `step` leaves it: no later checkpoint, no result or export
-    (metrics.jsonl and epochs.jsonl keep the lines the killed run wrote after the checkpoint)."""
-    for p in list_checkpoints(run / "checkpoints"):
-        if int(p.stem.split("-")[1]) > step:
-            p.unlink()
-    for name in ("result.json", "curves.png"):
-        (run / name).unlink(missing_ok=True)
-    shutil.rmtree(run / "export", ignore_errors=True)
+    return subprocess.run([sys.executable, "-c", textwrap.dedent(code), *map(str, args)], cwd=ROOT,
+                          env=project_env(), capture_output=True, text=True, timeout=timeout)
 
 
 def same_curve(got: list[dict], want: list[dict], rel: float = 1e-6) -> None:
@@ -164,8 +133,8 @@ save_checkpoint(d, 10, state, keep=3)
 @pytest.mark.parametrize("where", ["data", "rename"])
 def test_sigkill_during_checkpoint_write_keeps_the_previous(tmp_path, where):
     ckpts, ready = tmp_path / "checkpoints", tmp_path / "ready"
-    p = subprocess.Popen([sys.executable, "-c", KILLED_WRITER, str(ckpts), where, str(ready)], cwd=ROOT, env=ENV,
-                         stderr=subprocess.PIPE, text=True)
+    p = subprocess.Popen([sys.executable, "-c", KILLED_WRITER, str(ckpts), where, str(ready)], cwd=ROOT,
+                         env=project_env(), stderr=subprocess.PIPE, text=True)
     try:
         deadline = time.time() + 120
         while not ready.exists() and p.poll() is None and time.time() < deadline:
@@ -277,6 +246,7 @@ def test_resume_at_an_epoch_boundary_matches_the_uninterrupted_run(tmp_path):
 # --- 30: resuming on another world size -----------------------------------------------------------------
 
 
+@pytest.mark.multiprocess
 def test_pretrain_refuses_another_world_size_unless_allowed(tmp_path, caplog):
     from trainer.data import wds_loader
     from trainer.pretrain import main
@@ -293,7 +263,7 @@ def test_pretrain_refuses_another_world_size_unless_allowed(tmp_path, caplog):
     run = tmp_path / "run"
     args = [*BASE, "workers=1", f"shards={shards}", f"run_dir={run}", "batch_size=16", "total_samples=128",
             "ckpt_every=4"]
-    r = torchrun(2, ["-m", "trainer.pretrain", *args])  # two processes x 8
+    r = torchrun(2, ["-m", "trainer.pretrain", *args], timeout=300)  # two processes x 8
     assert r.returncode == 0, r.stderr[-3000:]
     forget_after(run, 4)
     before = metrics(run)
@@ -319,7 +289,6 @@ def canonical(images: torch.Tensor) -> list[int]:
 
 
 def test_finetune_global_batches_do_not_depend_on_the_world_size(tmp_path):
-    from tests.test_transfer_protocols import make_folder
     from trainer.distributed import DistInfo
     from transfer.downstream import load_split
     from transfer.finetune import FinetuneConfig, finetune_loader
@@ -345,15 +314,15 @@ def test_finetune_global_batches_do_not_depend_on_the_world_size(tmp_path):
             assert torch.equal(x1[o1], x2[o2]) and torch.equal(y1[o1], y2[o2])
 
 
+@pytest.mark.multiprocess
 def test_finetune_resumes_on_another_world_size(tmp_path):
-    from tests.test_transfer_protocols import make_folder
     from transfer.finetune import main
 
     data = make_folder(tmp_path / "data")
     ref = tmp_path / "ref.json"
     main([*FT, f"data={data}", f"out={ref}"])  # uninterrupted, one process x 8
     out = tmp_path / "ft.json"
-    r = torchrun(2, ["-m", "transfer.finetune", *FT, f"data={data}", f"out={out}"])  # two processes x 4
+    r = torchrun(2, ["-m", "transfer.finetune", *FT, f"data={data}", f"out={out}"], timeout=300)  # two processes x 4
     assert r.returncode == 0, r.stderr[-3000:]
     run = tmp_path / "ft_run"
     forget_after(run, 3)
@@ -392,6 +361,7 @@ pretrain.main(sys.argv[1:])
 """
 
 
+@pytest.mark.multiprocess
 def test_a_stalled_rank_times_out_naming_the_rank(tmp_path):
     shards = make_shards(tmp_path / "shards", n=64, shard_size=8)
     driver = tmp_path / "stall_driver.py"

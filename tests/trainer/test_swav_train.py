@@ -7,10 +7,8 @@ import io
 import json
 import logging
 import math
-import os
 import shutil
 import subprocess
-import sys
 from pathlib import Path
 
 import numpy as np
@@ -19,10 +17,10 @@ import torch
 from PIL import Image
 from safetensors.torch import load_file
 
-from tests.shardkit import make_shards, write_shard_set
-from tests.test_trainer_torchrun import kill_when, resumed_at
+from tests.helpers.launch import kill_when, start_torchrun, torchrun
+from tests.helpers.runs import metrics, resumed_at
+from tests.helpers.shardkit import make_shards, write_shard_set
 
-ROOT = Path(__file__).resolve().parents[1]
 K, DIM, HIDDEN, SEED = 16, 8, 32, 1
 TINY = ["model=regnety_002", "img_size=32", "local_size=16", "local_crops=2", f"hidden_dim={HIDDEN}", f"dim={DIM}",
         f"prototypes={K}", "batch_size=16", "workers=1", "log_every=1", "device=cpu", "optimizer=lars",
@@ -58,16 +56,9 @@ def pattern_shards(out: Path, n: int = 128, size: int = 48, shard_size: int = 16
     return write_shard_set(out, members, shard_size, num_classes=4, max_side=size)
 
 
-def metrics(run: Path) -> list[dict]:
-    return [json.loads(x) for x in (run / "metrics.jsonl").read_text().splitlines()]
-
-
-def torchrun(args: list[str]) -> list[str]:
-    return [sys.executable, "-m", "torch.distributed.run", "--standalone", f"--nproc_per_node={WORLD}", "-m",
-            "trainer.swav", *TINY, *args]
-
-
-ENV = {**os.environ, "OMP_NUM_THREADS": "1", "PYTHONPATH": str(ROOT)}
+def swav(args: list[str]) -> list[str]:
+    """What each of torchrun's WORLD ranks runs: trainer.swav with TINY and args."""
+    return ["-m", "trainer.swav", *TINY, *args]
 
 
 def run_swav_in_process(args: list[str]) -> dict:
@@ -86,12 +77,12 @@ def shards(tmp_path_factory):
 def reference(shards, tmp_path_factory):
     """The uninterrupted two-process run with a queue: its run directory."""
     ref = tmp_path_factory.mktemp("swav_reference") / "run"
-    r = subprocess.run(torchrun([f"shards={shards}", *QUEUED, f"run_dir={ref}"]), cwd=ROOT, env=ENV,
-                       capture_output=True, text=True, timeout=600)
+    r = torchrun(WORLD, swav([f"shards={shards}", *QUEUED, f"run_dir={ref}"]), timeout=600)
     assert r.returncode == 0, r.stderr[-3000:]
     return ref
 
 
+@pytest.mark.multiprocess
 def test_reference_metrics_export_and_checkpoints(reference):
     m = metrics(reference)
     assert [x["step"] for x in m] == list(range(1, 25))
@@ -134,11 +125,12 @@ def test_reference_metrics_export_and_checkpoints(reference):
 
 
 @pytest.mark.slow
+@pytest.mark.multiprocess
 def test_sigkill_then_resume_is_exact(shards, reference, tmp_path):
     args = [f"shards={shards}", *QUEUED]
     run = tmp_path / "run"
-    p = subprocess.Popen(torchrun(args + [f"run_dir={run}"]), cwd=ROOT, env=ENV, stdout=subprocess.DEVNULL,
-                         stderr=subprocess.DEVNULL, start_new_session=True)
+    p = start_torchrun(WORLD, swav(args + [f"run_dir={run}"]), stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL,
+                       start_new_session=True)
     kill_when(p, run / "checkpoints" / "ckpt-000000010.pt")  # the agent and its ranks: each in a session of its own
     killed_at = metrics(run)[-1]["step"]
     assert 10 <= killed_at < 24 and not (run / "result.json").exists(), killed_at
@@ -152,8 +144,7 @@ def test_sigkill_then_resume_is_exact(shards, reference, tmp_path):
     torch.save(state, newest)
 
     want = metrics(reference)
-    r = subprocess.run(torchrun(args + [f"run_dir={run}"]), cwd=ROOT, env=ENV, capture_output=True, text=True,
-                       timeout=600)
+    r = torchrun(WORLD, swav(args + [f"run_dir={run}"]), timeout=600)
     assert r.returncode == 0, r.stderr[-3000:]
     resumed = resumed_at(r.stderr)
     assert resumed in (10, 15), resumed
@@ -163,8 +154,7 @@ def test_sigkill_then_resume_is_exact(shards, reference, tmp_path):
         assert a["loss"] == pytest.approx(b["loss"], rel=1e-5, abs=1e-6), a["step"]
         assert (a["proto_used"], a["queue_in_use"]) == (b["proto_used"], b["queue_in_use"]), a["step"]
 
-    r = subprocess.run(torchrun(args + [f"run_dir={lost}"]), cwd=ROOT, env=ENV, capture_output=True, text=True,
-                       timeout=600)
+    r = torchrun(WORLD, swav(args + [f"run_dir={lost}"]), timeout=600)
     assert r.returncode == 0, r.stderr[-3000:]
     assert resumed_at(r.stderr) == resumed
     after = [(a["loss"], b["loss"]) for a, b in zip(metrics(lost), want) if a["step"] > resumed]

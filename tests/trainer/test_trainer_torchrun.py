@@ -1,62 +1,24 @@
 """The trainer under real torchrun with gloo on CPU: DDP, exact resume, preemption, rendezvous."""
-import json
-import os
 import signal
 import socket
 import subprocess
 import sys
 import time
-from pathlib import Path
 
 import pytest
 
-from tests.shardkit import make_shards
+from tests.helpers import ROOT
+from tests.helpers.launch import kill_tree, kill_when, project_env, start_torchrun, torchrun
+from tests.helpers.runs import metrics, resumed_at
+from tests.helpers.shardkit import make_shards
 
-ROOT = Path(__file__).resolve().parents[1]
+pytestmark = pytest.mark.multiprocess
 BASE = ["model=regnety_002", "img_size=32", "workers=1", "log_every=1", "optimizer=sgd", "seed=3"]
 
 
-def torchrun(nproc, args, extra=(), timeout=600, **kw):
-    cmd = [sys.executable, "-m", "torch.distributed.run", "--standalone", f"--nproc_per_node={nproc}", *extra,
-           "-m", "trainer.pretrain", *BASE, *args]
-    env = {**os.environ, "OMP_NUM_THREADS": "1", "PYTHONPATH": str(ROOT)}
-    return subprocess.run(cmd, cwd=ROOT, env=env, capture_output=True, text=True, timeout=timeout, **kw)
-
-
-def kill_tree(p: subprocess.Popen) -> None:
-    """SIGKILL a torchrun and every process under it at once, and wait until they are gone.
-    torchrun starts each rank in a session of its own: killing the agent's process group would
-    leave the ranks running, finishing the "killed" run behind the test's back."""
-    import psutil
-
-    try:
-        root = psutil.Process(p.pid)
-        procs = [*root.children(recursive=True), root]
-    except psutil.NoSuchProcess:  # already gone (and reaped)
-        return
-    for q in procs:
-        try:
-            q.kill()
-        except psutil.NoSuchProcess:
-            pass
-    p.wait()
-    _, alive = psutil.wait_procs(procs, timeout=60)
-    assert not alive, alive
-
-
-def kill_when(p: subprocess.Popen, path: Path, timeout: float = 300) -> None:
-    """SIGKILL torchrun `p` and its ranks (kill_tree) once `path` exists (a checkpoint), or after
-    `timeout` seconds."""
-    try:
-        deadline = time.time() + timeout
-        while time.time() < deadline and not path.exists():
-            time.sleep(0.05)
-    finally:
-        kill_tree(p)
-
-
-def metrics(run: Path):
-    return [json.loads(line) for line in (run / "metrics.jsonl").read_text().splitlines()]
+def pretrain(nproc, args, **kw):
+    """trainer.pretrain with BASE under torchrun, to its end."""
+    return torchrun(nproc, ["-m", "trainer.pretrain", *BASE, *args], **kw)
 
 
 @pytest.fixture(scope="module")
@@ -72,19 +34,14 @@ RESUMED = ["batch_size=16", "total_samples=192", "ckpt_every=5"]
 def reference(shards, tmp_path_factory):
     """The uninterrupted two-process run the killed ones must reproduce."""
     ref = tmp_path_factory.mktemp("reference") / "run"
-    r = torchrun(2, [f"shards={shards}", *RESUMED, f"run_dir={ref}"])
+    r = pretrain(2, [f"shards={shards}", *RESUMED, f"run_dir={ref}"])
     assert r.returncode == 0, r.stderr[-3000:]
     return metrics(ref)
 
 
-def resumed_at(stderr: str) -> int:
-    line = next(x for x in stderr.splitlines() if "resumed from" in x)
-    return int(line.rsplit("at step ", 1)[1].split()[0])
-
-
 def test_two_processes_learn_and_export(shards, tmp_path):
     run = tmp_path / "run"
-    r = torchrun(2, [f"shards={shards}", f"run_dir={run}", "batch_size=16", "total_samples=480", "base_lr=0.4"])
+    r = pretrain(2, [f"shards={shards}", f"run_dir={run}", "batch_size=16", "total_samples=480", "base_lr=0.4"])
     assert r.returncode == 0, r.stderr[-4000:]
     m = metrics(run)
     assert [x["step"] for x in m] == list(range(1, 31))
@@ -103,8 +60,8 @@ def test_one_and_two_processes_match_on_identical_samples(tmp_path):
     # the split across ranks: the losses must match if gradients are averaged and lr scaled right
     flat = make_shards(tmp_path / "flat", n=64, shard_size=8, uniform=True)
     args = [f"shards={flat}", "batch_size=16", "total_samples=128", "base_lr=0.8"]
-    assert torchrun(1, args + [f"run_dir={tmp_path / 'one'}"]).returncode == 0
-    r = torchrun(2, args + [f"run_dir={tmp_path / 'two'}"])
+    assert pretrain(1, args + [f"run_dir={tmp_path / 'one'}"]).returncode == 0
+    r = pretrain(2, args + [f"run_dir={tmp_path / 'two'}"])
     assert r.returncode == 0, r.stderr[-3000:]
     one, two = metrics(tmp_path / "one"), metrics(tmp_path / "two")
     assert len(one) == len(two) == 8
@@ -120,14 +77,12 @@ def test_one_and_two_processes_match_on_identical_samples(tmp_path):
 def test_sigkill_then_resume_is_exact(shards, reference, tmp_path):
     args = [f"shards={shards}", *RESUMED]
     run = tmp_path / "run"
-    cmd = [sys.executable, "-m", "torch.distributed.run", "--standalone", "--nproc_per_node=2", "-m",
-           "trainer.pretrain", *BASE, *args, f"run_dir={run}"]
-    p = subprocess.Popen(cmd, cwd=ROOT, env={**os.environ, "OMP_NUM_THREADS": "1", "PYTHONPATH": str(ROOT)},
-                         stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL, start_new_session=True)
+    p = start_torchrun(2, ["-m", "trainer.pretrain", *BASE, *args, f"run_dir={run}"], stdout=subprocess.DEVNULL,
+                       stderr=subprocess.DEVNULL, start_new_session=True)
     kill_when(p, run / "checkpoints" / "ckpt-000000005.pt")
     killed_at = metrics(run)[-1]["step"]
     assert 5 <= killed_at < 12 and not (run / "result.json").exists(), killed_at  # killed mid-run, past the step-5 checkpoint
-    r = torchrun(2, args + [f"run_dir={run}"])  # resumes from the newest checkpoint: 5 or 10
+    r = pretrain(2, args + [f"run_dir={run}"])  # resumes from the newest checkpoint: 5 or 10
     assert r.returncode == 0, r.stderr[-3000:]
     assert resumed_at(r.stderr) in (5, 10)  # mid-epoch (6 steps an epoch); tests/test_reliability_trainer.py
     got, want = metrics(run), reference     # resumes at an epoch boundary
@@ -140,8 +95,7 @@ def test_sigterm_writes_checkpoint_and_exits_zero(shards, tmp_path):
     run = tmp_path / "run"
     cmd = [sys.executable, "-m", "trainer.pretrain", *BASE, f"shards={shards}", f"run_dir={run}",
            "batch_size=8", "total_samples=8000", "ckpt_every=1000"]
-    p = subprocess.Popen(cmd, cwd=ROOT, env={**os.environ, "OMP_NUM_THREADS": "1", "PYTHONPATH": str(ROOT)},
-                         stdout=subprocess.DEVNULL, stderr=subprocess.PIPE, text=True)
+    p = subprocess.Popen(cmd, cwd=ROOT, env=project_env(), stdout=subprocess.DEVNULL, stderr=subprocess.PIPE, text=True)
     deadline = time.time() + 300
     while time.time() < deadline and not ((run / "metrics.jsonl").exists() and len(metrics(run)) >= 3):
         time.sleep(0.1)
@@ -167,7 +121,7 @@ def test_bad_configs_fail_before_work(shards, tmp_path):
     for args, message in cases:
         with pytest.raises(ValueError, match=message):
             main([*BASE, f"shards={shards}", f"run_dir={tmp_path / 'r'}", "batch_size=16", "total_samples=160", *args])
-    r = torchrun(2, [f"shards={shards}", f"run_dir={tmp_path / 'r'}", "batch_size=15", "total_samples=150"])
+    r = pretrain(2, [f"shards={shards}", f"run_dir={tmp_path / 'r'}", "batch_size=15", "total_samples=150"])
     assert r.returncode != 0 and "not divisible by world size 2" in r.stderr, r.stderr[-2000:]
     assert not (tmp_path / "r" / "checkpoints").exists()
 
@@ -178,12 +132,10 @@ def test_two_node_rendezvous_on_loopback(shards, tmp_path):
         s.bind(("127.0.0.1", 0))
         port = s.getsockname()[1]
     run = tmp_path / "run"
-    env = {**os.environ, "OMP_NUM_THREADS": "1", "PYTHONPATH": str(ROOT)}
-    procs = [subprocess.Popen([sys.executable, "-m", "torch.distributed.run", "--nnodes=2", "--nproc_per_node=1",
-                               "--rdzv_backend=c10d", f"--rdzv_endpoint=127.0.0.1:{port}", "--rdzv_id=t",
-                               "--max_restarts=0", "-m", "trainer.pretrain", *BASE, f"shards={shards}",
-                               f"run_dir={run}", "batch_size=16", "total_samples=160"],
-                              cwd=ROOT, env=env, stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True)
+    node = ["--nnodes=2", "--rdzv_backend=c10d", f"--rdzv_endpoint=127.0.0.1:{port}", "--rdzv_id=t", "--max_restarts=0"]
+    procs = [start_torchrun(1, ["-m", "trainer.pretrain", *BASE, f"shards={shards}", f"run_dir={run}", "batch_size=16",
+                                "total_samples=160"], launcher=node, stdout=subprocess.PIPE, stderr=subprocess.STDOUT,
+                            text=True)
              for _ in range(2)]
     outs = [p.communicate(timeout=600)[0] for p in procs]
     assert all(p.returncode == 0 for p in procs), outs[0][-2000:] + outs[1][-2000:]
@@ -195,13 +147,12 @@ def test_max_restarts_recovers_a_killed_worker(shards, reference, tmp_path):
 
     args = [f"shards={shards}", *RESUMED]
     run = tmp_path / "run"
-    cmd = [sys.executable, "-m", "torch.distributed.run", "--standalone", "--nproc_per_node=2", "--max-restarts=1",
-           "-m", "trainer.pretrain", *BASE, *args, f"run_dir={run}"]
     # torchrun (torch 2.14) keeps one rendezvous store for every attempt: the restarted ranks can
     # read the dead ones' gloo addresses and fail to connect (most runs here) or hang. A fresh
     # store per attempt is torch's own opt-out; the README says to set it with --max-restarts.
-    env = {**os.environ, "OMP_NUM_THREADS": "1", "PYTHONPATH": str(ROOT), "TORCH_DISABLE_SHARE_RDZV_TCP_STORE": "1"}
-    p = subprocess.Popen(cmd, cwd=ROOT, env=env, stdout=subprocess.DEVNULL, stderr=subprocess.PIPE, text=True)
+    p = start_torchrun(2, ["--max-restarts=1", "-m", "trainer.pretrain", *BASE, *args, f"run_dir={run}"],
+                       env=project_env(TORCH_DISABLE_SHARE_RDZV_TCP_STORE="1"), stdout=subprocess.DEVNULL,
+                       stderr=subprocess.PIPE, text=True)
     try:
         deadline = time.time() + 300
         while time.time() < deadline and not (run / "checkpoints" / "ckpt-000000005.pt").exists():

@@ -2,10 +2,8 @@
 torchrun, each rerun resuming to the loss curve, EMA weights and EMA top-1 of an uninterrupted run;
 fp16 gets a GradScaler."""
 import json
-import os
 import signal
 import subprocess
-import sys
 import time
 from pathlib import Path
 
@@ -13,23 +11,23 @@ import pytest
 import torch
 from safetensors.torch import load_file
 
-from tests.test_trainer_torchrun import kill_tree
-from tests.test_transfer_protocols import make_folder
+from tests.helpers.images import make_folder
+from tests.helpers.launch import kill_tree, start_torchrun, torchrun
+from tests.helpers.runs import metrics as run_metrics
 
-ROOT = Path(__file__).resolve().parents[1]
 # 24 training images at batch 6: 4 batches an epoch, so the step-10 checkpoint is mid-epoch
 ARGS = ["model=random:regnety_002", "img_size=32", "log_every=1", "eval_batch_size=12", "steps=40", "batch_size=6",
         "base_lr=2", "ema_decay=0.9", "ckpt_every=5", "seed=2"]
-ENV = {**os.environ, "OMP_NUM_THREADS": "1", "PYTHONPATH": str(ROOT)}
 
 
-def torchrun_cmd(data: Path, out: Path, workers: int) -> list[str]:
-    return [sys.executable, "-m", "torch.distributed.run", "--standalone", "--nproc_per_node=1", "-m",
-            "transfer.finetune", *ARGS, f"workers={workers}", f"data={data}", f"out={out}"]
+def finetune(data: Path, out: Path, workers: int) -> list[str]:
+    """What torchrun's one rank runs: transfer.finetune with ARGS."""
+    return ["-m", "transfer.finetune", *ARGS, f"workers={workers}", f"data={data}", f"out={out}"]
 
 
 def metrics(out: Path) -> list[dict]:
-    return [json.loads(x) for x in (out.parent / f"{out.stem}_run" / "metrics.jsonl").read_text().splitlines()]
+    """The curve of the finetune that reports to `out` (its run directory is OUT_run)."""
+    return run_metrics(out.parent / f"{out.stem}_run")
 
 
 def checkpoint_steps(out: Path) -> list[int]:
@@ -45,7 +43,7 @@ def data(tmp_path_factory):
 def reference(data, tmp_path_factory):
     """The uninterrupted run (workers=0): its curve, result and exported EMA weights."""
     out = tmp_path_factory.mktemp("ref") / "ft.json"
-    r = subprocess.run(torchrun_cmd(data, out, 0), cwd=ROOT, env=ENV, capture_output=True, text=True, timeout=600)
+    r = torchrun(1, finetune(data, out, 0), timeout=600)
     assert r.returncode == 0, r.stderr[-4000:]
     return out
 
@@ -78,12 +76,12 @@ def wait_for(condition, what: str, timeout: float = 300) -> None:
     raise AssertionError(f"timed out waiting for {what}")
 
 
+@pytest.mark.multiprocess
 def test_sigterm_checkpoints_exits_zero_and_the_rerun_matches(data, reference, tmp_path):
     import psutil
 
     out = tmp_path / "ft.json"
-    p = subprocess.Popen(torchrun_cmd(data, out, 0), cwd=ROOT, env=ENV, stdout=subprocess.DEVNULL,
-                         stderr=subprocess.PIPE, text=True)
+    p = start_torchrun(1, finetune(data, out, 0), stdout=subprocess.DEVNULL, stderr=subprocess.PIPE, text=True)
     wait_for(lambda: len(metrics(out)) >= 12, "12 logged steps")
     workers = [c for c in psutil.Process(p.pid).children(recursive=True) if "transfer.finetune" in " ".join(c.cmdline())]
     assert len(workers) == 1, workers
@@ -94,18 +92,19 @@ def test_sigterm_checkpoints_exits_zero_and_the_rerun_matches(data, reference, t
     assert 12 <= stopped_at < 40, stopped_at
     assert checkpoint_steps(out)[-1] == stopped_at  # written at the step it stopped, not only at the 5s
     assert not out.exists()  # a preempted run reports nothing
-    r = subprocess.run(torchrun_cmd(data, out, 0), cwd=ROOT, env=ENV, capture_output=True, text=True, timeout=600)
+    r = torchrun(1, finetune(data, out, 0), timeout=600)
     assert r.returncode == 0, r.stderr[-3000:]
     assert f"at step {stopped_at}" in r.stderr  # the rerun resumed, it did not start over
     assert_same_run(out, reference)
 
 
+@pytest.mark.multiprocess
 def test_sigkill_then_rerun_matches_with_a_loader_worker(data, reference, tmp_path):
     # workers=1 against the workers=0 reference: the augmentations are drawn from (seed, epoch,
     # image), not from the process that decodes
     out = tmp_path / "ft.json"
-    p = subprocess.Popen(torchrun_cmd(data, out, 1), cwd=ROOT, env=ENV, stdout=subprocess.DEVNULL,
-                         stderr=subprocess.DEVNULL, start_new_session=True)
+    p = start_torchrun(1, finetune(data, out, 1), stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL,
+                       start_new_session=True)
     try:
         wait_for(lambda: 10 in checkpoint_steps(out), "the step-10 checkpoint")
     finally:
@@ -113,7 +112,7 @@ def test_sigkill_then_rerun_matches_with_a_loader_worker(data, reference, tmp_pa
     killed_at = metrics(out)[-1]["step"]
     assert 10 <= killed_at < 40, killed_at
     assert not out.exists()
-    r = subprocess.run(torchrun_cmd(data, out, 1), cwd=ROOT, env=ENV, capture_output=True, text=True, timeout=600)
+    r = torchrun(1, finetune(data, out, 1), timeout=600)
     assert r.returncode == 0, r.stderr[-3000:]
     assert "resumed from" in r.stderr
     assert_same_run(out, reference)

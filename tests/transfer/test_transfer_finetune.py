@@ -1,16 +1,13 @@
 """Finetuning on a tiny real ImageFolder: one process in the default suite, two gloo processes under
 real torchrun."""
 import json
-import os
-import subprocess
-import sys
-from pathlib import Path
 
 import pytest
 
-from tests.test_transfer_protocols import make_folder
+from tests.helpers.images import make_folder
+from tests.helpers.launch import torchrun
+from tests.helpers.runs import metrics
 
-ROOT = Path(__file__).resolve().parents[1]
 BASE = ["model=random:regnety_002", "img_size=32", "workers=0", "log_every=1", "eval_batch_size=12"]
 
 
@@ -27,7 +24,7 @@ def test_single_process_learns_and_exports(data, tmp_path):
     r = main([*BASE, f"data={data}", f"out={out}", "steps=16", "batch_size=12", "base_lr=4", "ema_decay=0.9"])
     assert r["steps"] == 16 and r["world_size"] == 1 and r["sync_bn"] is False
     assert r["peak_lr"] == pytest.approx(4 * 12 / 512)
-    rows = [json.loads(x) for x in (tmp_path / "ft_run" / "metrics.jsonl").read_text().splitlines()]
+    rows = metrics(tmp_path / "ft_run")
     assert [x["step"] for x in rows] == list(range(1, 17))
     assert rows[-1]["lr"] < rows[0]["lr"] / 50  # half-cosine down to ~0
     # the colours separate the classes: 16 steps take the EMA weights well above chance (1/3)
@@ -45,14 +42,13 @@ def test_too_small_for_one_batch_is_an_error(data, tmp_path):
         main([*BASE, f"data={data}", f"out={tmp_path / 'x.json'}", "steps=1", "batch_size=64"])
 
 
+@pytest.mark.multiprocess
 def test_two_gloo_processes_under_torchrun(data, tmp_path):
     out = tmp_path / "ft2.json"
-    cmd = [sys.executable, "-m", "torch.distributed.run", "--standalone", "--nproc_per_node=2", "-m",
-           "transfer.finetune", *BASE, f"data={data}", f"out={out}", "steps=4", "batch_size=8"]
-    env = {**os.environ, "OMP_NUM_THREADS": "1", "PYTHONPATH": str(ROOT)}
-    r = subprocess.run(cmd, cwd=ROOT, env=env, capture_output=True, text=True, timeout=300)
+    r = torchrun(2, ["-m", "transfer.finetune", *BASE, f"data={data}", f"out={out}", "steps=4", "batch_size=8"],
+                 timeout=300)
     assert r.returncode == 0, r.stderr[-4000:]
     res = json.loads(out.read_text())
     assert res["world_size"] == 2 and res["steps"] == 4 and res["sync_bn"] is False
     assert "SyncBatchNorm needs GPUs" in r.stderr
-    assert len((tmp_path / "ft2_run" / "metrics.jsonl").read_text().splitlines()) == 4
+    assert len(metrics(tmp_path / "ft2_run")) == 4

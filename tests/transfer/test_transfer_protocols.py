@@ -3,38 +3,19 @@ real (randomly initialised) regnety_002 export and a real vocabulary table."""
 import io
 import json
 import tarfile
-from pathlib import Path
 
 import numpy as np
 import pyarrow as pa
 import pyarrow.parquet as pq
 import pytest
 import torch
-from PIL import Image
 
 from pipeline.wordnet import get_synsets
 from pipeline.zero_shot_map import aggregate, class_synsets, map_classes
+from tests.helpers.images import make_folder
 
-COLOURS = {"cat": (200, 40, 40), "dog": (40, 200, 40), "truck": (40, 40, 200)}
 HASHTAGS = ["cat", "dog", "truck", "flower"]
 BASE = ["img_size=32", "batch_size=8"]
-
-
-def jpeg(colour, rng):
-    a = np.clip(np.array(colour) + rng.integers(-20, 20, (36, 44, 3)), 0, 255).astype(np.uint8)
-    b = io.BytesIO()
-    Image.fromarray(a).save(b, "JPEG", quality=95)
-    return b.getvalue()
-
-
-def make_folder(root: Path, n_train=8, n_val=4, seed=0) -> Path:
-    rng = np.random.default_rng(seed)
-    for split, n in (("train", n_train), ("val", n_val)):
-        for c, colour in COLOURS.items():
-            (root / split / c).mkdir(parents=True, exist_ok=True)
-            for i in range(n):
-                (root / split / c / f"{i}.jpg").write_bytes(jpeg(colour, rng))
-    return root
 
 
 @pytest.fixture(scope="module")

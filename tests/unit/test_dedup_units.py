@@ -6,25 +6,14 @@ import numpy as np
 import pytest
 from hypothesis import given, settings
 from hypothesis import strategies as st
-from PIL import Image, ImageDraw
+from PIL import Image
 from scipy.fft import dctn
 
 from pipeline.images import ImageRejected
 from pipeline.lsh import Banding, candidate_pairs, default_bands, near_pairs
 from pipeline.phash import (BITS, DEAD_ZONE, crop_grid, decode_rgb, hamming, hamming_array, phash,
                             phash_image, phash_pair)
-
-
-def drawing(seed: int, size=(200, 150), mode="RGB", bg=(255, 255, 255)) -> Image.Image:
-    rng = np.random.default_rng(seed)
-    im = Image.new(mode, size, bg)
-    d = ImageDraw.Draw(im)
-    for _ in range(6):
-        x0, y0 = rng.integers(0, size[0] - 40), rng.integers(0, size[1] - 40)
-        box = [int(x0), int(y0), int(x0 + rng.integers(20, 120)), int(y0 + rng.integers(20, 90))]
-        color = tuple(int(c) for c in rng.integers(0, 255, 3)) + ((255,) if mode == "RGBA" else ())
-        (d.ellipse if rng.random() < 0.5 else d.rectangle)(box, fill=color)
-    return im
+from tests.helpers.images import drawing
 
 
 def png(im: Image.Image) -> bytes:

@@ -1,6 +1,5 @@
 """Image preparation on a hand-made set of real-world bad and awkward images."""
 import io
-import zlib
 import struct
 
 import numpy as np
@@ -8,12 +7,7 @@ import pytest
 from PIL import Image, ImageOps
 
 from pipeline.images import ImageRejected, ImageSpec, decode_rgb, prepare_image, read_image_bytes
-
-
-def encode(im, fmt="PNG", **kw):
-    b = io.BytesIO()
-    im.save(b, fmt, **kw)
-    return b.getvalue()
+from tests.helpers.images import encode, png_header_only, quadrants, truncated_jpegs
 
 
 def decoded(jpeg):
@@ -22,28 +16,10 @@ def decoded(jpeg):
     return np.asarray(im.convert("RGB"), dtype=np.int32)
 
 
-def quadrants():
-    """60x40 image, distinct colours per quadrant: any flip or rotation is visible."""
-    a = np.zeros((40, 60, 3), np.uint8)
-    a[:20, :30] = (255, 0, 0)
-    a[:20, 30:] = (0, 255, 0)
-    a[20:, :30] = (0, 0, 255)
-    a[20:, 30:] = (255, 255, 0)
-    return Image.fromarray(a)
-
-
 def reject_reason(data, spec=ImageSpec()):
     with pytest.raises(ImageRejected) as e:
         prepare_image(data, spec)
     return e.value.reason
-
-
-def png_header_only(w, h):
-    """A tiny valid-looking PNG claiming w x h pixels (a decompression bomb's header)."""
-    def chunk(t, d):
-        return struct.pack(">I", len(d)) + t + d + struct.pack(">I", zlib.crc32(t + d))
-    ihdr = struct.pack(">IIBBBBB", w, h, 8, 2, 0, 0, 0)
-    return b"\x89PNG\r\n\x1a\n" + chunk(b"IHDR", ihdr) + chunk(b"IDAT", zlib.compress(b"\0" * 10)) + chunk(b"IEND", b"")
 
 
 def test_rejects_by_reason(tmp_path):
@@ -69,18 +45,6 @@ def test_truncated_png_body_is_truncated():
     noisy = Image.fromarray(np.random.default_rng(0).integers(0, 255, (200, 200, 3), dtype=np.uint8))
     data = encode(noisy, "PNG")
     assert reject_reason(data[: len(data) // 2]) == "truncated"
-
-
-def truncated_jpegs() -> dict:
-    """JPEGs cut inside their entropy-coded data (not their headers): baseline and progressive, at
-    60% and 95%. Pillow decodes them (grey where data is missing) if LOAD_TRUNCATED_IMAGES is set."""
-    noisy = Image.fromarray(np.random.default_rng(0).integers(0, 255, (200, 300, 3), dtype=np.uint8))
-    out = {}
-    for kind, kw in (("baseline", {}), ("progressive", {"progressive": True})):
-        data = encode(noisy, "JPEG", quality=90, **kw)
-        for frac in (0.6, 0.95):
-            out[f"{kind}_{int(frac * 100)}"] = data[: int(len(data) * frac)]
-    return out
 
 
 @pytest.mark.parametrize("max_side", [None, 32])  # full size and JPEG draft

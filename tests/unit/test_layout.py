@@ -7,7 +7,8 @@ from pathlib import Path
 
 import pytest
 
-ROOT = Path(__file__).resolve().parents[1]
+from tests.helpers import ROOT
+
 # schemas <- pipeline <- jobs; pipeline <- trainer <- transfer. jobs may use trainer's export loader
 # and R-MAC (dedup --method embedding|rmac), never transfer.
 ALLOWED = {

@@ -1,23 +1,20 @@
 """trainer.lit's parts on plain values: the tokenizer, the text tower, the contrastive loss (by
 hand, and over two gloo processes against one), the pair loader's order."""
 import math
-import os
-import subprocess
-import sys
 import textwrap
 import unicodedata
-from pathlib import Path
 
 import numpy as np
 import pytest
 import torch
 
+from tests.helpers.launch import torchrun
+from tests.helpers.ranks import batch, tower
 from trainer.lit.loss import symmetric_infonce
 from trainer.lit.pairs import PairLoader, PairStore
-from trainer.lit.text_tower import TextTower, TextTowerSpec
+from trainer.lit.text_tower import TextTowerSpec
 from trainer.lit.tokenizer import EOS_ID, PAD_ID, decode, encode, load_tokenizer, save_tokenizer, train_tokenizer
 
-ROOT = Path(__file__).resolve().parents[1]
 TEXTS = ["A red apple on a table", "Two cats, one mat", "Café au lait & croissant", "Ein Straßenschild",
          "a map of the world", "école primaire", "tools: hammer; saw", "日本の地図"] * 5
 
@@ -57,11 +54,6 @@ def test_symmetric_infonce_against_a_hand_computation():
         symmetric_infonce(images, texts[:1], torch.tensor(t))
 
 
-def tower(pooling="mean", seed=0, context=8, vocab=50):
-    torch.manual_seed(seed)
-    return TextTower(TextTowerSpec(vocab, context, 32, 2, 4, 2.0, 12, pooling))
-
-
 @pytest.mark.parametrize("pooling", ["mean", "last"])
 def test_text_tower_ignores_padding_and_pools_as_documented(pooling):
     t = tower(pooling, context=12).eval()
@@ -92,6 +84,7 @@ def test_temperature_is_capped_and_learned():
     assert t.log_temperature.grad is not None and t.log_temperature.grad.abs() > 0
 
 
+@pytest.mark.multiprocess
 def test_two_gloo_processes_give_the_one_process_gradient(tmp_path):
     """DDP over 2 ranks, each its half of the texts, all-gathered with gradient = one process on
     the whole batch; gathering without the gradient's all-reduce (each rank's own rows only) gives
@@ -100,7 +93,7 @@ def test_two_gloo_processes_give_the_one_process_gradient(tmp_path):
     script.write_text(textwrap.dedent("""
         import sys, torch, torch.distributed as dist
         from torch.nn.parallel import DistributedDataParallel as DDP
-        from tests.test_lit_units import tower, batch
+        from tests.helpers.ranks import tower, batch
         from trainer.distributed import cleanup_distributed
         from trainer.lit.loss import gather_rows, symmetric_infonce
         dist.init_process_group("gloo")
@@ -124,9 +117,7 @@ def test_two_gloo_processes_give_the_one_process_gradient(tmp_path):
             del net  # the product's teardown: DDP wrappers freed, then barrier, then destroy
         cleanup_distributed()
     """))
-    env = {**os.environ, "OMP_NUM_THREADS": "1", "PYTHONPATH": str(ROOT)}
-    r = subprocess.run([sys.executable, "-m", "torch.distributed.run", "--standalone", "--nproc_per_node=2",
-                        str(script), str(tmp_path)], cwd=ROOT, env=env, capture_output=True, text=True, timeout=300)
+    r = torchrun(2, [str(script), str(tmp_path)], timeout=300)
     assert r.returncode == 0, r.stderr[-3000:]
     whole = tower()
     images, tokens = batch()
@@ -140,16 +131,6 @@ def test_two_gloo_processes_give_the_one_process_gradient(tmp_path):
         torch.testing.assert_close(got[k], p.grad, rtol=1e-4, atol=1e-6)
     g = whole.proj.weight.grad
     assert (naive["proj.weight"] - g).abs().max() > 0.1 * g.abs().max()
-
-
-def batch():
-    """A global batch of 6 pairs: unit image rows [6, 12], token rows [6, 8]."""
-    g = torch.Generator().manual_seed(3)
-    images = torch.nn.functional.normalize(torch.randn(6, 12, generator=g), dim=1)
-    tokens = torch.randint(3, 50, (6, 8), generator=g)
-    tokens[:, 5] = EOS_ID
-    tokens[:, 6:] = PAD_ID
-    return images, tokens
 
 
 def store(tmp_path, n=50, files=3):

@@ -6,7 +6,7 @@ from PIL import Image
 
 from pipeline.pair_check import MIN_CORRELATION, aligned_thumbnail, correlation, pair_correlation
 from pipeline.phash import crop_grid
-from tests.test_dedup_units import drawing
+from tests.helpers.images import drawing
 
 
 def test_correlation_by_hand():

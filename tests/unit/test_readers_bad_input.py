@@ -7,8 +7,7 @@ import tarfile
 import pytest
 
 from pipeline.wds import ShardError, file_sha256, shard_name
-from tests.test_readers import SIZE, add_member, jpeg_of, labels_of, make_shards
-from tests.test_readers import indexed, shards4, shards8  # noqa: F401 (fixtures)
+from tests.helpers.readerkit import SIZE, add_member, jpeg_of, labels_of, make_shards
 from trainer.data import wds_loader
 
 

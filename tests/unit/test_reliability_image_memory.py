@@ -14,9 +14,9 @@ import pytest
 from PIL import Image
 
 from pipeline.images import PILLOW_DEFAULT_MAX_PIXELS, decode_rgb
-from tests.test_reliability_images import encode, gif_header_only
+from tests.helpers import ROOT
+from tests.helpers.images import encode, gif_header_only
 
-ROOT = Path(__file__).resolve().parents[1]
 MAX = PILLOW_DEFAULT_MAX_PIXELS
 
 

@@ -8,7 +8,6 @@ import os
 import re
 import struct
 import warnings
-import zlib
 from pathlib import Path
 
 import numpy as np
@@ -19,15 +18,10 @@ from PIL import EpsImagePlugin, Image
 from pipeline import phash
 from pipeline.images import (ALLOWED_FORMATS, PILLOW_DEFAULT_MAX_PIXELS, ImageRejected, ImageSpec, decode_rgb,
                              pixel_limit, prepare_image, read_image_bytes)
+from tests.helpers import ROOT
+from tests.helpers.images import encode, gif_header_only, png_header_only, truncated_jpegs
 
-ROOT = Path(__file__).resolve().parents[1]
 MAX = PILLOW_DEFAULT_MAX_PIXELS
-
-
-def encode(im, fmt="PNG", **kw) -> bytes:
-    b = io.BytesIO()
-    im.save(b, fmt, **kw)
-    return b.getvalue()
 
 
 def reason_of(data, **kw) -> tuple[str, str]:
@@ -131,8 +125,6 @@ def test_shards_writer_counts_refused_and_truncated_images(spark, tmp_path):
     its image_id and reason: EPS/FITS named .jpg (item 8) and JPEGs cut mid-scan (item 1)."""
     from jobs.lib.sharding import write_shards
     from pipeline.wds import iter_shard
-    from tests.test_images import truncated_jpegs
-
     img = _refused_folder(tmp_path / "img")
     for name, data in truncated_jpegs().items():
         (img / f"{name}.jpg").write_bytes(data)
@@ -220,20 +212,6 @@ def _noise_png(w, h, seed=0) -> bytes:
     return encode(Image.fromarray(np.random.default_rng(seed).integers(0, 255, (h, w), dtype=np.uint8)))
 
 
-def png_header_only(w, h) -> bytes:
-    """A tiny PNG whose header claims w x h grey pixels."""
-    def chunk(t, d):
-        return struct.pack(">I", len(d)) + t + d + struct.pack(">I", zlib.crc32(t + d))
-    return (b"\x89PNG\r\n\x1a\n" + chunk(b"IHDR", struct.pack(">IIBBBBB", w, h, 8, 0, 0, 0, 0))
-            + chunk(b"IDAT", zlib.compress(b"\0" * 10)) + chunk(b"IEND", b""))
-
-
-def gif_header_only(w, h) -> bytes:
-    """A GIF whose screen and one frame claim w x h: 2-colour table, LZW data [clear, 0, end]."""
-    return (b"GIF89a" + struct.pack("<HHBBB", w, h, 0x80, 0, 0) + b"\0\0\0\xff\xff\xff"
-            + b"," + struct.pack("<HHHHB", 0, 0, w, h, 0) + b"\x02\x02\x44\x01\x00" + b";")
-
-
 def test_pixel_limit_policy_on_both_sides(monkeypatch):
     """Up to MAX_IMAGE_PIXELS: decoded; over it up to 2x (Pillow warns): decoded, downscaled, no
     warning escapes; over 2x (Pillow raises): too_large. MAX lowered so the images stay small."""
@@ -262,11 +240,11 @@ def test_pixel_limit_at_pillows_default_and_when_the_guard_is_switched_off(monke
     assert Image.MAX_IMAGE_PIXELS == MAX  # nothing imported so far changed it
     assert pixel_limit() == 2 * MAX
     side = int((2 * MAX) ** 0.5) + 1  # just over 2 x MAX
-    for data in (png_header_only(side, side), gif_header_only(side, side)):
+    for data in (png_header_only(side, side, grey=True), gif_header_only(side, side)):
         assert reason_of(data, max_side=64)[0] == "too_large"
     monkeypatch.setattr(Image, "MAX_IMAGE_PIXELS", None)  # Pillow's guard off: ours still holds
     assert pixel_limit() == 2 * MAX
-    assert reason_of(png_header_only(30000, 30000)) == ("too_large", f"30000x30000 > {2 * MAX} pixels")
+    assert reason_of(png_header_only(30000, 30000, grey=True)) == ("too_large", f"30000x30000 > {2 * MAX} pixels")
     assert reason_of(gif_header_only(side, side)) == ("too_large", f"{side}x{side} > {2 * MAX} pixels")
 
 

@@ -3,22 +3,18 @@ under 2 gloo processes against one process on the concatenated batch), the swapp
 loss against a hand computation, the multi-crop views through the real WebDataset reader, the
 head's export, and the configs refused before any work."""
 import math
-import os
-import subprocess
-import sys
 import textwrap
-from pathlib import Path
 
 import numpy as np
 import pytest
 import torch
 
-from tests.shardkit import make_shards
+from tests.helpers.launch import torchrun
+from tests.helpers.ranks import unit_scores
+from tests.helpers.shardkit import make_shards
 from trainer.data.multicrop import MultiCrop, MultiCropSpec
 from trainer.swav.loss import swapped_prediction
 from trainer.swav.sinkhorn import sinkhorn
-
-ROOT = Path(__file__).resolve().parents[1]
 
 
 def sinkhorn_numpy(scores: np.ndarray, eps: float, iters: int) -> np.ndarray:
@@ -31,13 +27,6 @@ def sinkhorn_numpy(scores: np.ndarray, eps: float, iters: int) -> np.ndarray:
         q = q / q.sum(axis=1, keepdims=True) / k
         q = q / q.sum(axis=0, keepdims=True) / b
     return (q * b).T
-
-
-def unit_scores(b: int, k: int, seed: int) -> torch.Tensor:
-    g = torch.Generator().manual_seed(seed)
-    z = torch.nn.functional.normalize(torch.randn(b, 16, generator=g), dim=1)
-    c = torch.nn.functional.normalize(torch.randn(k, 16, generator=g), dim=1)
-    return z @ c.t()  # cosine similarities, as SwAV's scores
 
 
 def test_sinkhorn_matches_algorithm_1_and_its_marginals():
@@ -64,11 +53,12 @@ def test_sinkhorn_survives_a_small_epsilon():
         sinkhorn(s[:, :1])
 
 
+@pytest.mark.multiprocess
 def test_sinkhorn_over_two_gloo_processes_equals_the_concatenated_batch(tmp_path):
     script = tmp_path / "ranks.py"
     script.write_text(textwrap.dedent("""
         import sys, torch, torch.distributed as dist
-        from tests.test_swav_units import unit_scores
+        from tests.helpers.ranks import unit_scores
         from trainer.distributed import cleanup_distributed
         from trainer.swav.sinkhorn import sinkhorn
         dist.init_process_group("gloo")
@@ -78,9 +68,7 @@ def test_sinkhorn_over_two_gloo_processes_equals_the_concatenated_batch(tmp_path
         torch.save(sinkhorn(mine, 0.05, 3), sys.argv[1] + f"/q{r}.pt")
         cleanup_distributed()
     """))
-    env = {**os.environ, "OMP_NUM_THREADS": "1", "PYTHONPATH": str(ROOT)}
-    r = subprocess.run([sys.executable, "-m", "torch.distributed.run", "--standalone", "--nproc_per_node=2",
-                        str(script), str(tmp_path)], cwd=ROOT, env=env, capture_output=True, text=True, timeout=300)
+    r = torchrun(2, [str(script), str(tmp_path)], timeout=300)
     assert r.returncode == 0, r.stderr[-3000:]
     got = torch.cat([torch.load(tmp_path / f"q{i}.pt", weights_only=True) for i in (0, 1)])
     whole = sinkhorn(unit_scores(40, 10, 2), 0.05, 3)

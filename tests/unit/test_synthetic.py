@@ -14,8 +14,8 @@ from scipy import stats
 from pipeline import synthetic
 from pipeline.wordnet import DEFAULT_LEXNAMES, get_synsets
 from schemas import MANIFEST, check_schema
+from tests.helpers import ROOT
 
-ROOT = Path(__file__).resolve().parents[1]
 N_TAGS = 20_000
 
 

@@ -1,14 +1,12 @@
 """Zero-shot mapping on real WordNet 3.0, and the two aggregation rules by hand."""
-from pathlib import Path
-
 import numpy as np
 import pytest
 
 from pipeline.wordnet import get_synsets
 from pipeline.zero_shot_map import (ClassMapping, _hypernym_depths, aggregate, class_synsets, map_classes,
                                     mapping_table, path_similarity, read_overrides)
+from tests.helpers import ROOT
 
-ROOT = Path(__file__).resolve().parents[1]
 HASHTAGS = ["crane", "brownbear", "bear", "dog", "truck"]
 
 

@@ -4,7 +4,7 @@ import json
 
 import pytest
 
-from tests.litkit import write_colour_task
+from tests.helpers.litkit import write_colour_task
 from transfer.zero_shot_table import main
 
 
