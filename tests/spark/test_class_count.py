@@ -27,7 +27,7 @@ def test_vocabulary_size_travels_to_shards_json_and_the_card(spark, tmp_path):
                              "hashtags": list(ROWS.values())}, schema=schemas.MANIFEST), manifest)
     d = {k: str(tmp_path / k) for k in ("vocab", "lab", "s", "sh", "card")}
     vocab(spark, VocabConfig(manifest=str(manifest), out=d["vocab"], min_count=1))
-    # dog, eggplant+aubergine, brownbear+ursus_arctos, ice_cream+icecream (tests/test_vocab_job.py)
+    # dog, eggplant+aubergine, brownbear+ursus_arctos, ice_cream+icecream (tests/spark/test_vocab_job.py)
     label(spark, LabelConfig(manifest=str(manifest), vocab=d["vocab"], out=d["lab"], tail_threshold=3))
     assert schemas.class_count_of(tmp_path / "lab" / "labeled.parquet") == (4, d["vocab"])
     shards(spark, ShardsConfig(labeled=d["lab"], out=d["sh"], shard_size=2, max_side=32))

@@ -23,7 +23,7 @@ def gradient_shards(out: Path, n: int = 96, shard_size: int = 16, size: int = 72
     """Shards of linear colour ramps running left, right, up or down (random per image): a masked
     patch, normalized, is one of four patterns, which only the visible patches tell apart; so the
     loss can only fall well below that of a constant prediction (~1) if the encoder's view of the
-    visible patches reaches the decoder. tests/shardkit's flat colours carry no such signal."""
+    visible patches reaches the decoder. tests/helpers/shardkit's flat colours carry no such signal."""
     rng = np.random.default_rng(seed)
     ramp = np.linspace(-1, 1, size)
     members = []

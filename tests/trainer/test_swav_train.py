@@ -2,7 +2,7 @@
 queue and frozen prototypes, its metrics, export and checkpoints; SIGKILL and an exact resume
 (the gathered queue included); the loss falling below ln K on patterned images; bad configs
 refused before any work; a collapsed run reported. The parts (Sinkhorn-Knopp, the swapped loss,
-multi-crop, the head's export) are tested in tests/test_swav_units.py."""
+multi-crop, the head's export) are tested in tests/unit/test_swav_units.py."""
 import io
 import json
 import logging

@@ -84,7 +84,7 @@ def test_sigkill_then_resume_is_exact(shards, reference, tmp_path):
     assert 5 <= killed_at < 12 and not (run / "result.json").exists(), killed_at  # killed mid-run, past the step-5 checkpoint
     r = pretrain(2, args + [f"run_dir={run}"])  # resumes from the newest checkpoint: 5 or 10
     assert r.returncode == 0, r.stderr[-3000:]
-    assert resumed_at(r.stderr) in (5, 10)  # mid-epoch (6 steps an epoch); tests/test_reliability_trainer.py
+    assert resumed_at(r.stderr) in (5, 10)  # mid-epoch (6 steps an epoch); tests/trainer/test_reliability_trainer.py
     got, want = metrics(run), reference     # resumes at an epoch boundary
     assert [x["step"] for x in got] == [x["step"] for x in want]
     for a, b in zip(got, want):

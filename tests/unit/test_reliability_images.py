@@ -1,6 +1,7 @@
 """Issue 16, items 1, 3, 4 and 8: the one decoder (pipeline/images.py) against formats outside its
 allow-list and truncated files in every stage, decompression bombs with memory measured in a child
-process (tests/test_reliability_image_memory.py), the pixel limit at both of its sides. Colour (item 5) is in tests/test_images.py."""
+process (tests/unit/test_reliability_image_memory.py), the pixel limit at both of its sides. Colour (item 5)
+is in tests/unit/test_images.py."""
 import ast
 import io
 import json
@@ -103,7 +104,7 @@ def test_every_allowed_format_decodes_and_mpo_is_a_jpeg():
 
 def test_wrong_extension_html_and_empty_files(tmp_path):
     """Decoded by what the bytes are: a PNG named .jpg decodes; HTML named .jpg and an empty .png
-    are `undecodable` (tests/test_images.py and tests/test_shards_job.py hold the counted skips)."""
+    are `undecodable` (tests/unit/test_images.py and tests/spark/test_shards_job.py hold the counted skips)."""
     (tmp_path / "png.jpg").write_bytes(encode(Image.new("RGB", (8, 8), (0, 0, 255))))
     (tmp_path / "page.jpg").write_bytes(b"<!doctype html><html><body>404 Not Found</body></html>")
     (tmp_path / "empty.png").write_bytes(b"")
