@@ -6,6 +6,7 @@
     shardkit   tiny shard sets and sample indices in the layout jobs/shards.py and jobs/resample.py write
     readerkit  shard sets of unique images whose colour gives their stored index (the reader tests)
     litkit     a tiny image-text problem for trainer.lit and LiT zero-shot
+    ckptkit    tiny checkpoint records (trainer/checkpoint.Checkpoint) for the checkpoint-file tests
     images     hand-made images and image folders: bad, awkward and synthetic ones
     jobkit     the Spark jobs' inputs as the previous stage writes them, and readers of their outputs
     dedupkit   the constructed contamination case of issue 8
