@@ -5,7 +5,7 @@ throughput with every core, and a one-GPU NCCL step under torchrun; prints ONE J
     python -m bench.gpu_check --tiny     # smoke: vit_tiny_patch16_224 and regnety_002 at 64 px
 
 Without CUDA it always runs the smoke mode (gloo instead of NCCL, MFU null, "device": "cpu").
-The data are synthetic JPEGs written as a real shard set (tests/shardkit.write_shard_set, the
+The data are synthetic JPEGs written as a real shard set (tests/helpers/shardkit.write_shard_set, the
 .beton by pipeline.ffcv_writer.write_beton) with a sample index drawn with repeats, in a temp
 directory. Models are timm's with random weights (nothing is downloaded). Per model:
 train_img_per_s: optimizer steps fed by the loader (data wait included); model_img_per_s: the
@@ -75,7 +75,7 @@ def build_data(root: Path, p: dict, seed: int = 0) -> dict:
     importable, and a one-epoch sample index of p['samples'] draws with repeats."""
     from PIL import Image
 
-    from tests.shardkit import add_ffcv, write_sample_index, write_shard_set
+    from tests.helpers.shardkit import add_ffcv, write_sample_index, write_shard_set
 
     t0, rng = time.perf_counter(), np.random.default_rng(seed)
     members = []

@@ -11,7 +11,7 @@
    with no data wait and no loader workers taking CPU. That loader runs one bare step before
    each batch: the two alternate step by step and share whatever load the machine has.
 2. Data wait: trainer.pretrain.main on a real shard set (bench/shards_bench.py writes one; a
-   synthetic one from tests/shardkit is made when it is absent) with its real loader wrapped to
+   synthetic one from tests/helpers/shardkit is made when it is absent) with its real loader wrapped to
    time each next(): share = time blocked in next() / step time. Results: WORKDIR/trainer-results.json.
 """
 from __future__ import annotations
@@ -184,7 +184,7 @@ def run_trainer(cfg: TrainerBenchConfig, shards: Path, run_dir: Path, make, **ov
 
 
 def overhead(cfg: TrainerBenchConfig) -> dict:
-    from tests.shardkit import make_shards
+    from tests.helpers.shardkit import make_shards
 
     work = Path(cfg.workdir).resolve() / "trainer-bench"
     # only its shards.json (num_classes) is read: the in-memory loader replaces the data
@@ -204,7 +204,7 @@ def overhead(cfg: TrainerBenchConfig) -> dict:
 def data_wait(cfg: TrainerBenchConfig) -> dict:
     shards = Path(cfg.shards)
     if not (shards / "_SUCCESS").exists():
-        from tests.shardkit import make_shards
+        from tests.helpers.shardkit import make_shards
 
         shards = Path(cfg.workdir).resolve() / "trainer-bench" / "synthetic-shards"
         print(f"[trainer-bench] {cfg.shards} not found (run bench.shards_bench first for real images): "

@@ -10,6 +10,35 @@ os.environ.setdefault("PYSPARK_PYTHON", sys.executable)
 os.environ.setdefault("PYSPARK_DRIVER_PYTHON", sys.executable)
 os.environ.setdefault("SPARK_LOCAL_IP", "127.0.0.1")
 
+from tests.helpers import launch  # noqa: E402 (needs the checkout on sys.path)
+
+# Markers given by where a test is or what it uses, so no such test can land in the fast tier
+# (`-m "not spark and not multiprocess and not cluster and not slow and not integration"`).
+# `multiprocess` is written on each test that launches torchrun; tests/helpers/launch.py fails a
+# launch from a test without it. `slow` is written by hand.
+FOLDER_MARKERS = {"spark": ("spark",), "cluster": ("cluster", "spark"), "trainer": ("integration",),
+                  "transfer": ("integration",)}
+
+
+@pytest.hookimpl(tryfirst=True)  # before `-m` deselects by marker
+def pytest_collection_modifyitems(config, items):
+    tests = Path(__file__).parent
+    for item in items:
+        folder = item.path.relative_to(tests).parts[0] if item.path.is_relative_to(tests) else ""
+        names = {*FOLDER_MARKERS.get(folder, ()), *(["spark"] if "spark" in item.fixturenames else [])}
+        for name in sorted(names - {m.name for m in item.iter_markers()}):
+            item.add_marker(name)
+
+
+@pytest.hookimpl(tryfirst=True)
+def pytest_runtest_setup(item):
+    launch.running_test = item  # before its fixtures are set up: they may launch too
+
+
+@pytest.hookimpl(trylast=True)
+def pytest_runtest_teardown(item):
+    launch.running_test = None
+
 
 @pytest.fixture(scope="session", autouse=True)
 def one_torch_thread():
@@ -60,3 +89,29 @@ def python_without_project(tmp_path_factory):
                              check=True, capture_output=True, text=True).stdout.strip()
     Path(purelib, "project_dependencies.pth").write_text("\n".join(site.getsitepackages()) + "\n")
     return py
+
+
+@pytest.fixture(scope="module")
+def shards8(tmp_path_factory):
+    """tests/helpers/readerkit.py's unique images in 5 shards (4 x 8 + 5), with the FFCV file."""
+    from tests.helpers.readerkit import make_shards
+
+    return make_shards(tmp_path_factory.mktemp("readers") / "s8", 8, ffcv=True)
+
+
+@pytest.fixture(scope="module")
+def shards4(tmp_path_factory):
+    """tests/helpers/readerkit.py's unique images in 10 shards (9 x 4 + 1)."""
+    from tests.helpers.readerkit import make_shards
+
+    return make_shards(tmp_path_factory.mktemp("readers") / "s4", 4)
+
+
+@pytest.fixture(scope="module")
+def indexed(shards4, tmp_path_factory):
+    """A sample index of 2 epochs of 60 samples over the 37 images of shards4: (its path, the epochs)."""
+    from tests.helpers.readerkit import index_epochs
+    from tests.helpers.shardkit import write_sample_index
+
+    epochs = index_epochs(60, 2)
+    return write_sample_index(shards4, tmp_path_factory.mktemp("index") / "samples", epochs), epochs
