@@ -6,7 +6,7 @@ buttons, a small object on a white page) also land within the threshold. The pai
 the pixels: the evaluation image, cut by each crop of a grid and mirrored if the mirror image
 matched, and the pretraining image are resized to SIDE x SIDE luma; the best Pearson correlation
 must reach a minimum. Planted resized / re-encoded / cropped / mirrored copies reach
-MIN_CORRELATION (tests/test_pair_check.py); on openclipart, about half of the pairs at pHash
+MIN_CORRELATION (tests/unit/test_pair_check.py); on openclipart, about half of the pairs at pHash
 distance 5-6 do not (README, Measured).
 """
 from __future__ import annotations

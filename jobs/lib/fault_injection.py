@@ -2,7 +2,7 @@
 jobs/lib/errors.py).
 
 Injection is inert unless HASHTAG_TEST_FAULTS is set in the executors' environment, which only
-the reliability tests do (tests/test_reliability_spark.py); production never sets it. Its value
+the reliability tests do (tests/spark/test_reliability_spark.py); production never sets it. Its value
 is comma-separated faults, each `KIND:WHERE[:KEY]`:
 
     fail_first_attempt:WHERE       the first attempt of each task running WHERE raises (Spark retries it)

@@ -11,7 +11,7 @@ from pipeline.wordnet import PROJECT_ROOT, default_wordnet_dir
 
 WORDNET_ARCHIVE = "wordnet_corpus"
 # every package executor code imports (dedup: the dedup job's per-image work; trainer: the export
-# loader of dedup --method embedding|rmac); tests/test_session.py checks that the shipped packages
+# loader of dedup --method embedding|rmac); tests/spark/test_session.py checks that the shipped packages
 # import nothing else of the project
 PACKAGES = ("pipeline", "jobs", "schemas", "trainer", "dedup")
 _SHIPPED: dict[int, set] = {}  # SparkContext id -> the WordNet directory shipped to it
