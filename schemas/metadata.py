@@ -7,6 +7,7 @@ meeting another version refuses it, naming the file, the version found and the o
 from __future__ import annotations
 
 import json
+from pathlib import Path
 
 
 class MetadataError(ValueError):
@@ -27,6 +28,14 @@ def parse_versioned(text: str, where: str, kind: str, version: int) -> dict:
         raise MetadataError(f"{where}: {kind} version {found!r}; this code reads version {version} "
                             "(rewrite it with this code, or read it with the code that wrote it)")
     return raw
+
+
+def read_text(path: Path) -> str:
+    """A local metadata file's text; unreadable -> MetadataError naming it."""
+    try:
+        return path.read_text()
+    except (OSError, UnicodeDecodeError) as e:
+        raise MetadataError(f"{path} is unreadable: {e!r}") from e
 
 
 def dump(obj: dict) -> str:

@@ -13,7 +13,7 @@ import hashlib
 from dataclasses import asdict, dataclass
 from pathlib import Path
 
-from schemas.metadata import MetadataError, dump, parse_versioned
+from schemas.metadata import MetadataError, dump, parse_versioned, read_text
 
 SAMPLE_INDEX_VERSION = 1
 INDEX_DIR = "index"  # under jobs/resample.py's OUT
@@ -83,8 +83,4 @@ def index_file(out) -> Path:
 
 def read_sample_index_meta(out) -> SampleIndexMeta:
     path = index_file(out)
-    try:
-        text = path.read_text()
-    except (OSError, UnicodeDecodeError) as e:
-        raise MetadataError(f"{path} is unreadable: {e!r}") from e
-    return SampleIndexMeta.from_json(text, str(path))
+    return SampleIndexMeta.from_json(read_text(path), str(path))

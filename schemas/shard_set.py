@@ -15,7 +15,7 @@ from __future__ import annotations
 from dataclasses import asdict, dataclass
 from pathlib import Path
 
-from schemas.metadata import MetadataError, dump, parse_versioned
+from schemas.metadata import MetadataError, dump, parse_versioned, read_text
 
 SHARD_SET_FILE = "shards.json"
 SHARD_SET_VERSION = 1
@@ -97,8 +97,4 @@ def shard_set_file(root) -> Path:
 def read_shard_set_meta(root) -> ShardSetMeta:
     """ROOT/shards.json of a local shard directory, checked (whether the job finished is the caller's)."""
     path = shard_set_file(root)
-    try:
-        text = path.read_text()
-    except (OSError, UnicodeDecodeError) as e:
-        raise MetadataError(f"{path} is unreadable: {e!r}") from e
-    return ShardSetMeta.from_json(text, str(path))
+    return ShardSetMeta.from_json(read_text(path), str(path))
