@@ -195,11 +195,13 @@ def write_epoch_record(run_dir: Path, record: dict) -> None:
 
 def collective_failure(e: BaseException) -> bool:
     """A failed or timed-out collective (gloo: DistBackendError, or a RuntimeError naming the
-    transport), as opposed to an error of the model's own code."""
+    transport or the timeout: a stalled peer surfaces as "Timed out waiting ..." or, when DDP's
+    buffer broadcast meets it first, "Application timeout caused pair closure"), as opposed to an
+    error of the model's own code."""
     if isinstance(e, getattr(dist, "DistError", ())):
         return True
     text = str(e).lower()
-    return any(w in text for w in ("gloo", "timed out", "connection closed", "connection reset", "nccl"))
+    return any(w in text for w in ("gloo", "timed out", "timeout", "connection closed", "connection reset", "nccl"))
 
 
 def train_loader(cfg: ShardTrainConfig, d: DistInfo, make=make_loader, transform=None):

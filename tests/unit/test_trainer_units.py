@@ -208,3 +208,13 @@ def test_every_training_loader_implements_the_protocol():
     assert sorted(members) == ["__iter__", "epoch_batches", "epoch_stats", "order_depends_on", "set_epoch"]
     for cls in (WdsLoader, FfcvLoader, FinetuneLoader, PairLoader, TimedLoader, PairedLoader):
         assert [m for m in members if not hasattr(cls, m)] == [], cls.__name__
+
+
+def test_collective_failure_tells_gloo_timeouts_from_model_errors():
+    from trainer.loop import collective_failure
+
+    # the two messages a stalled peer gives under gloo (the second from DDP's buffer broadcast)
+    assert collective_failure(RuntimeError("[../gloo/transport/tcp/pair.cc:534] Timed out waiting 10000ms"))
+    assert collective_failure(RuntimeError("Application timeout caused pair closure"))
+    assert not collective_failure(RuntimeError("mat1 and mat2 shapes cannot be multiplied (8x3 and 4x5)"))
+    assert not collective_failure(ValueError("labels out of range"))
