@@ -41,7 +41,9 @@ from urllib.parse import unquote, urlparse
 import numpy as np
 from PIL import Image, ImageChops, ImageCms, ImageFile
 
-REJECT_REASONS = ("undecodable", "truncated", "too_large", "unsupported_format", "missing_file")
+# decode_rgb's reasons, then pipeline/image_reader.py's (a reference that could not be read)
+REJECT_REASONS = ("undecodable", "truncated", "too_large", "unsupported_format", "missing_file",
+                  "access_denied", "unreachable", "read_error")
 # The one allow-list, as file suffix -> Pillow format: only raster formats whose decoders are
 # in-process. The suffixes only say which files of a folder are images.
 IMAGE_SUFFIXES = {".jpg": "JPEG", ".jpeg": "JPEG", ".png": "PNG", ".webp": "WEBP", ".gif": "GIF", ".bmp": "BMP",
