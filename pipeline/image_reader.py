@@ -121,7 +121,7 @@ def locate(ref, image_root: str | None = None) -> Location:
     if not os.path.isabs(s) and image_root:
         root = str(image_root)
         joined = root.rstrip("/") + "/" + s if urlsplit(root).scheme.lower() in REMOTE else str(Path(root) / s)
-        return locate(tar_member(joined, offset, size) if m else joined)
+        return locate(tar_member(joined, offset, size, m["member"] or "") if m else joined)
     return Location("local", s, offset, size, shown)
 
 
