@@ -22,7 +22,8 @@ import numpy as np
 import pyarrow as pa
 
 from dedup.phash import MIN_SET_BITS, Box, decode_jpeg_roundtrip, low_information, phash_pair, variant_hashes
-from pipeline.images import ImageRejected, read_image_bytes
+from pipeline.image_reader import read_images
+from pipeline.images import ImageRejected
 
 METHODS = {"phash": "63-bit DCT perceptual hash, Hamming distance",
            "embedding": "frozen trunk's pooled output, mean-centred, cosine distance",
@@ -67,10 +68,13 @@ class Describer:
     def decode_side(self) -> int:
         return 128 if self.method == "phash" else max(128, 2 * self.img_size)
 
-    def decode(self, image, image_root: str | None, min_set_bits: int):
-        """(rgb, its whole-image pHash, None) of a readable image, else (None, None, (reason, detail))."""
+    def decode(self, data, min_set_bits: int):
+        """(rgb, its whole-image pHash, None) of an image's bytes, else (None, None, (reason,
+        detail)); `data` may be the ImageRejected pipeline.image_reader gave for it."""
         try:
-            rgb = decode_jpeg_roundtrip(read_image_bytes(image, image_root), self.decode_side)
+            if isinstance(data, ImageRejected):
+                raise data
+            rgb = decode_jpeg_roundtrip(data, self.decode_side)
         except ImageRejected as e:
             return None, None, (e.reason, e.detail[:300])
         h = phash_pair(rgb)[0]
@@ -166,8 +170,8 @@ def described_batches(batches, keys: list[str], image_col: str, describer: Descr
     for b in chunked(batches):
         cols = [b.column(k).to_pylist() for k in keys]
         rows, good, rgbs = [], [], []
-        for i, image in enumerate(b.column(image_col).to_pylist()):
-            rgb, _, rejected = describer.decode(image, image_root, min_set_bits)
+        for i, data in enumerate(read_images(b.column(image_col).to_pylist(), image_root)[0]):
+            rgb, _, rejected = describer.decode(data, min_set_bits)
             if rgb is None:
                 rows.append((i, None, None, None, *rejected))
             else:

@@ -20,6 +20,7 @@ import pyarrow.compute as pc
 from dedup.ann import IndexSpec, build_index, index_bytes, load_index, nearest_owners, search
 from dedup.describe import Describer, chunked
 from dedup.phash import MIN_SET_BITS
+from pipeline.image_reader import read_images
 
 NEAREST = "array<struct<eval_index:int, variant:int, flipped:boolean, distance:float>>"
 QUERIED = f"pretrain_id string, reason string, detail string, nearest {NEAREST}"
@@ -138,8 +139,8 @@ def queried_batches(batches, id_col: str, image_col: str, describer: Describer, 
     for b in chunked(batches):
         ids = b.column(id_col).to_pylist()
         rows, good, rgbs, hashes = [], [], [], []
-        for i, image in enumerate(b.column(image_col).to_pylist()):
-            rgb, h, rejected = describer.decode(image, image_root, min_set_bits)
+        for i, data in enumerate(read_images(b.column(image_col).to_pylist(), image_root)[0]):
+            rgb, h, rejected = describer.decode(data, min_set_bits)
             if rgb is None:
                 rows.append((i, *rejected, None))
             else:

@@ -16,7 +16,8 @@ import pyarrow as pa
 from PIL import Image
 
 from dedup.phash import Box, decode_jpeg_roundtrip, gray_float, gray_thumbnail
-from pipeline.images import ImageRejected, read_image_bytes
+from pipeline.image_reader import read_images
+from pipeline.images import ImageRejected
 
 SIDE = 16
 MIN_CORRELATION = 0.85
@@ -53,10 +54,13 @@ def correlated_batches(batches, columns: list[str], crops: list[Box], image_root
     for b in batches:
         d = b.to_pydict()
         corr = []
-        for pre_img, ev_img, flipped in zip(d["_pre_image"], d["_eval_image"], d["flipped"]):
+        pre_data, _ = read_images(d["_pre_image"], image_root)
+        ev_data, _ = read_images(d["_eval_image"], image_root)
+        for pre, ev, flipped in zip(pre_data, ev_data, d["flipped"]):
             try:
-                corr.append(pair_correlation(decode_jpeg_roundtrip(read_image_bytes(ev_img, image_root)),
-                                             decode_jpeg_roundtrip(read_image_bytes(pre_img, image_root)),
+                if isinstance(pre, ImageRejected) or isinstance(ev, ImageRejected):
+                    raise ImageRejected("missing_file")
+                corr.append(pair_correlation(decode_jpeg_roundtrip(ev), decode_jpeg_roundtrip(pre),
                                              crops, bool(flipped)))
             except ImageRejected:
                 corr.append(None)

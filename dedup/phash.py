@@ -30,7 +30,8 @@ from itertools import product
 import numpy as np
 from PIL import Image
 
-from pipeline.images import ImageSpec, prepare_image, read_image_bytes
+from pipeline.image_reader import read_image
+from pipeline.images import ImageSpec, prepare_image
 
 SIDE = 32          # the grayscale thumbnail is SIDE x SIDE
 LOW = 8            # the LOW x LOW lowest frequencies, minus DC
@@ -140,8 +141,8 @@ def decode_jpeg_roundtrip(data: bytes, max_side: int = _DECODE.max_side, source:
 
 
 def phash_image(image, image_root: str | None = None) -> tuple[int, int]:
-    """(hash, mirrored hash) of a manifest `image` value (path, file:// URI or bytes)."""
-    return phash_pair(decode_jpeg_roundtrip(read_image_bytes(image, image_root)))
+    """(hash, mirrored hash) of a manifest `image` value (any pipeline.image_reader reference)."""
+    return phash_pair(decode_jpeg_roundtrip(read_image(image, image_root)))
 
 
 def low_information(h: int, min_set_bits: int = MIN_SET_BITS) -> bool:

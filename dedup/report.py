@@ -15,7 +15,8 @@ from typing import Callable
 import pyarrow as pa
 from PIL import Image, ImageDraw
 
-from pipeline.images import ImageRejected, ImageSpec, prepare_image, read_image_bytes
+from pipeline.image_reader import read_image
+from pipeline.images import ImageRejected, ImageSpec, prepare_image
 from schemas import MANIFEST_ID
 
 CELL = 112   # thumbnail box side
@@ -58,7 +59,7 @@ def pick_pairs(pairs: list[dict], limit: int) -> tuple[list[dict], list[dict]]:
 
 def thumbnail(image, image_root: str | None) -> Image.Image | None:
     try:
-        jpeg, _, _ = prepare_image(read_image_bytes(image, image_root), ImageSpec(max_side=CELL))
+        jpeg, _, _ = prepare_image(read_image(image, image_root), ImageSpec(max_side=CELL))
     except ImageRejected:
         return None
     im = Image.open(io.BytesIO(jpeg), formats=("JPEG",))  # prepare_image wrote it

@@ -121,7 +121,8 @@ def run(spark, cfg: ShardsConfig) -> dict:
     stats = {**meta.to_dict(), "images_in": sum(r["ordinal"] for r in shard_rows) + sum(by_reason.values()),
              "shards_written": sum(not s["skipped"] for s in listed),
              "shards_skipped": sum(s["skipped"] for s in listed), "config": vars(cfg),
-             "images_with_text": sum(r["with_text"] for r in shard_rows)}
+             "images_with_text": sum(r["with_text"] for r in shard_rows),
+             "read_retries": sum(r["read_retries"] for r in shard_rows)}
     stats["shards"] = len(listed)
     outcomes.unpersist()
     write_text_atomic(shard_set_file(out), meta.to_json())

@@ -45,6 +45,7 @@ REMOTE = {"s3": ("s3", "s3"), "s3a": ("s3", "s3"), "gs": ("gcs", "gcs"), "gcs": 
           "http": ("http", "http"), "https": ("http", "http")}
 _MEMBER = re.compile(r"^(?P<tar>.+)#offset=(?P<offset>\d+)&size=(?P<size>\d+)(?:&member=(?P<member>.*))?$", re.S)
 _QUERY_IN_TEXT = re.compile(r"(\b[a-zA-Z][a-zA-Z0-9+.-]*://[^\s'\"?#]*)\?[^\s'\")]*")
+_USERINFO_IN_TEXT = re.compile(r"(\b[a-zA-Z][a-zA-Z0-9+.-]*://)[^\s/'\"@]*@")
 _TRANSIENT_STATUS = {408, 425, 429, 500, 502, 503, 504}
 _TRANSIENT_WORDS = ("SlowDown", "Throttl", "RequestTimeout", "InternalError", "ServiceUnavailable",
                     "reset by peer", "timed out", "Timeout", "Connection aborted", "ServerDisconnected",
@@ -96,8 +97,9 @@ def redact(ref: str) -> str:
 
 
 def scrub(text: str) -> str:
-    """Any URL's query string in free text (an exception's message) replaced by `...`."""
-    return _QUERY_IN_TEXT.sub(r"\1?...", text)
+    """Free text (an exception's message) with any URL's user:password@ removed and its query
+    string replaced by `...`."""
+    return _QUERY_IN_TEXT.sub(r"\1?...", _USERINFO_IN_TEXT.sub(r"\1", text))
 
 
 def locate(ref, image_root: str | None = None) -> Location:
@@ -239,10 +241,10 @@ def classify(exc: BaseException) -> tuple[str, str]:
         status = None
     name = type(exc).__name__
     detail = scrub(f"HTTP {status}" if status is not None else f"{name}: {exc}")[:300]
-    if isinstance(exc, FileNotFoundError) or status in (404, 410):
-        return "missing_file", detail
+    if isinstance(exc, FileNotFoundError) or status in (404, 410):  # the message repeats the URL: not shown
+        return "missing_file", f"HTTP {status}" if status else "not found"
     if isinstance(exc, PermissionError) or status in (401, 403):
-        return "access_denied", detail
+        return "access_denied", f"HTTP {status}" if status else "access denied"
     if status in _TRANSIENT_STATUS or isinstance(exc, (TimeoutError, asyncio.TimeoutError, ConnectionError)):
         return "transient", detail
     if status is None and any(w.lower() in f"{name} {exc}".lower() for w in _TRANSIENT_WORDS):
@@ -263,10 +265,14 @@ def filesystem(protocol: str, timeout_s: float = 60.0):
     """This process's fsspec filesystem for `protocol` (one per process and timeout). S3 takes
     its endpoint from AWS_ENDPOINT_URL_S3 / AWS_ENDPOINT_URL when set (MinIO, Ceph, a test
     server); everything else from the library's own configuration."""
-    key = (protocol, timeout_s, os.getpid())
+    key = (protocol, timeout_s, os.getpid(), _s3_endpoint() if protocol == "s3" else None)
     if key not in _FILESYSTEMS:
         _FILESYSTEMS[key] = _make_filesystem(protocol, timeout_s)
     return _FILESYSTEMS[key]
+
+
+def _s3_endpoint() -> str | None:
+    return os.environ.get("AWS_ENDPOINT_URL_S3") or os.environ.get("AWS_ENDPOINT_URL") or None
 
 
 def _make_filesystem(protocol: str, timeout_s: float):
@@ -279,7 +285,7 @@ def _make_filesystem(protocol: str, timeout_s: float):
             kwargs["client_kwargs"] = {"timeout": aiohttp.ClientTimeout(total=None, sock_connect=timeout_s,
                                                                         sock_read=timeout_s)}
         elif protocol == "s3":
-            endpoint = os.environ.get("AWS_ENDPOINT_URL_S3") or os.environ.get("AWS_ENDPOINT_URL")
+            endpoint = _s3_endpoint()
             if endpoint:
                 kwargs["endpoint_url"] = endpoint
         return fsspec.filesystem(protocol, **kwargs)

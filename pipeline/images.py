@@ -24,19 +24,17 @@ transfer/heldout_task.py) all decode with `decode_rgb`. Its policy, one place fo
   sRGB, as browsers do). A CMYK JPEG is read as inverted when it carries Adobe's APP14 marker
   (Photoshop's convention, which Pillow assumes for all) and as plain inks without it (as libvips
   reads them).
-Bad images raise `ImageRejected(reason)` with one of REJECT_REASONS, naming the source when the
+Bad images raise `ImageRejected(reason)` with one of REJECT_REASONS (pipeline/image_reader.py reads the
+bytes, with its own reasons), naming the source when the
 caller gives one; callers count them or refuse the file.
 """
 from __future__ import annotations
 
 import functools
 import io
-import os
 import struct
 import warnings
 from dataclasses import dataclass
-from pathlib import Path
-from urllib.parse import unquote, urlparse
 
 import numpy as np
 from PIL import Image, ImageChops, ImageCms, ImageFile
@@ -109,29 +107,6 @@ def sniff_format(data: bytes) -> str | None:
         except (IndexError, TypeError, ValueError, struct.error):  # a check wanting more bytes than there are
             continue
     return None
-
-
-def read_image_bytes(image, image_root: str | None = None) -> bytes:
-    """Bytes of a manifest `image` value: bytes as they are, a path (relative to image_root) or a
-    file:// URI. Missing or unreadable files are `missing_file`."""
-    if isinstance(image, (bytes, bytearray, memoryview)):
-        return bytes(image)
-    if image is None or image == "":
-        raise ImageRejected("missing_file", "empty image reference")
-    s = str(image)
-    u = urlparse(s)
-    if u.scheme == "file":
-        path = Path(unquote(u.path))
-    elif u.scheme in ("", ) or (len(u.scheme) == 1 and os.name == "nt"):
-        path = Path(s)
-        if not path.is_absolute() and image_root:
-            path = Path(image_root) / path
-    else:
-        raise ImageRejected("missing_file", f"unsupported URI scheme {u.scheme!r} in {s}")
-    try:
-        return path.read_bytes()
-    except OSError as e:
-        raise ImageRejected("missing_file", f"{path}: {e.strerror or e}") from None
 
 
 def decode_rgb(data: bytes, max_side: int | None = None, max_pixels: int | None = None,

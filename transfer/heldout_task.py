@@ -26,7 +26,8 @@ from tqdm import tqdm
 
 from pipeline.atomic import atomic_dir
 from pipeline.cli import key, load_config
-from pipeline.images import ImageRejected, ImageSpec, prepare_image, read_image_bytes
+from pipeline.image_reader import iter_images, redact
+from pipeline.images import ImageRejected, ImageSpec, prepare_image
 from pipeline.openclipart import UNSORTED_CATEGORY
 
 
@@ -95,15 +96,18 @@ def build_task(heldout: Path, out: Path, val_frac: float = 0.3, min_per_class: i
     counts: dict[str, Counter] = defaultdict(Counter)
     rejects, examples = Counter(), []
     with atomic_dir(out) as tmp:
-        for r in tqdm([r for r in rows if r["image_id"] in assign], desc="held-out images", unit="img",
-                      mininterval=2):
+        kept = [r for r in rows if r["image_id"] in assign]
+        for r, (data, _) in tqdm(zip(kept, iter_images([r["image"] for r in kept])), total=len(kept),
+                                 desc="held-out images", unit="img", mininterval=2):
             split = assign[r["image_id"]]
             try:
-                jpeg, _, _ = prepare_image(read_image_bytes(r["image"]), spec)
+                if isinstance(data, ImageRejected):
+                    raise data
+                jpeg, _, _ = prepare_image(data, spec)
             except ImageRejected as e:
                 rejects[e.reason] += 1
                 if len(examples) < 10:
-                    examples.append({"image_id": r["image_id"], "image": r["image"], "reason": str(e)})
+                    examples.append({"image_id": r["image_id"], "image": redact(r["image"]), "reason": str(e)})
                 continue
             d = tmp / split / r["category"]
             d.mkdir(parents=True, exist_ok=True)

@@ -24,18 +24,21 @@ from pyspark.sql import functions as F
 from jobs.lib.fault_injection import inject
 from jobs.lib.numbering import number_rows
 from pipeline.atomic import write_text_atomic
-from pipeline.images import DECODER_VERSION, ImageRejected, ImageSpec, prepare_image, read_image_bytes
+from pipeline.image_reader import iter_images
+from pipeline.images import DECODER_VERSION, ImageRejected, ImageSpec, prepare_image
 from pipeline.wds import Sample, file_sha256, shard_name, write_shard
 
 SIDECARS = "_shards"  # per-shard JSON written after its tar: the idempotence record
 TEXT = "text"  # the sample .json key (and slotted's column) of an image's text
 # one row per image (image_id set) and one per shard (image_id null: ordinal = images stored,
-# with_text = stored images with a non-empty text; null per image)
+# with_text = stored images with a non-empty text, read_retries = transient read failures retried
+# when it was written; null per image)
 OUTCOME_SCHEMA = ("shard long, ordinal long, image_id string, reason string, detail string, "
-                  "bytes long, sha256 string, skipped boolean, with_text long")
+                  "bytes long, sha256 string, skipped boolean, with_text long, read_retries long")
 _OUTCOME_ARROW = pa.schema([("shard", pa.int64()), ("ordinal", pa.int64()), ("image_id", pa.string()),
                             ("reason", pa.string()), ("detail", pa.string()), ("bytes", pa.int64()),
-                            ("sha256", pa.string()), ("skipped", pa.bool_()), ("with_text", pa.int64())])
+                            ("sha256", pa.string()), ("skipped", pa.bool_()), ("with_text", pa.int64()),
+                            ("read_retries", pa.int64())])
 _HASH = "_order_hash"
 
 
@@ -58,8 +61,15 @@ def fingerprint(t: pa.Table, spec: ImageSpec, image_root: str | None) -> str:
     decoder's version (a decoder change that moves pixels rewrites every shard once)."""
     h = hashlib.sha256(json.dumps([vars(spec), image_root, DECODER_VERSION], sort_keys=True).encode())
     for row in zip(*(t[c].to_pylist() for c in _row_columns(t))):
-        h.update(json.dumps(row).encode())
+        h.update(json.dumps(row, default=_bytes_digest).encode())  # a string row's text is as it always was
     return h.hexdigest()
+
+
+def _bytes_digest(value):
+    """An image given as bytes (img2dataset's parquet format) enters the fingerprint by its sha256."""
+    if isinstance(value, (bytes, bytearray)):
+        return "sha256:" + hashlib.sha256(value).hexdigest()
+    raise TypeError(f"not JSON serializable: {type(value).__name__}")
 
 
 def _row_columns(t: pa.Table) -> list[str]:
@@ -96,7 +106,8 @@ def write_shards(rows: DataFrame, out_dir: str, spec: ImageSpec, image_root: str
             _append(out, shard, n if reason is None else -1, image_id, reason, detail)
             n += reason is None
             with_text += reason is None and bool(text)
-        _append(out, shard, rec["images"], None, None, None, rec.get("bytes"), rec.get("sha256"), skipped, with_text)
+        _append(out, shard, rec["images"], None, None, None, rec.get("bytes"), rec.get("sha256"), skipped, with_text,
+                0 if skipped else rec.get("read_retries", 0))
         return pa.table(out, schema=_OUTCOME_ARROW)
     return rows.groupBy("shard").applyInArrow(fn, OUTCOME_SCHEMA)
 
@@ -107,12 +118,17 @@ def _append(out: dict, *values) -> None:
 
 
 def _write(t: pa.Table, path: Path, spec: ImageSpec, image_root: str | None) -> dict:
-    rejects = []
+    rejects, retries = [], [0]
+    rows = zip(*(t[c].to_pylist() for c in _row_columns(t)))
+    images = iter_images(t["image"].to_pylist(), image_root)  # batched, concurrent where remote
 
     def members():
-        for slot, image_id, image, labels, tail, *text in zip(*(t[c].to_pylist() for c in _row_columns(t))):
+        for (slot, image_id, _, labels, tail, *text), (data, r) in zip(rows, images):
+            retries[0] += r
             try:
-                jpeg, _, _ = prepare_image(read_image_bytes(image, image_root), spec)
+                if isinstance(data, ImageRejected):
+                    raise data
+                jpeg, _, _ = prepare_image(data, spec)
             except ImageRejected as e:
                 rejects.append([image_id, e.reason, e.detail[:300]])
                 continue
@@ -121,7 +137,7 @@ def _write(t: pa.Table, path: Path, spec: ImageSpec, image_root: str | None) -> 
             inject("shards.write", t["shard"][0].as_py())  # test-only (jobs/lib/fault_injection.py): mid-tar
     written = write_shard(path, members())
     return {"images": written["samples"], "bytes": written["bytes"], "sha256": written["sha256"],
-            "rejects": rejects, "name": path.name}
+            "rejects": rejects, "name": path.name, "read_retries": retries[0]}
 
 
 def _read_json(path: Path):

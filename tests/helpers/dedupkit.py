@@ -22,7 +22,8 @@ import pyarrow as pa
 import pyarrow.parquet as pq
 from PIL import Image, ImageEnhance
 
-from pipeline.images import ImageRejected, ImageSpec, prepare_image, read_image_bytes
+from pipeline.image_reader import read_image
+from pipeline.images import ImageRejected, ImageSpec, prepare_image
 
 TRANSFORMS = ("resize", "jpeg", "crop", "flip", "crop20", "bright", "rotate")
 REQUIRED = ("resize", "jpeg", "crop", "flip")  # recall >= 0.95 (issue 17); the others are reported
@@ -34,7 +35,7 @@ BASE = ImageSpec(max_side=400, quality=95)  # the "original" the copies are made
 
 def _render(path: str) -> Image.Image | None:
     try:
-        jpeg, _, _ = prepare_image(read_image_bytes(path), BASE)
+        jpeg, _, _ = prepare_image(read_image(path), BASE)
     except ImageRejected:
         return None
     im = Image.open(io.BytesIO(jpeg))

@@ -157,14 +157,15 @@ def check_neighbour_lists_and_sheets(root, table, out, cfg, stats):
     """With every evaluation variant read per query (--search-k above their count), each
     evaluation image's list in neighbours.parquet is exactly its k nearest pretraining images by
     the minimum Hamming distance over its variants, computed here image by image."""
-    from pipeline.images import ImageRejected, read_image_bytes
+    from pipeline.image_reader import read_image
+    from pipeline.images import ImageRejected
     from dedup.phash import crop_grid, decode_jpeg_roundtrip, hamming, low_information, phash_pair, variant_hashes
 
     k = cfg.neighbours
 
     def readable(path):
         try:
-            rgb = decode_jpeg_roundtrip(read_image_bytes(path))
+            rgb = decode_jpeg_roundtrip(read_image(path))
         except ImageRejected:
             return None
         return None if low_information(phash_pair(rgb)[0]) else rgb

@@ -6,7 +6,8 @@ import numpy as np
 import pytest
 from PIL import Image, ImageOps
 
-from pipeline.images import ImageRejected, ImageSpec, decode_rgb, prepare_image, read_image_bytes
+from pipeline.image_reader import read_image
+from pipeline.images import ImageRejected, ImageSpec, decode_rgb, prepare_image
 from tests.helpers.images import encode, png_header_only, quadrants, truncated_jpegs
 
 
@@ -34,10 +35,10 @@ def test_rejects_by_reason(tmp_path):
     eps = b"%!PS-Adobe-3.0 EPSF-3.0\n%%BoundingBox: 0 0 10 10\nshowpage\n"
     assert reject_reason(eps) == "unsupported_format"
     with pytest.raises(ImageRejected) as e:
-        read_image_bytes(str(tmp_path / "nope.jpg"))
+        read_image(str(tmp_path / "nope.jpg"))
     assert e.value.reason == "missing_file"
     with pytest.raises(ImageRejected) as e:
-        read_image_bytes("nope.jpg", image_root=str(tmp_path))
+        read_image("nope.jpg", image_root=str(tmp_path))
     assert e.value.reason == "missing_file" and "nope.jpg" in str(e.value)
 
 
@@ -58,10 +59,10 @@ def test_truncated_jpeg_scan_is_truncated(max_side):
 def test_read_bytes_paths_and_uris(tmp_path):
     p = tmp_path / "a b.png"
     p.write_bytes(b"xyz")
-    assert read_image_bytes(str(p)) == b"xyz"
-    assert read_image_bytes("a b.png", image_root=str(tmp_path)) == b"xyz"
-    assert read_image_bytes(p.as_uri()) == b"xyz"
-    assert read_image_bytes(b"raw") == b"raw"
+    assert read_image(str(p)) == b"xyz"
+    assert read_image("a b.png", image_root=str(tmp_path)) == b"xyz"
+    assert read_image(p.as_uri()) == b"xyz"
+    assert read_image(b"raw") == b"raw"
 
 
 @pytest.mark.parametrize("orientation", range(1, 9))

@@ -16,8 +16,9 @@ import pytest
 from PIL import EpsImagePlugin, Image
 
 from dedup import phash
+from pipeline.image_reader import read_image
 from pipeline.images import (ALLOWED_FORMATS, PILLOW_DEFAULT_MAX_PIXELS, ImageRejected, ImageSpec, decode_rgb,
-                             pixel_limit, prepare_image, read_image_bytes)
+                             pixel_limit, prepare_image)
 from tests.helpers import ROOT
 from tests.helpers.images import encode, gif_header_only, png_header_only, truncated_jpegs
 
@@ -107,9 +108,9 @@ def test_wrong_extension_html_and_empty_files(tmp_path):
     (tmp_path / "png.jpg").write_bytes(encode(Image.new("RGB", (8, 8), (0, 0, 255))))
     (tmp_path / "page.jpg").write_bytes(b"<!doctype html><html><body>404 Not Found</body></html>")
     (tmp_path / "empty.png").write_bytes(b"")
-    assert decode_rgb(read_image_bytes("png.jpg", str(tmp_path))).getpixel((4, 4)) == (0, 0, 255)
-    assert reason_of(read_image_bytes("page.jpg", str(tmp_path))) == ("undecodable", "not a recognised image")
-    assert reason_of(read_image_bytes("empty.png", str(tmp_path))) == ("undecodable", "zero bytes")
+    assert decode_rgb(read_image("png.jpg", str(tmp_path))).getpixel((4, 4)) == (0, 0, 255)
+    assert reason_of(read_image("page.jpg", str(tmp_path))) == ("undecodable", "not a recognised image")
+    assert reason_of(read_image("empty.png", str(tmp_path))) == ("undecodable", "zero bytes")
 
 
 def _refused_folder(d: Path) -> Path:

@@ -1,0 +1,137 @@
+"""Real servers on loopback for the reader's tests and bench: an HTTP file server with latency and
+failures, and moto's S3 server. Each is a context manager that stops what it started."""
+from __future__ import annotations
+
+import contextlib
+import os
+import socket
+import threading
+import time
+from dataclasses import dataclass, field
+from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
+from pathlib import Path
+from urllib.parse import unquote, urlsplit
+
+S3_ENV = {"AWS_ACCESS_KEY_ID": "testing-key-id", "AWS_SECRET_ACCESS_KEY": "testing-secret-key",
+          "AWS_DEFAULT_REGION": "us-east-1"}
+
+
+@dataclass
+class HTTPLog:
+    """What the HTTP server saw: requests per path, bytes sent, the most requests in flight at once."""
+    requests: dict = field(default_factory=dict)
+    ranges: list = field(default_factory=list)   # (path, Range header or None)
+    bytes_sent: int = 0
+    in_flight: int = 0
+    max_in_flight: int = 0
+    lock: threading.Lock = field(default_factory=threading.Lock)
+
+
+@contextlib.contextmanager
+def http_server(root: Path, latency_s: float = 0.0, fail_once: dict | None = None, fail_always: dict | None = None):
+    """Serve files under `root` on 127.0.0.1 (GET with Range). `fail_once` {path: status}: the
+    first request of that path gets the status; `fail_always` {path: status}: every request does.
+    Each response waits `latency_s` first. Yields (base URL, HTTPLog)."""
+    log = HTTPLog()
+    once, always = dict(fail_once or {}), dict(fail_always or {})
+
+    class Handler(BaseHTTPRequestHandler):
+        protocol_version = "HTTP/1.1"
+
+        def log_message(self, *args):  # quiet
+            pass
+
+        def do_GET(self):  # noqa: N802
+            path = unquote(urlsplit(self.path).path)
+            with log.lock:
+                log.requests[path] = log.requests.get(path, 0) + 1
+                log.ranges.append((path, self.headers.get("Range")))
+                log.in_flight += 1
+                log.max_in_flight = max(log.max_in_flight, log.in_flight)
+                first = log.requests[path] == 1
+            try:
+                time.sleep(latency_s)
+                status = always.get(path) or (once.get(path) if first else None)
+                if status:
+                    return self._send(status, b"")
+                f = root / path.lstrip("/")
+                if not f.is_file():
+                    return self._send(404, b"")
+                data = f.read_bytes()
+                rng = self.headers.get("Range")
+                if rng and rng.startswith("bytes="):
+                    a, _, b = rng[6:].partition("-")
+                    start, end = int(a), (int(b) + 1 if b else len(data))
+                    return self._send(206, data[start:end], {"Content-Range": f"bytes {start}-{end - 1}/{len(data)}"})
+                return self._send(200, data)
+            finally:
+                with log.lock:
+                    log.in_flight -= 1
+
+        def _send(self, status, body, headers=None):
+            self.send_response(status)
+            self.send_header("Content-Length", str(len(body)))
+            for k, v in (headers or {}).items():
+                self.send_header(k, v)
+            self.end_headers()
+            self.wfile.write(body)
+            with log.lock:
+                log.bytes_sent += len(body)
+
+    server = ThreadingHTTPServer(("127.0.0.1", 0), Handler)
+    server.daemon_threads = True
+    thread = threading.Thread(target=server.serve_forever, daemon=True)
+    thread.start()
+    try:
+        yield f"http://127.0.0.1:{server.server_address[1]}", log
+    finally:
+        server.shutdown()
+        server.server_close()
+        thread.join(10)
+
+
+def free_port() -> int:
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        return s.getsockname()[1]
+
+
+@contextlib.contextmanager
+def s3_server(buckets=("data",)):
+    """moto's S3 server on 127.0.0.1 with `buckets` created; sets the AWS_* variables (test
+    credentials, AWS_ENDPOINT_URL) in os.environ for the test's duration. Yields (endpoint, boto3
+    client)."""
+    import boto3
+    from moto.server import ThreadedMotoServer
+
+    port = free_port()
+    server = ThreadedMotoServer(ip_address="127.0.0.1", port=port, verbose=False)
+    server.start()
+    endpoint = f"http://127.0.0.1:{port}"
+    env = {**S3_ENV, "AWS_ENDPOINT_URL": endpoint}
+    saved = {k: os.environ.get(k) for k in env}
+    os.environ.update(env)
+    try:
+        client = boto3.client("s3", endpoint_url=endpoint, region_name="us-east-1",
+                              aws_access_key_id=S3_ENV["AWS_ACCESS_KEY_ID"],
+                              aws_secret_access_key=S3_ENV["AWS_SECRET_ACCESS_KEY"])
+        for b in buckets:
+            client.create_bucket(Bucket=b)
+        yield endpoint, client
+    finally:
+        for k, v in saved.items():
+            if v is None:
+                os.environ.pop(k, None)
+            else:
+                os.environ[k] = v
+        server.stop()
+
+
+def upload_tree(client, bucket: str, root: Path, prefix: str = "") -> int:
+    """Put every file under `root` into `bucket` at prefix + its relative path; returns the count."""
+    n = 0
+    for p in sorted(root.rglob("*")):
+        if p.is_file():
+            client.put_object(Bucket=bucket, Key=prefix + p.relative_to(root).as_posix(), Body=p.read_bytes())
+            n += 1
+    return n
