@@ -30,6 +30,13 @@ JOB_DEFAULTS = {
     # the broadcast tables are loaded once per worker, not once per task
     "spark.python.worker.reuse": "true",
 }
+# Where the image reader's libraries take credentials and endpoints (pipeline/image_reader.py):
+# forwarded to executors as spark.executorEnv.* when the master is not local (local executors
+# inherit the environment) and spark-submit did not set that variable itself.
+STORAGE_ENV_PREFIXES = ("AWS_", "FSSPEC_", "AZURE_STORAGE_", "GOOGLE_APPLICATION_CREDENTIALS", "GOOGLE_CLOUD_PROJECT")
+# Spark's own redaction (spark.redaction.regex, the UI's environment page and event logs) with the
+# storage variables' secret-bearing names added: AZURE_STORAGE_ACCOUNT_KEY, *_SAS_TOKEN, ...
+REDACTION_REGEX = r"(?i)secret|password|token|access[._]?key|account[._]?key|credential|signature|sas"
 SHUFFLE_BYTES_PER_PARTITION = 128 << 20  # input bytes per shuffle partition (tune_session)
 
 
@@ -51,13 +58,22 @@ def get_session(app: str, master: str | None = None, conf: dict | None = None):
     if "PYSPARK_PYTHON" not in os.environ and (master or _effective_master()).startswith("local"):
         os.environ["PYSPARK_PYTHON"] = sys.executable  # read when the SparkContext starts
     submitted = _submitted_conf()
-    defaults = {k: v for k, v in JOB_DEFAULTS.items() if k not in submitted}
+    defaults = {k: v for k, v in {**JOB_DEFAULTS, "spark.redaction.regex": REDACTION_REGEX}.items()
+                if k not in submitted}
+    if not (master or _effective_master()).startswith("local"):
+        defaults.update({k: v for k, v in storage_env(os.environ).items() if k not in submitted})
     for k, v in {"spark.sql.session.timeZone": "UTC", **defaults, **(conf or {})}.items():
         b = b.config(k, v)
     spark = b.getOrCreate()
     spark.sparkContext.setLogLevel("WARN")
     spark.sparkContext.addPyFile(str(code_zip()))
     return spark
+
+
+def storage_env(environ) -> dict[str, str]:
+    """spark.executorEnv.NAME -> value for each storage credential or endpoint variable in
+    `environ` (STORAGE_ENV_PREFIXES)."""
+    return {f"spark.executorEnv.{k}": v for k, v in sorted(environ.items()) if k.startswith(STORAGE_ENV_PREFIXES)}
 
 
 def input_bytes(spark, path: str) -> int:
