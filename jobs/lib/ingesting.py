@@ -21,7 +21,8 @@ from pipeline.ingest import yfcc100m as Y
 
 REASON = "_reason"
 MANIFEST_COLUMNS = ("image_id", "image", "hashtags", "caption", "text")
-_EMPTY_TAGS = F.array().cast("array<string>")
+def _empty_tags() -> Column:
+    return F.array().cast("array<string>")
 
 YFCC_REASONS = (Y.MALFORMED, Y.VIDEO, EMPTY_ID, Y.NO_HASH, EMPTY_IMAGE, NO_TAGS_OR_TEXT)
 TABLE_REASONS = (EMPTY_ID, EMPTY_IMAGE, NO_TAGS_OR_TEXT)
@@ -82,7 +83,7 @@ def yfcc_rows(lines: DataFrame, machine_tags: bool, images_root: str | None,
         .withColumn("_undecodable_tag", F.expr(Y.undecodable_sql("_tokens"))))
     if autotags is not None:  # the one shuffle: (id, tags) only on the autotags side
         parsed = (parsed.join(autotags, parsed["image_id"] == autotags["_photo_id"], "left")
-                  .withColumn("hashtags", F.array_distinct(F.concat("hashtags", F.coalesce("_autotags", _EMPTY_TAGS))))
+                  .withColumn("hashtags", F.array_distinct(F.concat("hashtags", F.coalesce("_autotags", _empty_tags()))))
                   .drop("_photo_id", "_autotags"))
     layouts = sorted(Y.LAYOUTS)
     reason = _first_reason([
@@ -122,7 +123,7 @@ def img2dataset_rows(stats: DataFrame, index: DataFrame | None, id_column: str) 
     passed = [c for c in stats.columns if c not in dropped]
     out = rows.select(
         F.col(sql_col(id_column)).cast("string").alias("image_id"), F.col("_image").alias("image"),
-        _EMPTY_TAGS.alias("hashtags"), caption.alias("caption"), *([text.alias("text")] if text is not None else []),
+        _empty_tags().alias("hashtags"), caption.alias("caption"), *([text.alias("text")] if text is not None else []),
         *[F.col(sql_col(c)) for c in passed], status.alias("_status"))
     reason = _first_reason([
         (F.coalesce(F.col("_status"), F.lit("")) != I2D.SUCCESS, F.expr(I2D.status_reason_sql("_status"))),
@@ -154,7 +155,7 @@ def table_rows(df: DataFrame, sources: dict[str, str], tags_sep: str) -> DataFra
                          else F.when(~_empty(image), F.expr(TABLE.hashed_id_sql(image_src)))),
             "image": image,
             "hashtags": (F.expr(TABLE.tags_sql(sources["hashtags"], types[sources["hashtags"]].startswith("array"),
-                                               tags_sep)) if "hashtags" in sources else _EMPTY_TAGS)}
+                                               tags_sep)) if "hashtags" in sources else _empty_tags())}
     for c in ("caption", "text"):
         if c in sources:
             cols[c] = F.expr(text_or_null_sql(f"CAST({sql_col(sources[c])} AS string)"))
