@@ -150,7 +150,7 @@ def run(spark, cfg: IngestConfig) -> dict:
         named = {"id": cfg.id, "image": cfg.image, "tags": cfg.tags, "caption": cfg.caption, "text": cfg.text}
         flagged = ING.table_rows(df, TABLE.source_columns(df.columns, named), cfg.tags_sep)
         reasons, extra["hashed_ids"] = ING.TABLE_REASONS, cfg.id is None
-    duplicate = ING.duplicate_reason(cfg.format, extra.get("hashed_ids", False))
+    duplicate = ING.duplicate_reason(extra.get("hashed_ids", False))
     tune_session(spark, input_bytes(spark, cfg.input) if "://" not in cfg.input or cfg.input.startswith("file:") else 0)
     manifest, seen, written = ING.observed_manifest(flagged, reasons, counters)
     with atomic_output(spark, f"{cfg.out.rstrip('/')}/manifest.parquet") as tmp:

@@ -83,7 +83,8 @@ def yfcc_rows(lines: DataFrame, machine_tags: bool, images_root: str | None,
         .withColumn("_undecodable_tag", F.expr(Y.undecodable_sql("_tokens"))))
     if autotags is not None:  # the one shuffle: (id, tags) only on the autotags side
         parsed = (parsed.join(autotags, parsed["image_id"] == autotags["_photo_id"], "left")
-                  .withColumn("hashtags", F.array_distinct(F.concat("hashtags", F.coalesce("_autotags", _empty_tags()))))
+                  .withColumn("hashtags",
+                              F.array_distinct(F.concat("hashtags", F.coalesce("_autotags", _empty_tags()))))
                   .drop("_photo_id", "_autotags"))
     layouts = sorted(Y.LAYOUTS)
     reason = _first_reason([
@@ -207,8 +208,6 @@ def tally(seen: Observation, written: Observation, reasons: tuple[str, ...], dup
     return {**out, **{c.lstrip("_"): int(s[c]) for c in counters}}
 
 
-DUPLICATES = {"yfcc100m": DUPLICATE_ID, "img2dataset": DUPLICATE_ID}
-
-
-def duplicate_reason(fmt: str, hashed_ids: bool) -> str:
-    return DUPLICATE_IMAGE if hashed_ids else DUPLICATES.get(fmt, DUPLICATE_ID)
+def duplicate_reason(hashed_ids: bool) -> str:
+    """What a second row of one image_id is: the same image when ids are hashed from it."""
+    return DUPLICATE_IMAGE if hashed_ids else DUPLICATE_ID

@@ -214,8 +214,8 @@ def test_cc12m_tsv_hashed_ids_and_duplicate_images(spark, tmp_path):
 
 def test_datacomp_parquet_and_jsonl_tags(spark, tmp_path):
     pq.write_table(pa.table({"uid": ["u1", "u2", "u1", "u3"], "url": ["http://a", "http://b", "http://a", ""],
-                             "text": ["a photo of a dog", None, "a photo of a dog", "x"], "score": [0.3, 0.2, 0.3, 0.1]}),
-                   tmp_path / "datacomp.parquet")
+                             "text": ["a photo of a dog", None, "a photo of a dog", "x"],
+                             "score": [0.3, 0.2, 0.3, 0.1]}), tmp_path / "datacomp.parquet")
     out = tmp_path / "dc"
     stats = run(spark, IngestConfig(format="table", input=str(tmp_path / "datacomp.parquet"), out=str(out),
                                     id="uid", image="url", text="text"))
