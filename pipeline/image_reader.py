@@ -285,6 +285,9 @@ def _make_filesystem(protocol: str, timeout_s: float):
             kwargs["client_kwargs"] = {"timeout": aiohttp.ClientTimeout(total=None, sock_connect=timeout_s,
                                                                         sock_read=timeout_s)}
         elif protocol == "s3":
+            # one GET per object: with more, s3fs asks each object's size first (a HEAD: twice the
+            # latency) to split large objects; images are small and the batch is concurrent already
+            kwargs["max_concurrency"] = 1
             endpoint = _s3_endpoint()
             if endpoint:
                 kwargs["endpoint_url"] = endpoint
