@@ -26,7 +26,10 @@ from pathlib import Path
 if __package__ in (None, ""):  # run as a script by spark-submit: make the project importable
     sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
+import pyarrow as pa  # noqa: E402
 from pyspark.sql import functions as F  # noqa: E402
+
+import schemas  # noqa: E402
 
 from jobs.lib import ingesting as ING  # noqa: E402
 from jobs.lib.config import parse_config  # noqa: E402
@@ -34,9 +37,9 @@ from jobs.lib.errors import reported  # noqa: E402
 from jobs.lib.output import atomic_output, write_json  # noqa: E402
 from jobs.lib.session import get_session, input_bytes, tune_session  # noqa: E402
 from pipeline.atomic import write_text_atomic  # noqa: E402
+from pipeline.image_reader import is_remote, open_input  # noqa: E402
 from pipeline.ingest import img2dataset as I2D  # noqa: E402
 from pipeline.ingest import table as TABLE  # noqa: E402
-from pipeline.ingest import yfcc100m as Y  # noqa: E402
 
 log = logging.getLogger("ingest")
 FORMATS = ("yfcc100m", "img2dataset", "table")
@@ -115,8 +118,11 @@ def read_img2dataset(spark, cfg: IngestConfig):
     parquets = I2D.shard_files(entries, ".parquet")
     if not parquets:
         raise ValueError(f"{cfg.input}: no NNNNN.parquet files (img2dataset's per-shard rows)")
-    stats = (spark.read.option("mergeSchema", "true").parquet(*[I2D.join_url(cfg.input, p) for p in parquets])
-             .withColumn("_shard", F.regexp_extract(F.col("_metadata.file_name"), r"^(.*)\.parquet$", 1)))
+    if is_remote(cfg.input):  # read in the tasks through fsspec: Spark's readers need hadoop-aws & co.
+        stats = remote_parquet(spark, cfg.input, parquets)
+    else:
+        stats = (spark.read.option("mergeSchema", "true").parquet(*[I2D.join_url(cfg.input, p) for p in parquets])
+                 .withColumn("_shard", F.regexp_extract(F.col("_metadata.file_name"), r"^(.*)\.parquet$", 1)))
     if fmt == "parquet":
         return stats, None, fmt
     units = I2D.shard_files(entries, ".tar") if fmt == "webdataset" else I2D.shard_dirs(entries)
@@ -130,6 +136,25 @@ def read_img2dataset(spark, cfg: IngestConfig):
             yield from (I2D.index_tar_url(url, shard) if tars else I2D.index_folder_url(url, shard))
     rdd = spark.sparkContext.parallelize(units, len(units)).mapPartitions(index)
     return stats, spark.createDataFrame(rdd, I2D.INDEX_SCHEMA), fmt
+
+
+def remote_parquet(spark, root: str, names: list[str]):
+    """img2dataset's per-shard stats rows from a remote folder: one task per file reads it with
+    pyarrow through fsspec; the first file's schema is the table's (others cast to it)."""
+    import pyarrow.parquet as pq
+
+    with open_input(I2D.join_url(root, names[0])) as f:
+        schema = pq.read_schema(f)
+    schema = pa.schema([f for f in schema if f.name != "_shard"])
+    spark_schema = schemas.spark_schema(schema.append(pa.field("_shard", pa.string())))
+
+    def read(batches):
+        for b in batches:
+            for name in b.column("name").to_pylist():
+                yield from I2D.read_parquet(I2D.join_url(root, name), name.removesuffix(".parquet"),
+                                            schema).to_batches()
+    files = spark.createDataFrame([(n,) for n in names], "name string").repartition(len(names))
+    return files.mapInArrow(read, spark_schema)
 
 
 def run(spark, cfg: IngestConfig) -> dict:

@@ -297,6 +297,20 @@ def _make_filesystem(protocol: str, timeout_s: float):
                                f"(pip install 'hashtag-pretrain[{extra}]'): {e}") from None
 
 
+def url_to_fs(url: str):
+    """(fsspec filesystem, path) of a local path or URL, remote ones configured as the image reads."""
+    import fsspec
+    scheme = urlsplit(url).scheme.lower()
+    if scheme in REMOTE:
+        return filesystem(REMOTE[scheme][0]), url
+    return fsspec.core.url_to_fs(url)
+
+
+def is_remote(url: str) -> bool:
+    """Whether `url` is one of the REMOTE schemes (read through fsspec, not Spark's file systems)."""
+    return urlsplit(str(url)).scheme.lower() in REMOTE
+
+
 def open_input(url: str, mode: str = "rb"):
     """An fsspec file object for a whole input file (a table, a tar to index), local or remote,
     with the same configuration as the image reads. Errors name the redacted URL."""

@@ -60,7 +60,31 @@ def wn():
 
 
 @pytest.fixture(scope="session")
-def spark():
+def s3_session():
+    """moto's S3 server on loopback for the whole session, its AWS_* variables (test credentials,
+    AWS_ENDPOINT_URL) set before any SparkSession starts: local executors' Python workers keep
+    the environment their daemon started with."""
+    from tests.helpers.servers import s3_server
+
+    with s3_server(buckets=()) as server:
+        yield server
+
+
+@pytest.fixture
+def s3(s3_session):
+    """A fresh bucket on the session's S3 server: S3Bucket(endpoint, client, name)."""
+    import uuid
+
+    from tests.helpers.servers import S3Bucket
+
+    endpoint, client = s3_session
+    name = f"t-{uuid.uuid4().hex[:12]}"
+    client.create_bucket(Bucket=name)
+    return S3Bucket(endpoint, client, name)
+
+
+@pytest.fixture(scope="session")
+def spark(s3_session):
     from jobs.lib.session import get_session
 
     s = get_session("tests", "local[2]", {"spark.sql.shuffle.partitions": "4",

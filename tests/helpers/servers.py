@@ -16,6 +16,13 @@ S3_ENV = {"AWS_ACCESS_KEY_ID": "testing-key-id", "AWS_SECRET_ACCESS_KEY": "s3cr3
           "AWS_DEFAULT_REGION": "us-east-1"}
 
 
+@dataclass(frozen=True)
+class S3Bucket:
+    endpoint: str
+    client: object  # boto3 S3 client
+    name: str
+
+
 @dataclass
 class HTTPLog:
     """What the HTTP server saw: requests per path, bytes sent, the most requests in flight at once."""

@@ -21,6 +21,7 @@ from jobs.vocab import VocabConfig, run as vocab
 from pipeline.image_reader import read_image
 from tests.helpers import ROOT
 from tests.helpers.launch import project_env
+from tests.helpers.servers import upload_tree
 
 SPARK_SUBMIT = str(Path(sys.executable).parent / "spark-submit")
 
@@ -190,6 +191,23 @@ def test_img2dataset_formats(spark, tmp_path, fmt):
     assert stats["rows_read"] == 6 and stats["rows_written"] == 3 and stats["rows_dropped"] == dropped
     if fmt == "webdataset":
         assert stats["members_refused"] == {"unsafe_member": 1, "not_a_file": 0}
+
+
+@pytest.mark.parametrize("fmt", ["webdataset", "parquet"])
+def test_img2dataset_folder_in_s3(spark, s3, tmp_path, fmt):
+    """The folder in object storage: listed, its tars indexed and its .parquet rows read through
+    fsspec (Spark's own readers would need hadoop-aws); the images referenced where they lie."""
+    folder = img2dataset_folder(tmp_path / "i2d", fmt)
+    upload_tree(s3.client, s3.name, folder, "corpus/i2d/")
+    root = f"s3://{s3.name}/corpus/i2d"
+    stats = run(spark, IngestConfig(format="img2dataset", input=root, out=str(tmp_path / "out")))
+    rows = manifest(tmp_path / "out")
+    assert sorted(rows) == KEPT and stats["input_format"] == fmt
+    assert all(read_image(rows[k]["image"]) == IMAGES[k] for k in KEPT)
+    if fmt == "webdataset":
+        assert all(rows[k]["image"].startswith(f"{root}/{k[:5]}.tar#offset=") for k in KEPT)
+    dropped = dict(I2D_DROPPED, **({"missing_member": 0, "empty_image": 1} if fmt == "parquet" else {}))
+    assert stats["rows_read"] == 6 and stats["rows_written"] == 3 and stats["rows_dropped"] == dropped
 
 
 # --- tables -----------------------------------------------------------------------------------

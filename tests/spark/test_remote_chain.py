@@ -21,7 +21,7 @@ from tests.helpers import ROOT
 from tests.helpers.images import drawing
 from tests.helpers.launch import project_env
 from tests.helpers.runs import TINY_PRETRAIN
-from tests.helpers.servers import S3_ENV, http_server, s3_server, upload_tree
+from tests.helpers.servers import S3_ENV, http_server, upload_tree
 
 SPARK_SUBMIT = str(Path(sys.executable).parent / "spark-submit")
 SIGNATURE = "X-Amz-Signature=f00dfacecafe5ec2e7"
@@ -52,7 +52,7 @@ def files_with(root: Path, needles: list[str], skip: set[str]) -> list[str]:
     return hits
 
 
-def test_chain_from_s3_and_http_equals_the_local_chain_and_leaks_nothing(spark, tmp_path):
+def test_chain_from_s3_and_http_equals_the_local_chain_and_leaks_nothing(spark, s3, tmp_path):
     local = tmp_path / "imgs"
     local.mkdir()
     for k in range(N):
@@ -61,10 +61,10 @@ def test_chain_from_s3_and_http_equals_the_local_chain_and_leaks_nothing(spark, 
     evals.mkdir(parents=True)
     for k in (4, 11):  # two pretraining images are evaluation images too: dedup removes them
         shutil.copyfile(local / f"{k:03d}.jpg", evals / f"e{k}.jpg")
-    with s3_server() as (_, client), http_server(local) as (url, log):
-        assert upload_tree(client, "data", local, "imgs/") == N
+    with http_server(local) as (url, log):
+        assert upload_tree(s3.client, s3.name, local, "imgs/") == N
         # images 0-27 in S3; 28 over signed HTTP; a signed HTTP reference to a missing file
-        refs = {f"{k:03d}": f"s3://data/imgs/{k:03d}.jpg" for k in range(N - 2)}
+        refs = {f"{k:03d}": f"s3://{s3.name}/imgs/{k:03d}.jpg" for k in range(N - 2)}
         refs[f"{N - 2:03d}"] = f"{url}/{N - 2:03d}.jpg?{SIGNATURE}"
         refs["gone"] = f"{url}/gone.jpg?{SIGNATURE}"
         csv = tmp_path / "corpus.csv"

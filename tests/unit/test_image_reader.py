@@ -11,7 +11,7 @@ import pytest
 from pipeline.image_reader import (ReaderSetupError, ReadPolicy, locate, read_image, read_images, redact, scrub,
                                    tar_member)
 from pipeline.images import ImageRejected
-from tests.helpers.servers import http_server, s3_server
+from tests.helpers.servers import http_server
 
 FAST = ReadPolicy(attempts=3, backoff_s=0.01, max_backoff_s=0.02, timeout_s=10)
 
@@ -84,19 +84,16 @@ def test_no_query_string_or_password_in_messages(tmp_path):
     assert scrub("failed: https://me:pw@h/x?token=abc, then s3://b/k") == "failed: https://h/x?... then s3://b/k"
 
 
-def test_s3_objects_tar_members_and_a_url_image_root(tmp_path):
+def test_s3_objects_tar_members_and_a_url_image_root(tmp_path, s3):
     members = {"a.jpg": b"A" * 700, "b.jpg": b"B" * 900}
     index = write_tar(tmp_path / "00001.tar", members)
-    with s3_server() as (_, client):
-        client.put_object(Bucket="data", Key="img/x.jpg", Body=b"xx")
-        client.put_object(Bucket="data", Key="shards/00001.tar", Body=(tmp_path / "00001.tar").read_bytes())
-        refs = ["s3://data/img/x.jpg", "img/x.jpg", "s3://data/img/none.jpg", "s3://nobucket/x.jpg",
-                *(tar_member("s3://data/shards/00001.tar", o, n, m) for m, (o, n) in index.items())]
-        got, retries = read_images(refs[:1], policy=FAST)
-        assert got == [b"xx"] and retries == 0
-        assert read_image("img/x.jpg", "s3://data/") == b"xx"
-        got, _ = read_images(refs[2:], policy=FAST)
-    assert reasons(got) == ["missing_file", "missing_file", *members.values()]
+    s3.client.put_object(Bucket=s3.name, Key="img/x.jpg", Body=b"xx")
+    s3.client.put_object(Bucket=s3.name, Key="shards/00001.tar", Body=(tmp_path / "00001.tar").read_bytes())
+    refs = [f"s3://{s3.name}/img/x.jpg", f"s3://{s3.name}/img/none.jpg", "s3://nobucket/x.jpg",
+            *(tar_member(f"s3://{s3.name}/shards/00001.tar", o, n, m) for m, (o, n) in index.items())]
+    got, retries = read_images(refs, policy=FAST)
+    assert reasons(got) == [b"xx", "missing_file", "missing_file", *members.values()] and retries == 0
+    assert read_image("img/x.jpg", f"s3://{s3.name}/") == b"xx"
 
 
 def test_locate_and_a_missing_extra_is_a_setup_error():
