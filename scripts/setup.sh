@@ -9,8 +9,9 @@ VENV=${VENV:-.venv}
 CACHE=${CACHE:-build/cache}
 PYTHON=${PYTHON:-python3}
 # Debian packages: Java for Spark, WordNet 3.0, the openclipart demo corpus, FFCV's build deps.
+# Node.js and npm for Azurite (the Azure storage emulator of the tests).
 SYSTEM_PACKAGES=(openjdk-17-jre-headless wordnet-base wordnet-sense-index openclipart-png openclipart-svg
-                 pkg-config libopencv-dev libturbojpeg0-dev)
+                 pkg-config libopencv-dev libturbojpeg0-dev nodejs npm)
 
 say() { printf '[setup] %s\n' "$*"; }
 die() { printf '[setup] ERROR: %s\n' "$*" >&2; exit 1; }
@@ -24,6 +25,7 @@ java_ok() {
 missing=()
 for p in "${SYSTEM_PACKAGES[@]}"; do
   if [ "$p" = openjdk-17-jre-headless ] && java_ok; then continue; fi
+  if [ "$p" = npm ] && command -v npm >/dev/null 2>&1; then continue; fi  # nodejs from NodeSource bundles npm
   dpkg-query -W -f='${Status}' "$p" 2>/dev/null | grep -q "install ok installed" || missing+=("$p")
 done
 if [ ${#missing[@]} -gt 0 ]; then
@@ -48,6 +50,17 @@ if [ ! -f "$stamp" ] || [ pyproject.toml -nt "$stamp" ]; then
   "$VENV/bin/pip" install -q --upgrade pip >/dev/null 2>&1 || true
   "$VENV/bin/pip" install -q -e ".[dev]"
   touch "$stamp"
+fi
+
+# Azurite, Azure's storage emulator (npm), for the image reader's az:// tests on loopback.
+AZURITE_VERSION=3.35.0
+TOOLS=build/tools
+if ! grep -qs "\"version\": \"$AZURITE_VERSION\"" "$TOOLS/node_modules/azurite/package.json" \
+    || [ ! -x "$TOOLS/node_modules/.bin/azurite-blob" ]; then
+  command -v npm >/dev/null 2>&1 || die "npm not found (Debian packages nodejs and npm): needed for Azurite"
+  say "installing Azurite $AZURITE_VERSION (npm) in $TOOLS"
+  mkdir -p "$TOOLS"
+  npm install --prefix "$TOOLS" --no-audit --no-fund --loglevel=error "azurite@$AZURITE_VERSION" >/dev/null
 fi
 
 # WordNet 3.0 from Debian, as an NLTK corpus directory (+ the lexnames table Debian lacks),

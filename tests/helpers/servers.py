@@ -126,11 +126,7 @@ def s3_server(buckets=("data",)):
             client.create_bucket(Bucket=b)
         yield endpoint, client
     finally:
-        for k, v in saved.items():
-            if v is None:
-                os.environ.pop(k, None)
-            else:
-                os.environ[k] = v
+        _restore(saved)
         server.stop()
 
 
@@ -157,3 +153,70 @@ def main(argv: list[str] | None = None) -> None:
 
 if __name__ == "__main__":
     main()
+
+
+@contextlib.contextmanager
+def gcs_server(bucket: str = "gdata"):
+    """gcp-storage-emulator's GCS server on 127.0.0.1 (in memory) with `bucket`; sets
+    STORAGE_EMULATOR_HOST (gcsfs reads it) for the test. Yields a gcsfs filesystem on it."""
+    from gcp_storage_emulator.server import create_server
+
+    port = free_port()
+    server = create_server("127.0.0.1", port, in_memory=True, default_bucket=bucket)
+    server.start()
+    # gcsfs's gRPC probe of a bucket's type waits 60 s on an emulator: off (it reads this on import)
+    env = {"STORAGE_EMULATOR_HOST": f"http://127.0.0.1:{port}", "GCSFS_EXPERIMENTAL_ZB_HNS_SUPPORT": "false"}
+    saved = {k: os.environ.get(k) for k in env}
+    os.environ.update(env)
+    try:
+        import gcsfs
+
+        yield gcsfs.GCSFileSystem(token="anon")
+    finally:
+        _restore(saved)
+        server.stop()
+
+
+AZURITE = Path(__file__).resolve().parents[2] / "build" / "tools" / "node_modules" / ".bin" / "azurite-blob"
+AZURITE_ACCOUNT = "devstoreaccount1"  # Azurite's well-known development account and key
+AZURITE_KEY = "Eby8vdM02xNOcqFlqUwJPLlmEtlCDXJ1OUzFT50uSRZ6IFsuFq2UVErCz4I6tq/K1SZFPTOtr/KBHBeksoGMGw=="
+
+
+@contextlib.contextmanager
+def azurite_server(tmp: Path):
+    """Azurite's Blob service (npm, installed by `make setup`) on 127.0.0.1, storing under `tmp`;
+    sets AZURE_STORAGE_CONNECTION_STRING (adlfs reads it) for the test. Yields an adlfs filesystem."""
+    import subprocess
+
+    port = free_port()
+    proc = subprocess.Popen([str(AZURITE), "--blobHost", "127.0.0.1", "--blobPort", str(port), "--location", str(tmp),
+                             "--silent", "--skipApiVersionCheck", "--loose"],
+                            stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
+    conn = (f"DefaultEndpointsProtocol=http;AccountName={AZURITE_ACCOUNT};AccountKey={AZURITE_KEY};"
+            f"BlobEndpoint=http://127.0.0.1:{port}/{AZURITE_ACCOUNT};")
+    saved = {"AZURE_STORAGE_CONNECTION_STRING": os.environ.get("AZURE_STORAGE_CONNECTION_STRING")}
+    os.environ["AZURE_STORAGE_CONNECTION_STRING"] = conn
+    try:
+        for _ in range(200):
+            try:
+                socket.create_connection(("127.0.0.1", port), 0.2).close()
+                break
+            except OSError:
+                if proc.poll() is not None:
+                    raise RuntimeError(f"azurite exited with {proc.returncode}")
+                time.sleep(0.05)
+        import adlfs
+
+        yield adlfs.AzureBlobFileSystem(connection_string=conn)
+    finally:
+        _restore(saved)
+        proc.terminate()
+        proc.wait(10)
+
+
+def _restore(saved: dict) -> None:
+    for k, v in saved.items():
+        if v is None:
+            os.environ.pop(k, None)
+        else:
+            os.environ[k] = v

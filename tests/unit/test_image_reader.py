@@ -2,16 +2,17 @@
 an HTTP server with latency and failures, moto's S3 server."""
 from __future__ import annotations
 
-import importlib.util
 import io
+import sys
 import tarfile
 
 import pytest
 
+from pipeline import image_reader
 from pipeline.image_reader import (ReaderSetupError, ReadPolicy, locate, read_image, read_images, redact, scrub,
                                    tar_member)
 from pipeline.images import ImageRejected
-from tests.helpers.servers import http_server
+from tests.helpers.servers import azurite_server, gcs_server, http_server
 
 FAST = ReadPolicy(attempts=3, backoff_s=0.01, max_backoff_s=0.02, timeout_s=10)
 
@@ -96,11 +97,30 @@ def test_s3_objects_tar_members_and_a_url_image_root(tmp_path, s3):
     assert read_image("img/x.jpg", f"s3://{s3.name}/") == b"xx"
 
 
-def test_locate_and_a_missing_extra_is_a_setup_error():
+def test_locate_and_a_missing_extra_is_a_setup_error(monkeypatch):
     assert locate("s3a://b/k").protocol == "s3" and locate("abfss://c@acct/k").protocol == "abfs"
     assert locate("x.jpg", "https://h/root").path == "https://h/root/x.jpg"
     loc = locate(tar_member("t.tar", 512, 9, "k.jpg"), "/data")
     assert (loc.path, loc.offset, loc.size) == ("/data/t.tar", 512, 9)
-    if importlib.util.find_spec("gcsfs") is None:
-        with pytest.raises(ReaderSetupError, match=r"'gcs' extra"):
-            read_images(["gs://bucket/x.jpg"])
+    monkeypatch.setattr(image_reader, "_FILESYSTEMS", {})
+    monkeypatch.setitem(sys.modules, "gcsfs", None)  # `import gcsfs` fails as where the extra is not installed
+    with pytest.raises(ReaderSetupError, match=r"'gcs' extra"):
+        read_images(["gs://bucket/x.jpg"])
+
+
+@pytest.mark.parametrize("store", ["gs", "az"])
+def test_gcs_and_azure_objects_and_tar_members_on_their_emulators(tmp_path, store):
+    members = {"a.jpg": b"A" * 700, "b.jpg": b"B" * 900}
+    index = write_tar(tmp_path / "00001.tar", members)
+    server = gcs_server("gdata") if store == "gs" else azurite_server(tmp_path / "azurite")
+    with server as fs:
+        if store == "az":
+            fs.mkdir("gdata")
+        fs.pipe("gdata/img/x.jpg", b"xx")
+        fs.pipe("gdata/shards/00001.tar", (tmp_path / "00001.tar").read_bytes())
+        root = f"{store}://gdata"
+        refs = [f"{root}/img/x.jpg", f"{root}/img/none.jpg",
+                *(tar_member(f"{root}/shards/00001.tar", o, n, m) for m, (o, n) in index.items())]
+        got, retries = read_images(refs, policy=FAST)
+        assert read_image("img/x.jpg", root) == b"xx"
+    assert reasons(got) == [b"xx", "missing_file", *members.values()] and retries == 0
