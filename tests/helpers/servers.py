@@ -85,7 +85,11 @@ def http_server(root: Path, latency_s: float = 0.0, fail_once: dict | None = Non
             with log.lock:
                 log.bytes_sent += len(body)
 
-    server = ThreadingHTTPServer(("127.0.0.1", 0), Handler)
+    class Server(ThreadingHTTPServer):
+        def handle_error(self, request, client_address):  # a client that gave up (timeout): not an error here
+            pass
+
+    server = Server(("127.0.0.1", 0), Handler)
     server.daemon_threads = True
     thread = threading.Thread(target=server.serve_forever, daemon=True)
     thread.start()

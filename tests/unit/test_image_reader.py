@@ -124,3 +124,11 @@ def test_gcs_and_azure_objects_and_tar_members_on_their_emulators(tmp_path, stor
         got, retries = read_images(refs, policy=FAST)
         assert read_image("img/x.jpg", root) == b"xx"
     assert reasons(got) == [b"xx", "missing_file", *members.values()] and retries == 0
+
+
+def test_a_server_slower_than_the_timeout_is_retried_then_unreachable(tmp_path):
+    (tmp_path / "slow.jpg").write_bytes(b"late")
+    policy = ReadPolicy(attempts=2, backoff_s=0.01, timeout_s=0.2)
+    with http_server(tmp_path, latency_s=1.0) as (url, log):
+        got, retries = read_images([f"{url}/slow.jpg"], policy=policy)
+    assert got[0].reason == "unreachable" and retries == 1 and log.requests["/slow.jpg"] == 2
