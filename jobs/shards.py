@@ -3,8 +3,10 @@
     spark-submit jobs/shards.py --labeled build/demo/labeled --out build/demo/shards \
         [--format wds,ffcv] [--shard-size 1000] [--max-side 320] [--quality 90] [--image-root DIR]
 
-One pass: images are grouped into shards by a hash of image_id (only paths, labels and texts
-cross the shuffle), and each shard's writer reads, prepares and writes its own images (members
+One pass: images are grouped into shards by a hash of image_id (only references, labels and
+texts cross the shuffle), and each shard's writer reads (pipeline/image_reader.py: local paths,
+s3/gs/az/http(s) URLs and tar members, batched and concurrent, transient failures retried and
+counted in stats.json's read_retries), prepares and writes its own images (members
 `<slot>.jpg` + `<slot>.json` with image_id, labels, tail, and "text" where labeled.parquet has a
 text column: the first of schemas.TEXT_COLUMNS present, passed through from the manifest by
 jobs/label.py; a null text is ""; shards.json's "text" names that column, or is null). Bad
@@ -40,6 +42,7 @@ from jobs.lib.sharding import SIDECARS, slotted, write_shards  # noqa: E402
 from jobs.lib.tables import check_label_range, class_count, read_checked  # noqa: E402
 from pipeline.atomic import write_text_atomic  # noqa: E402
 from pipeline.ffcv_writer import require_ffcv, write_beton  # noqa: E402
+from pipeline.image_reader import ReadPolicy  # noqa: E402
 from pipeline.images import REJECT_REASONS, ImageSpec  # noqa: E402
 from pipeline.wds import shard_name  # noqa: E402
 from schemas.shard_set import SHARD_SET_FILE, ShardSetMeta, shard_set_file  # noqa: E402
@@ -56,7 +59,12 @@ class ShardsConfig:
     max_side: int = field(default=320, metadata={"help": "shorter side at most this many pixels"})
     quality: int = field(default=90, metadata={"help": "JPEG quality"})
     max_pixels: int | None = field(default=None, metadata={"help": "reject larger images (default: Pillow's guard)"})
-    image_root: str | None = field(default=None, metadata={"help": "resolve relative image paths against this"})
+    image_root: str | None = field(default=None, metadata={"help": "resolve relative image references against this "
+                                                                   "(a path or a URL: s3://bucket/prefix)"})
+    read_concurrency: int = field(default=ReadPolicy.concurrency,
+                                  metadata={"help": "remote image reads in flight per task"})
+    read_attempts: int = field(default=ReadPolicy.attempts,
+                               metadata={"help": "tries of a transiently failing image read"})
     master: str | None = field(default=None, metadata={"help": "Spark master (default: spark-submit's)"})
 
     def __post_init__(self):
@@ -68,6 +76,7 @@ class ShardsConfig:
         if re.match(r"^[a-zA-Z][a-zA-Z0-9+.-]*://", self.out) and not self.out.startswith("file://"):
             raise ValueError(f"--out {self.out}: shards are written by executors to a POSIX path")
         ImageSpec(self.max_side, self.quality, self.max_pixels)
+        ReadPolicy(concurrency=self.read_concurrency, attempts=self.read_attempts)
 
 
 def run(spark, cfg: ShardsConfig) -> dict:
@@ -89,7 +98,8 @@ def run(spark, cfg: ShardsConfig) -> dict:
         (out / marker).unlink(missing_ok=True)
     remove_temp_files(out)  # of writers killed in an earlier run
 
-    outcomes = write_shards(slotted(labeled, cfg.shard_size, text), str(out), spec, cfg.image_root).cache()
+    policy = ReadPolicy(concurrency=cfg.read_concurrency, attempts=cfg.read_attempts)
+    outcomes = write_shards(slotted(labeled, cfg.shard_size, text), str(out), spec, cfg.image_root, policy).cache()
     shard_rows = sorted((r.asDict() for r in outcomes.filter(F.col("image_id").isNull()).collect()),
                         key=lambda r: r["shard"])  # one row per shard
     remove_temp_files(out)  # of task attempts killed in this run (lost executors, speculative losers)

@@ -24,7 +24,7 @@ from pyspark.sql import functions as F
 from jobs.lib.fault_injection import inject
 from jobs.lib.numbering import number_rows
 from pipeline.atomic import write_text_atomic
-from pipeline.image_reader import iter_images
+from pipeline.image_reader import ReadPolicy, iter_images
 from pipeline.images import DECODER_VERSION, ImageRejected, ImageSpec, prepare_image
 from pipeline.wds import Sample, file_sha256, shard_name, write_shard
 
@@ -76,8 +76,10 @@ def _row_columns(t: pa.Table) -> list[str]:
     return ["slot", "image_id", "image", "labels", "tail", *([TEXT] if TEXT in t.column_names else [])]
 
 
-def write_shards(rows: DataFrame, out_dir: str, spec: ImageSpec, image_root: str | None) -> DataFrame:
-    """One tar per shard, written by the executors: OUTCOME_SCHEMA rows (per image, per shard)."""
+def write_shards(rows: DataFrame, out_dir: str, spec: ImageSpec, image_root: str | None,
+                 policy: ReadPolicy = ReadPolicy()) -> DataFrame:
+    """One tar per shard, written by the executors: OUTCOME_SCHEMA rows (per image, per shard);
+    images read by pipeline.image_reader with `policy`."""
     def fn(t: pa.Table) -> pa.Table:
         t = t.sort_by("slot")
         if TEXT in t.column_names:  # slotted's rows have no null text; rows built elsewhere may
@@ -92,7 +94,7 @@ def write_shards(rows: DataFrame, out_dir: str, spec: ImageSpec, image_root: str
                 path.exists() and file_sha256(path) == prev.get("sha256"))):
             rec, skipped = prev, True
         else:
-            rec, skipped = _write(t, path, spec, image_root), False
+            rec, skipped = _write(t, path, spec, image_root, policy), False
             rec["fingerprint"] = fp
             if rec["images"] == 0:
                 path.unlink(missing_ok=True)  # every image rejected: no tar, none left from before
@@ -117,10 +119,10 @@ def _append(out: dict, *values) -> None:
         out[k].append(v)
 
 
-def _write(t: pa.Table, path: Path, spec: ImageSpec, image_root: str | None) -> dict:
+def _write(t: pa.Table, path: Path, spec: ImageSpec, image_root: str | None, policy: ReadPolicy) -> dict:
     rejects, retries = [], [0]
     rows = zip(*(t[c].to_pylist() for c in _row_columns(t)))
-    images = iter_images(t["image"].to_pylist(), image_root)  # batched, concurrent where remote
+    images = iter_images(t["image"].to_pylist(), image_root, policy)  # batched, concurrent where remote
 
     def members():
         for (slot, image_id, _, labels, tail, *text), (data, r) in zip(rows, images):

@@ -135,3 +135,18 @@ def upload_tree(client, bucket: str, root: Path, prefix: str = "") -> int:
             client.put_object(Bucket=bucket, Key=prefix + p.relative_to(root).as_posix(), Body=p.read_bytes())
             n += 1
     return n
+
+
+def main(argv: list[str] | None = None) -> None:
+    """`python -m tests.helpers.servers ROOT LATENCY_S`: the HTTP server as its own process (the
+    bench keeps its CPU apart); prints the base URL, serves until stdin closes."""
+    import sys
+
+    root, latency = (argv or sys.argv[1:])[:2]
+    with http_server(Path(root), float(latency)) as (url, _):
+        print(url, flush=True)
+        sys.stdin.read()
+
+
+if __name__ == "__main__":
+    main()
