@@ -50,6 +50,8 @@ RESIZE_ERRORS = ("cannot identify image file", "image file is truncated")
 TEMPLATES = ("a photo of a {}", "my {} today", "look at this {}", "{} on the weekend", "the best {} ever")
 KEY_DIGITS = 9
 QUALITY = 90
+LOW_FREQ = 8  # the 8 x 8 lowest 2-D cosine frequencies (a 64-bit perceptual hash's)
+GENERATOR = 2  # bumped when the bytes of a row change: cached corpora of another version are redone
 MTIME = 1_600_000_000  # every tar member's mtime: byte-identical tars
 # One row of DIR/NNNNN.parquet: img2dataset's columns (its order), one row per input row.
 CORPUS_PARQUET = pa.schema([
@@ -106,23 +108,29 @@ def corpus_key(params: CorpusParams, index: int) -> str:
 
 
 @functools.lru_cache(maxsize=4)
-def _grid(side: int) -> tuple[np.ndarray, np.ndarray]:
+def _grid(side: int) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
     y, x = np.mgrid[0:side, 0:side].astype(np.float32) / (side - 1)
-    return x, y
+    basis = np.cos(np.pi * np.outer(np.arange(LOW_FREQ), (np.arange(side) + 0.5) / side)).astype(np.float32)
+    return x, y, basis  # basis: LOW_FREQ x side, the DCT-II cosines a perceptual hash keeps
 
 
 def draw_image(rng: np.random.Generator, side: int):
-    """A PIL RGB image: a linear gradient between two random colours at a random angle, uniform
-    noise (what makes JPEGs of a few KB, as photos are), and 2-6 filled shapes."""
+    """A PIL RGB image: a linear gradient between two random colours at a random angle, a random
+    low-frequency field (random coefficients of the first LOW_FREQ x LOW_FREQ 2-D cosines, so
+    that perceptual hashes, built from those, are independent from image to image: dedup's
+    phash then finds only true copies), uniform noise (what makes JPEGs of a few KB, as photos
+    are), and 2-6 filled shapes."""
     from PIL import Image, ImageDraw
 
     c0, c1 = (rng.integers(0, 256, 3).astype(np.float32) for _ in range(2))
     angle = rng.uniform(0, 2 * np.pi)
-    x, y = _grid(side)
+    x, y, basis = _grid(side)
     t = np.cos(angle) * x + np.sin(angle) * y
     t -= t.min()
     t /= max(float(t.max()), 1e-6)
     arr = c0 + (c1 - c0) * t[..., None]
+    field = basis.T @ rng.normal(0, 12, (LOW_FREQ, LOW_FREQ)).astype(np.float32) @ basis
+    arr += field[..., None] * rng.uniform(0.5, 1.5, 3).astype(np.float32)
     amp = int(rng.integers(10, 29))
     arr += rng.integers(-amp, amp + 1, (side, side, 3), dtype=np.int16)
     img = Image.fromarray(np.clip(arr, 0, 255).astype(np.uint8))
@@ -233,7 +241,8 @@ def write_shard(out: str | os.PathLike, params: CorpusParams, sampler: Sampler, 
             errors[r["error_message"]] = errors.get(r["error_message"], 0) + 1
     stats = {"count": len(rows), "successes": status[SUCCESS], "failed_to_download": status[FAILED_DOWNLOAD],
              "failed_to_resize": status[FAILED_RESIZE], "status_dict": {k: v for k, v in status.items() if v},
-             "error_counts": dict(sorted(errors.items())), "shard": shard, "params": asdict(params)}
+             "error_counts": dict(sorted(errors.items())), "shard": shard, "params": asdict(params),
+             "generator": GENERATOR}
     write_text_atomic(stats_path, json.dumps(stats, indent=1, sort_keys=True) + "\n")
     return stats
 
@@ -273,7 +282,10 @@ def corpus_complete(out: str | os.PathLike, params: CorpusParams) -> bool:
     """Every shard's stats exist (stats are written last) with these parameters."""
     for shard in range(params.n_shards):
         p = Path(out) / f"{shard_stem(shard)}_stats.json"
-        if not p.is_file() or json.loads(p.read_text()).get("params") != asdict(params):
+        if not p.is_file():
+            return False
+        stats = json.loads(p.read_text())
+        if stats.get("params") != asdict(params) or stats.get("generator") != GENERATOR:
             return False
     return True
 
