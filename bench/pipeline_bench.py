@@ -85,16 +85,34 @@ class CpuSampler:
     """CPU seconds of this process' descendants: the JVM's own threads and everything else (its
     Python daemon and workers). Sampled from /proc every `period` seconds by a thread, so workers
     that exit between two readings lose at most one period; cutime is not used (the Python
-    daemon's children can outlive it, and their time is then credited to no descendant)."""
+    daemon's children can outlive it, and their time is then credited to no descendant).
+    A subclass may group descendants otherwise (`group`); io=True also sums each descendant's
+    /proc/PID/io read_bytes and write_bytes (storage I/O, not page-cache hits) per group."""
+    GROUPS: tuple[str, ...] = ("jvm", "python")
 
-    def __init__(self, period: float = 0.25):
-        self._seen: dict[int, tuple[str, float]] = {}  # pid -> (kind, last CPU seconds)
-        self._peak = {"jvm": 0, "python": 0, "driver": 0}  # bytes: JVM, largest Python worker, this process
+    def __init__(self, period: float = 0.25, io: bool = False):
+        self._io = io
+        self._seen: dict[int, tuple[str, float, int, int]] = {}  # pid -> (group, CPU s, read, written bytes)
+        # bytes: the largest process of each group and this process; the groups' summed RSS
+        self._peak = dict.fromkeys((*self.GROUPS, "driver"), 0)
+        self._peak_sum = dict.fromkeys(self.GROUPS, 0)
         self._page = os.sysconf("SC_PAGE_SIZE")
         self._lock = threading.Lock()
         self._stop = threading.Event()
         self._thread = threading.Thread(target=self._loop, args=(period,), daemon=True)
         self._thread.start()
+
+    def group(self, chain: list[int], exe: bytes) -> str:
+        """The group of a descendant; `chain`: pids from this process' child down to it."""
+        return "jvm" if exe.endswith(b"java") else "python"
+
+    @staticmethod
+    def _io_bytes(pid: int) -> tuple[int, int]:
+        try:
+            f = dict(line.split(": ") for line in Path(f"/proc/{pid}/io").read_text().splitlines())
+            return int(f["read_bytes"]), int(f["write_bytes"])
+        except (OSError, KeyError, ValueError):
+            return 0, 0
 
     def _sample(self) -> None:
         tick = os.sysconf("SC_CLK_TCK")
@@ -108,41 +126,65 @@ class CpuSampler:
             except OSError:
                 continue
             f = stat[stat.rindex(")") + 2:].split()  # fields from the 3rd on: state, ppid, ...
-            procs[int(d)] = (int(f[1]), (int(f[11]) + int(f[12])) / tick, "jvm" if exe.endswith(b"java") else "python",
-                             int(f[21]) * self._page)  # rss
+            procs[int(d)] = (int(f[1]), (int(f[11]) + int(f[12])) / tick, exe, int(f[21]) * self._page)  # rss
         children: dict[int, list[int]] = {}
         for pid, (ppid, _, _, _) in procs.items():
             children.setdefault(ppid, []).append(pid)
-        stack = list(children.get(os.getpid(), []))
+        stack = [(c, [c]) for c in children.get(os.getpid(), [])]
+        rss_sum = dict.fromkeys(self.GROUPS, 0)
         with self._lock:
             if os.getpid() in procs:
                 self._peak["driver"] = max(self._peak["driver"], procs[os.getpid()][3])
             while stack:
-                pid = stack.pop()
-                _, cpu, kind, rss = procs[pid]
-                self._seen[pid] = (kind, cpu)
+                pid, chain = stack.pop()
+                _, cpu, exe, rss = procs[pid]
+                kind = self.group(chain, exe)
+                old = self._seen.get(pid, (kind, 0.0, 0, 0))
+                io = self._io_bytes(pid) if self._io else (0, 0)
+                self._seen[pid] = (kind, cpu, max(old[2], io[0]), max(old[3], io[1]))
                 self._peak[kind] = max(self._peak[kind], rss)
-                stack += children.get(pid, [])
+                rss_sum[kind] += rss
+                stack += [(c, chain + [c]) for c in children.get(pid, [])]
+            for kind, v in rss_sum.items():
+                self._peak_sum[kind] = max(self._peak_sum[kind], v)
 
     def _loop(self, period: float) -> None:
         while not self._stop.wait(period):
             self._sample()
 
     def totals(self) -> dict[str, float]:
-        """CPU seconds so far per kind, over every descendant ever seen (live or exited)."""
+        """CPU seconds so far per group, over every descendant ever seen (live or exited)."""
         self._sample()
-        out = {"jvm": 0.0, "python": 0.0}
+        out = dict.fromkeys(self.GROUPS, 0.0)
         with self._lock:
-            for kind, cpu in self._seen.values():
+            for kind, cpu, _, _ in self._seen.values():
                 out[kind] += cpu
         return out
 
+    def io_totals(self) -> dict[str, tuple[int, int]]:
+        """(read_bytes, write_bytes) so far per group, over every descendant ever seen (io=True)."""
+        self._sample()
+        out = {k: [0, 0] for k in self.GROUPS}
+        with self._lock:
+            for kind, _, r, w in self._seen.values():
+                out[kind][0] += r
+                out[kind][1] += w
+        return {k: (r, w) for k, (r, w) in out.items()}
+
     def take_peaks(self) -> dict[str, float]:
-        """Peak RSS in MB since the last call: the JVM, the largest Python worker, this process."""
+        """Peak RSS in MB since the last call: the largest process of each group, this process."""
         self._sample()
         with self._lock:
             out = {k: v / 2**20 for k, v in self._peak.items()}
             self._peak = dict.fromkeys(self._peak, 0)
+        return out
+
+    def take_tree_peaks(self) -> dict[str, float]:
+        """Peak summed RSS in MB of each group's processes (sampled together) since the last call."""
+        self._sample()
+        with self._lock:
+            out = {k: v / 2**20 for k, v in self._peak_sum.items()}
+            self._peak_sum = dict.fromkeys(self._peak_sum, 0)
         return out
 
     def close(self) -> None:

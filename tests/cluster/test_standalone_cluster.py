@@ -3,77 +3,28 @@ addresses, separate JVMs, started with Spark's own launcher): the vocabulary job
 vocabulary as local[2]; dedup --method embedding runs on executors whose Python does not have
 the project; the shards job writes each shard once under speculation and survives an executor
 killed mid-shard (issue 16, items 12 and 14)."""
-import os
-import socket
 import subprocess
 import sys
-import time
 from pathlib import Path
 
 import psutil
 import pyarrow as pa
 import pyarrow.parquet as pq
-import pyspark
 import pytest
 
+from bench.standalone import SPARK_HOME, Worker, executor_logs, standalone_cluster, wait_for
 from tests.helpers import ROOT
 from tests.helpers.images import drawing
 from tests.helpers.jobkit import ROWS, write_labeled_images, write_manifest
-
-SPARK_HOME = Path(pyspark.__file__).parent
-
-
-def free_port() -> int:
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        return s.getsockname()[1]
-
-
-def wait_for(pred, timeout, what):
-    end = time.time() + timeout
-    while time.time() < end:
-        if pred():
-            return
-        time.sleep(0.5)
-    raise TimeoutError(what)
 
 
 @pytest.fixture(scope="module")
 def cluster(tmp_path_factory):
     """(master URL, environment, workers' work dirs): one master, two one-core workers on two
     loopback addresses (distinct hosts, so Spark may place a speculative copy on the other)."""
-    base = tmp_path_factory.mktemp("cluster")
-    env = {**{k: v for k, v in os.environ.items() if k != "PYTHONPATH"},  # workers' Python path: Spark's own
-           "SPARK_HOME": str(SPARK_HOME), "SPARK_LOCAL_IP": "127.0.0.1", "PYSPARK_PYTHON": sys.executable}
-    port = free_port()
-    spark_class = str(SPARK_HOME / "bin" / "spark-class")
-    logs = base / "logs"
-    logs.mkdir()
-    procs = [subprocess.Popen([spark_class, "org.apache.spark.deploy.master.Master", "--host", "127.0.0.1",
-                               "--port", str(port), "--webui-port", str(free_port())],
-                              stdout=open(logs / "master.log", "w"), stderr=subprocess.STDOUT, env=env)]
-    url = f"spark://127.0.0.1:{port}"
-    work = [base / f"w{i}" for i in range(2)]
-    try:
-        wait_for(lambda: "I have been elected leader" in (logs / "master.log").read_text(), 60, "master start")
-        for i, host in enumerate(("127.0.0.1", "127.0.0.2")):
-            procs.append(subprocess.Popen(
-                [spark_class, "org.apache.spark.deploy.worker.Worker", url, "--cores", "1", "--memory", "1g",
-                 "--host", host, "--webui-port", str(free_port()), "--work-dir", str(work[i])],
-                stdout=open(logs / f"worker{i}.log", "w"), stderr=subprocess.STDOUT,
-                env={**env, "SPARK_LOCAL_IP": host}))
-        wait_for(lambda: (logs / "master.log").read_text().count("Registering worker") >= 2, 60, "workers")
-        yield url, env, work
-    finally:
-        for p in procs[::-1]:
-            p.terminate()
-        for p in procs:
-            p.wait(timeout=30)
-
-
-def executor_logs(work) -> str:
-    """The executors' stderr on the workers."""
-    return "".join(p.read_text(errors="replace") for w in work for p in w.rglob("stderr"))
+    with standalone_cluster(tmp_path_factory.mktemp("cluster"),
+                            [Worker("127.0.0.1"), Worker("127.0.0.2")]) as c:
+        yield c.url, c.env, c.work
 
 
 @pytest.mark.slow  # minutes on 2 cores: `make test-all`
