@@ -83,7 +83,7 @@ def run_arm(spark, cpu, labeled: Path, out: Path, concurrency: int, servers: lis
     shutil.rmtree(out, ignore_errors=True)
     srv0 = sum(proc_cpu_s(p.pid) for p in servers)
     c0, s0, busy0, own0, t0 = cpu.totals(), cpu.overhead_s, machine_busy_seconds(), own_seconds(), time.perf_counter()
-    stats = run(spark, ShardsConfig(labeled=str(labeled), out=str(out), shard_size=500, max_side=160,
+    stats = run(spark, ShardsConfig(labeled=str(labeled), out=str(out), max_side=160,
                                     read_concurrency=concurrency))
     dt, c1, s1, busy1, own1 = time.perf_counter() - t0, cpu.totals(), cpu.overhead_s, machine_busy_seconds(), own_seconds()
     srv = sum(proc_cpu_s(p.pid) for p in servers) - srv0

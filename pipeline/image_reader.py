@@ -160,11 +160,43 @@ def read_images(refs: Sequence, image_root: str | None = None,
 def iter_images(refs: Sequence, image_root: str | None = None,
                 policy: ReadPolicy = ReadPolicy()) -> Iterator[tuple[object, int]]:
     """(bytes or ImageRejected, retries of its batch or 0) per reference, in order, reading
-    `policy.batch` references at a time: a writer holds one batch of bytes, not a shard's."""
-    for k in range(0, len(refs), policy.batch):
-        got, retries = read_images(refs[k:k + policy.batch], image_root, policy)
+    batches of `batch_spans` (up to `policy.batch` references), the next batch fetched by a
+    thread while the caller works through this one (a store's latency overlaps the decoding): a
+    writer holds at most two batches of bytes, not a shard's."""
+    spans = batch_spans(len(refs), policy)
+    if len(spans) <= 1:
+        batches = iter([read_images(refs, image_root, policy)] if refs else [])
+    else:
+        batches = _prefetched(lambda span: read_images(refs[span[0]:span[1]], image_root, policy), spans)
+    for got, retries in batches:
         for j, value in enumerate(got):
             yield value, retries if j == 0 else 0
+
+
+def batch_spans(n: int, policy: ReadPolicy) -> list[tuple[int, int]]:
+    """(start, end) of iter_images' batches of n references: the first is `policy.concurrency`
+    long (one round of requests, so the caller starts work after one latency), each next one
+    twice the last, up to `policy.batch`."""
+    spans, start, size = [], 0, min(policy.concurrency, policy.batch)
+    while start < n:
+        spans.append((start, min(n, start + size)))
+        start, size = start + size, min(policy.batch, 2 * size)
+    return spans
+
+
+def _prefetched(fetch, keys) -> Iterator:
+    """fetch(k) for each of `keys` in order, the next one running in a thread meanwhile."""
+    from concurrent.futures import ThreadPoolExecutor
+
+    with ThreadPoolExecutor(1, thread_name_prefix="image-prefetch") as pool:
+        pending = None
+        for k in keys:
+            nxt = pool.submit(fetch, k)
+            if pending is not None:
+                yield pending.result()
+            pending = nxt
+        if pending is not None:
+            yield pending.result()
 
 
 def read_image(ref, image_root: str | None = None, policy: ReadPolicy = ReadPolicy()) -> bytes:

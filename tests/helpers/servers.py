@@ -86,6 +86,8 @@ def http_server(root: Path, latency_s: float = 0.0, fail_once: dict | None = Non
                 log.bytes_sent += len(body)
 
     class Server(ThreadingHTTPServer):
+        request_queue_size = 256  # the listen backlog (socketserver's 5 drops a burst of connects: 1 s SYN retries)
+
         def handle_error(self, request, client_address):  # a client that gave up (timeout): not an error here
             pass
 

@@ -9,8 +9,8 @@ import tarfile
 import pytest
 
 from pipeline import image_reader
-from pipeline.image_reader import (ReaderSetupError, ReadPolicy, locate, read_image, read_images, redact, scrub,
-                                   tar_member)
+from pipeline.image_reader import (ReaderSetupError, ReadPolicy, batch_spans, iter_images, locate, read_image,
+                                   read_images, redact, scrub, tar_member)
 from pipeline.images import ImageRejected
 from tests.helpers.servers import azurite_server, gcs_server, http_server
 
@@ -132,3 +132,14 @@ def test_a_server_slower_than_the_timeout_is_retried_then_unreachable(tmp_path):
     with http_server(tmp_path, latency_s=1.0) as (url, log):
         got, retries = read_images([f"{url}/slow.jpg"], policy=policy)
     assert got[0].reason == "unreachable" and retries == 1 and log.requests["/slow.jpg"] == 2
+
+
+def test_iter_images_keeps_the_order_across_prefetched_batches(tmp_path):
+    for k in range(7):
+        (tmp_path / f"{k}.jpg").write_bytes(bytes([k]) * (k + 1))
+    refs = [f"{k}.jpg" for k in range(7)] + ["none.jpg", b"raw"]
+    assert batch_spans(9, ReadPolicy(concurrency=1, batch=4)) == [(0, 1), (1, 3), (3, 7), (7, 9)]
+    assert batch_spans(600, ReadPolicy()) == [(0, 32), (32, 96), (96, 224), (224, 480), (480, 600)]
+    got = list(iter_images(refs, str(tmp_path), ReadPolicy(concurrency=1, batch=2)))
+    assert reasons([v for v, _ in got]) == [bytes([k]) * (k + 1) for k in range(7)] + ["missing_file", b"raw"]
+    assert [r for _, r in got] == [0] * 9 and list(iter_images([])) == []
