@@ -24,3 +24,18 @@ def test_gpu_rows():
     md = CM.markdown(RESULT)
     assert "not measured here" in md and "pass gpu_images_per_s=" in md and "Linear extrapolation" in md
     assert "(at 1000 img/s/GPU, an input)" in CM.markdown(RESULT, 1000.0)
+
+
+def test_scaling_separates_fixed_and_marginal_cost():
+    def result(n, vocab_cpu, shards_cpu):
+        return {"images": n, "machine": "test", "corpus_bytes": 5 * n,
+                "stages": [{"stage": s, "cpu_s": c, "cpu_s_per_image": c / n, "wall_s": c, "output_bytes": n,
+                            "driver_peak_rss_mb": 100.0, "executor_peak_rss_mb": 200.0}
+                           for s, c in (("vocab", vocab_cpu), ("shards", shards_cpu))]}
+    small, large = result(1000, 40 + 0.002 * 1000, 10 + 0.005 * 1000), result(10000, 40 + 0.002 * 10000, 10 + 0.05)
+    rows = {r["stage"]: r for r in CM.scaling(small, large)}
+    assert rows["vocab"]["marginal_cpu_s"] == pytest.approx(0.002) and rows["vocab"]["fixed_cpu_s"] == pytest.approx(40)
+    assert rows["vocab"]["per_image_ratio"] == pytest.approx((60 / 10000) / (42 / 1000))
+    md = CM.markdown(large, small=small)
+    assert "marginal CPU cost per image between the rehearsals at 1,000 and 10,000" in md
+    assert f"| vocab | {0.002:.2e} |" in md
