@@ -37,8 +37,9 @@ from jobs.lib.errors import reported  # noqa: E402
 from jobs.lib.output import atomic_output, write_json  # noqa: E402
 from jobs.lib.session import get_session, input_bytes, tune_session  # noqa: E402
 from pipeline.atomic import write_text_atomic  # noqa: E402
-from pipeline.image_reader import is_remote, open_input  # noqa: E402
+from pipeline.image_reader import is_remote, open_input, redact  # noqa: E402
 from pipeline.ingest import img2dataset as I2D  # noqa: E402
+from pipeline.ingest import remote_table as REMOTE_TABLE  # noqa: E402
 from pipeline.ingest import table as TABLE  # noqa: E402
 
 log = logging.getLogger("ingest")
@@ -93,6 +94,12 @@ class IngestConfig:
 
 def read_table(spark, cfg: IngestConfig):
     fmt = cfg.table_format or TABLE.table_format(cfg.input)
+    if is_remote(cfg.input):  # read in the tasks through fsspec: Spark's readers need hadoop-aws & co.
+        files = REMOTE_TABLE.list_files(cfg.input)
+        if not files:
+            raise ValueError(f"{redact(cfg.input)}: no files")
+        schema = REMOTE_TABLE.schema_of(files[0], fmt, cfg.columns)
+        return remote_files(spark, files, lambda url: REMOTE_TABLE.read_file(url, fmt, cfg.columns), schema)
     if fmt == "parquet":
         return spark.read.option("mergeSchema", "true").parquet(cfg.input)
     if fmt == "jsonl":
@@ -139,22 +146,32 @@ def read_img2dataset(spark, cfg: IngestConfig):
 
 
 def remote_parquet(spark, root: str, names: list[str]):
-    """img2dataset's per-shard stats rows from a remote folder: one task per file reads it with
-    pyarrow through fsspec; the first file's schema is the table's (others cast to it)."""
+    """img2dataset's per-shard stats rows from a remote folder, with each row's shard (`_shard`)."""
     import pyarrow.parquet as pq
 
     with open_input(I2D.join_url(root, names[0])) as f:
         schema = pq.read_schema(f)
-    schema = pa.schema([f for f in schema if f.name != "_shard"])
-    spark_schema = schemas.spark_schema(schema.append(pa.field("_shard", pa.string())))
+    schema = pa.schema([f for f in schema if f.name != "_shard"]).append(pa.field("_shard", pa.string()))
 
-    def read(batches):
+    def read(url: str) -> pa.Table:
+        with open_input(url) as f:
+            t = pq.read_table(f)
+        name = url.rsplit("/", 1)[-1].removesuffix(".parquet")
+        return t.append_column("_shard", pa.array([name] * len(t), pa.string()))
+    return remote_files(spark, [I2D.join_url(root, n) for n in names], read, schema)
+
+
+def remote_files(spark, urls: list[str], read, schema: pa.Schema):
+    """A DataFrame of `schema` from remote files, one task per file: read(url) -> pyarrow table
+    through fsspec, conformed to `schema` (pipeline.ingest.remote_table.conform)."""
+    spark_schema = schemas.spark_schema(schema)
+
+    def tasks(batches):
         for b in batches:
-            for name in b.column("name").to_pylist():
-                yield from I2D.read_parquet(I2D.join_url(root, name), name.removesuffix(".parquet"),
-                                            schema).to_batches()
-    files = spark.createDataFrame([(n,) for n in names], "name string").repartition(len(names))
-    return files.mapInArrow(read, spark_schema)
+            for url in b.column("url").to_pylist():
+                yield from REMOTE_TABLE.conform(read(url), schema, redact(url)).to_batches()
+    files = spark.createDataFrame([(u,) for u in urls], "url string").repartition(max(1, len(urls)))
+    return files.mapInArrow(tasks, spark_schema)
 
 
 def run(spark, cfg: IngestConfig) -> dict:

@@ -343,12 +343,13 @@ def is_remote(url: str) -> bool:
     return urlsplit(str(url)).scheme.lower() in REMOTE
 
 
-def open_input(url: str, mode: str = "rb"):
+def open_input(url: str, mode: str = "rb", **kwargs):
     """An fsspec file object for a whole input file (a table, a tar to index), local or remote,
-    with the same configuration as the image reads. Errors name the redacted URL."""
+    with the same configuration as the image reads; `kwargs` go to fsspec's open (e.g.
+    compression="infer")."""
     import fsspec
     scheme = urlsplit(url).scheme.lower()
     if scheme in REMOTE:
         fs = filesystem(REMOTE[scheme][0])
-        return fs.open(url, mode)
-    return fsspec.open(url, mode).open()
+        return fs.open(url, mode, **kwargs)
+    return fsspec.open(url, mode, **kwargs).open()

@@ -129,18 +129,5 @@ def list_entries(url: str) -> list[tuple[str, bool]]:
     return [(PurePosixPath(e["name"].rstrip("/")).name, e["type"] == "directory") for e in fs.ls(path, detail=True)]
 
 
-def read_parquet(url: str, shard: str, schema):
-    """The stats rows of one NNNNN.parquet at `url` (local or remote, through fsspec) as an Arrow
-    table of `schema` (pyarrow; columns it lacks are null, others dropped) plus `_shard`."""
-    import pyarrow as pa
-    import pyarrow.parquet as pq
-
-    with open_input(url) as f:
-        t = pq.read_table(f)
-    cols = [t[n].cast(schema.field(n).type) if n in t.column_names else pa.nulls(len(t), schema.field(n).type)
-            for n in schema.names]
-    return pa.table(cols + [pa.array([shard] * len(t), pa.string())], names=[*schema.names, "_shard"])
-
-
 def join_url(root: str, name: str) -> str:
     return root.rstrip("/") + "/" + name
