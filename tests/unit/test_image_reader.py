@@ -99,7 +99,7 @@ def test_s3_objects_tar_members_and_a_url_image_root(tmp_path, s3):
 
 def test_locate_and_a_missing_extra_is_a_setup_error(monkeypatch):
     assert locate("s3a://b/k").protocol == "s3" and locate("abfss://c@acct/k").protocol == "abfs"
-    assert locate("x.jpg", "https://h/root").path == "https://h/root/x.jpg"
+    assert locate("x.jpg", "https://h/base").path == "https://h/base/x.jpg"
     loc = locate(tar_member("t.tar", 512, 9, "k.jpg"), "/data")
     assert (loc.path, loc.offset, loc.size) == ("/data/t.tar", 512, 9)
     monkeypatch.setattr(image_reader, "_FILESYSTEMS", {})
