@@ -12,6 +12,7 @@ atomically.
 """
 from __future__ import annotations
 
+import json
 import sys
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -20,6 +21,7 @@ if __package__ in (None, ""):  # run as a script by spark-submit: make the proje
     sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
 import numpy as np  # noqa: E402
+from pyspark.sql import Observation  # noqa: E402
 from pyspark.sql import functions as F  # noqa: E402
 
 import schemas  # noqa: E402
@@ -27,8 +29,8 @@ from jobs.lib.config import parse_config  # noqa: E402
 from jobs.lib.errors import reported  # noqa: E402
 from jobs.lib.labeling import (add_label_noise_narrow, class_count_of_vocabulary, image_label_rows,  # noqa: E402
                                label_rows, raw_label_table, with_importance_and_tail)
-from jobs.lib.manifest import clean_manifest, read_manifest  # noqa: E402
-from jobs.lib.output import atomic_output, write_json  # noqa: E402
+from jobs.lib.manifest import clean_manifest, read_manifest, repeated_id_hashes  # noqa: E402
+from jobs.lib.output import atomic_output, read_text, write_json  # noqa: E402
 from jobs.lib.session import get_session, input_bytes, tune_session  # noqa: E402
 from jobs.lib.tables import read_checked, with_class_count  # noqa: E402
 
@@ -59,7 +61,14 @@ def run(spark, cfg: LabelConfig) -> dict:
     n_labels = class_count_of_vocabulary(label_images, hashtag_map, cfg.vocab)
     manifest = read_manifest(spark, cfg.manifest)
     tune_session(spark, input_bytes(spark, cfg.manifest))
-    clean, row_stats = clean_manifest(manifest)  # the other columns pass through
+    checked = clean_manifest(manifest)  # the other columns pass through
+    # The vocabulary's own read of this manifest found its repeated ids: none (the usual case)
+    # lets the labelling be the only pass; the count and id sum compared below catch a manifest
+    # that is not the vocabulary's, repeated ids included.
+    repeated = repeated_id_hashes(checked.valid) if vocabulary_saw_duplicates(spark, cfg.vocab) else None
+    clean = checked.without_duplicates(repeated)
+    kept = Observation("kept rows and their id hash sum")
+    clean = clean.observe(kept, F.count("*").alias("rows"), id_hash_sum(clean).alias("id_sum"))
     # raw -> label, one row per distinct raw string: the driver's share, broadcast to executors
     table = raw_label_table(raw_map.toArrow(), hashtag_map.toArrow(), label_images.toArrow())
     rows = label_rows(clean, spark.sparkContext.broadcast(table))
@@ -78,7 +87,8 @@ def run(spark, cfg: LabelConfig) -> dict:
         if n_labeled == 0:
             raise ValueError(f"no image of {cfg.manifest} carries a hashtag of the vocabulary {cfg.vocab}: "
                              "is it the vocabulary of this manifest?")
-        check_same_images(clean, image_tags, hashtag_map, row_stats["rows_kept"], cfg)
+        row_stats = checked.stats()
+        check_same_images(clean, image_tags, hashtag_map, (kept.get["rows"], kept.get["id_sum"]), cfg)
         tails, hist = {}, {}
         for r in groups:
             tails[r["tail"]] = tails.get(r["tail"], 0) + r["count"]
@@ -92,13 +102,28 @@ def run(spark, cfg: LabelConfig) -> dict:
     return stats
 
 
-def check_same_images(clean, image_tags, hashtag_map, rows_kept: int, cfg: LabelConfig) -> None:
-    """A ValueError unless the manifest's kept images are the vocabulary's (count and a sum of id
-    hashes, two narrow aggregates); the exact number of absent images only on that error path."""
-    def checksum(df):
-        return df.agg(F.count("*"), F.sum(F.xxhash64(schemas.MANIFEST_ID).cast("decimal(38,0)"))).first()
-    n_vocab_images, vocab_sum = checksum(image_tags)
-    if (n_vocab_images, vocab_sum) == (rows_kept, checksum(clean)[1]):
+def id_hash_sum(df):
+    """The sum of the rows' image_id hashes, exact (a 38-digit decimal): with the row count, a
+    fingerprint of a set of ids that any partitioning sums alike."""
+    return F.sum(F.xxhash64(schemas.MANIFEST_ID).cast("decimal(38,0)"))
+
+
+def vocabulary_saw_duplicates(spark, vocab_dir: str) -> bool:
+    """Whether the vocabulary job dropped repeated image ids from its manifest (its stats.json);
+    True when that cannot be read, so the label job then looks for them itself."""
+    try:
+        return json.loads(read_text(spark, f"{vocab_dir}/stats.json"))["rows_dropped"]["duplicate_image_id"] > 0
+    except Exception:
+        return True
+
+
+def check_same_images(clean, image_tags, hashtag_map, kept: tuple[int, object], cfg: LabelConfig) -> None:
+    """A ValueError unless the manifest's kept images (`kept`: their count and id hash sum, observed
+    while labelling) are the vocabulary's (one narrow aggregate over its ids); the exact number of
+    absent images only on that error path."""
+    rows_kept = kept[0]
+    n_vocab_images, vocab_sum = image_tags.agg(F.count("*"), id_hash_sum(image_tags)).first()
+    if (n_vocab_images, vocab_sum) == kept:
         return
     labelled = image_label_rows(image_tags, hashtag_map).select(schemas.MANIFEST_ID).distinct()
     n_absent = labelled.join(clean.select(schemas.MANIFEST_ID), schemas.MANIFEST_ID, "left_anti").count()

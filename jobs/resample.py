@@ -34,15 +34,19 @@ from pyspark.sql import functions as F  # noqa: E402
 import schemas  # noqa: E402
 from jobs.lib.config import parse_config  # noqa: E402
 from jobs.lib.errors import reported  # noqa: E402
-from jobs.lib.numbering import number_rows  # noqa: E402
+from jobs.lib.numbering import files_by_range, number_rows  # noqa: E402
 from jobs.lib.output import atomic_output, read_text, write_json, write_text  # noqa: E402
-from jobs.lib.resampling import draw_counts, fixed_point_buckets, sampling_weights, shuffled_positions  # noqa: E402
+from jobs.lib.resampling import SAMPLES, draw_samples, fixed_point_buckets, sampling_weights  # noqa: E402
 from jobs.lib.session import get_session, input_bytes, tune_session  # noqa: E402
 from jobs.lib.tables import check_label_range, class_count, read_checked, with_class_count  # noqa: E402
 from pipeline.sampling import ALL, STRATEGIES, bucket_count, split_sizes  # noqa: E402
 from schemas.sample_index import (INDEX_DIR, INDEX_FILE, SHARD_SAMPLES, SampleIndexMeta, epoch_dir_name,  # noqa: E402
                                   shard_set_sha256)
 from schemas.shard_set import SHARD_SET_FILE, ShardSetMeta  # noqa: E402
+
+
+PAYLOAD = ["image", "labels", "tail"]  # samples.parquet's columns besides position and image_id
+PAYLOAD_ORDER = ["image_id", *PAYLOAD]
 
 
 @dataclass(frozen=True)
@@ -79,12 +83,13 @@ def run(spark, cfg: ResampleConfig) -> dict:
     tune_session(spark, input_bytes(spark, where))
     num_classes, vocabulary = class_count(table, where)  # carried into samples.parquet for the shards
     check_label_range(table.select("labels"), num_classes, where, vocabulary)
-    # the draw reads only what it weighs; the images' other columns are read once, by the final join
-    needs = ["image_id", "tail", "importance"] if cfg.strategy == "importance" else ["image_id", "labels"]
-    labeled = table.select(*needs)
+    # the draw carries the columns samples.parquet holds, so no join brings them back
+    needs = ["importance"] if cfg.strategy == "importance" else []
+    labeled = table.select("image_id", *PAYLOAD, *needs)
     if cfg.unique_images is not None:
         labeled = unique_subset(labeled, cfg.unique_images, cfg.seed)
-    labeled = labeled.cache()
+    if cfg.strategy != "importance" or cfg.unique_images is not None:
+        labeled = labeled.cache()  # read again by the weights' joins or the subset's numbering
     n_images = labeled.count()
     if cfg.unique_images is not None and n_images < cfg.unique_images:
         raise ValueError(f"--unique-images {cfg.unique_images}: {where} has only {n_images} images")
@@ -92,29 +97,22 @@ def run(spark, cfg: ResampleConfig) -> dict:
     buckets = fixed_point_buckets(sampling_weights(labeled, cfg.strategy), bucket_count(n_images, cfg.rows_per_bucket))
 
     def draw(seed: int):
-        counts, _ = draw_counts(buckets, sizes, seed)
-        counts = counts.cache()
-        copies = counts.select("image_id", F.explode(F.sequence(F.lit(0).cast("long"), F.col("count") - 1)).alias("copy"))
-        return shuffled_positions(copies, cfg.num_samples, seed), counts
+        return draw_samples(buckets, sizes, seed, PAYLOAD)
 
-    positions, counts = draw(cfg.seed)
-    samples = with_class_count(positions.join(table.select("image_id", "image", "labels", "tail"), "image_id")
-                               .select("position", "image_id", "image", "labels", "tail"), num_classes, vocabulary)
+    drawn, unique = draw(cfg.seed)
+    samples = with_class_count(drawn.select("position", *PAYLOAD_ORDER), num_classes, vocabulary)
     n_files = max(1, cfg.num_samples // 1_000_000)
     with atomic_output(spark, cfg.out) as tmp:
-        (samples.repartitionByRange(n_files, "position").sortWithinPartitions("position")
-         .write.parquet(f"{tmp}/samples.parquet"))
-        per = {r["split"]: (r["unique"], r["samples"]) for r in
-               counts.groupBy("split").agg(F.count("*").alias("unique"), F.sum("count").alias("samples")).collect()}
+        files_by_range(samples, "position", cfg.num_samples, n_files).write.parquet(f"{tmp}/samples.parquet")
+        per_split_unique = unique.get
+        if per_split_unique[SAMPLES] != cfg.num_samples:
+            raise AssertionError(f"drew {per_split_unique[SAMPLES]} samples, expected {cfg.num_samples}")
         stats = {"labeled_images": n_images, "samples": cfg.num_samples, "splits": {
-            s: {"samples": per.get(s, (0, 0))[1] or 0, "unique_images": per.get(s, (0, 0))[0],
-                "duplication_factor": (per[s][1] / per[s][0]) if per.get(s, (0, 0))[0] else None}
-            for s in sizes}, "config": vars(cfg)}
-        total = sum(v["samples"] for v in stats["splits"].values())
-        if total != cfg.num_samples:
-            raise AssertionError(f"drew {total} samples, expected {cfg.num_samples}")
+            s: {"samples": n, "unique_images": int(per_split_unique.get(s) or 0),
+                "duplication_factor": (n / per_split_unique[s]) if per_split_unique.get(s) else None}
+            for s, n in sizes.items()}, "config": vars(cfg)}
         if cfg.shards is not None:
-            stats["index"] = write_index(spark, cfg, f"{tmp}/{INDEX_DIR}", positions, draw, n_files).to_dict()
+            stats["index"] = write_index(spark, cfg, f"{tmp}/{INDEX_DIR}", drawn, draw, n_files).to_dict()
         write_json(spark, f"{tmp}/stats.json", stats)
     return stats
 
@@ -141,7 +139,7 @@ def write_index(spark, cfg: ResampleConfig, out: str, first, draw, n_files: int)
               .select("image_id", F.col("image").alias("_stored"), "shard"))
     per_shard, kept, rejected = [], [], []
     for e in range(cfg.epochs):
-        positions = first if e == 0 else draw(epoch_seed(cfg.seed, e))[0]
+        positions = (first if e == 0 else draw(epoch_seed(cfg.seed, e))[0]).select("position", "image_id")
         bound = positions.join(images, "image_id", "left").cache()
         ok = bound.filter(F.col("_stored").isNotNull())
         (ok.select(F.col("_stored").alias("image"), "position").repartitionByRange(n_files, "image")

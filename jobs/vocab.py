@@ -23,12 +23,12 @@ from pyspark.sql import functions as F  # noqa: E402
 
 from jobs.lib.config import parse_config  # noqa: E402
 from jobs.lib.errors import reported  # noqa: E402
-from jobs.lib.manifest import clean_manifest, read_manifest  # noqa: E402
+from jobs.lib.manifest import ID_HASH, clean_manifest, read_manifest  # noqa: E402
 from jobs.lib.output import atomic_output, write_json  # noqa: E402
 from jobs.lib.session import executor_wordnet_dir, get_session, input_bytes, ship_wordnet, tune_session  # noqa: E402
-from jobs.lib.vocabulary import (VocabParams, canonical_vocabulary, distinct_raw_strings,  # noqa: E402
-                                 hashtag_counts, image_hashtags, key_table, keyed_hashtags, label_image_counts,
-                                 lookup_synsets, normalize_distinct, tag_table)
+from jobs.lib.vocabulary import (VocabParams, canonical_vocabulary, hashtag_counts, image_hashtags,  # noqa: E402
+                                 key_table, keyed_hashtags, label_image_counts, lookup_synsets,
+                                 normalize_distinct, raw_strings_and_repeated_ids, tag_table)
 from pipeline.wordnet import DEFAULT_LEXNAMES, load_wordnet, resolve_synsets  # noqa: E402
 
 log = logging.getLogger("vocab")
@@ -68,20 +68,24 @@ def run(spark, cfg: VocabConfig) -> dict:
     calls = spark.sparkContext.accumulator(0)
     manifest = read_manifest(spark, cfg.manifest)
     tune_session(spark, input_bytes(spark, cfg.manifest))
-    clean, row_stats = clean_manifest(manifest)
-    raw_map_df = normalize_distinct(distinct_raw_strings(clean)).cache()
+    checked = clean_manifest(manifest)
+    # the one read of the manifest before the per-image table: distinct raw strings, repeated id
+    # hashes and (observed) the rows' drop reasons
+    scanned = raw_strings_and_repeated_ids(checked.valid).cache()
+    raw_map_df = normalize_distinct(scanned.filter(F.col("raw").isNotNull()).select("raw")).cache()
     raw_map = raw_map_df.toArrow()  # one row per distinct raw string: the driver's share
+    clean = checked.without_duplicates(scanned.filter(F.col(ID_HASH).isNotNull()).select(ID_HASH))
+    row_stats = checked.stats()
     tags = spark.sparkContext.broadcast(tag_table(raw_map))
     params = VocabParams(cfg.min_count, cfg.lexnames, cfg.max_labels, align)
     with atomic_output(spark, cfg.out) as tmp:
         image_hashtags(clean, tags).write.parquet(f"{tmp}/image_hashtags.parquet")  # read by label and the card
-        per_image = spark.read.parquet(f"{tmp}/image_hashtags.parquet")
-        counts = hashtag_counts(per_image).cache()
+        counts = hashtag_counts(spark, f"{tmp}/image_hashtags.parquet").cache()
         frequent = counts.filter(F.col("images") >= cfg.min_count)
         synsets = lookup_synsets(frequent, cfg.lexnames, executor_wordnet_dir, calls).cache()
         keyed = keyed_hashtags(frequent, synsets).cache()
         keys = spark.sparkContext.broadcast(key_table(keyed.select("hashtag", "key").toArrow()))
-        vocab, hashtag_map, dropped = canonical_vocabulary(keyed, label_image_counts(per_image, keys), params)
+        vocab, hashtag_map, dropped = canonical_vocabulary(keyed, label_image_counts(spark, f"{tmp}/image_hashtags.parquet", keys), params)
         vocab = vocab.cache()
         vocab.repartition(1).sortWithinPartitions("label").write.parquet(f"{tmp}/vocab.parquet")
         hashtag_map.orderBy("hashtag").write.parquet(f"{tmp}/hashtag_map.parquet")

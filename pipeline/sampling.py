@@ -98,3 +98,48 @@ def bucket_draws(samples: int, bucket_weights: dict[int, int], rng: np.random.Ge
 def bucket_count(n_rows: int, rows_per_bucket: int = 200_000) -> int:
     """Buckets are logical (hash of image_id), so the draw never depends on Spark's partitions."""
     return max(16, math.ceil(n_rows / rows_per_bucket))
+
+
+_FEISTEL_ROUNDS = 6
+_U64 = np.uint64
+
+
+def _mix64(x: np.ndarray, key: np.uint64) -> np.ndarray:
+    """splitmix64's finalizer of x ^ key, elementwise on uint64 (wrapping arithmetic)."""
+    z = (x ^ key) + _U64(0x9E3779B97F4A7C15)
+    z = (z ^ (z >> _U64(30))) * _U64(0xBF58476D1CE4E5B9)
+    z = (z ^ (z >> _U64(27))) * _U64(0x94D049BB133111EB)
+    return z ^ (z >> _U64(31))
+
+
+def shuffled_position(index: np.ndarray, total: int, seed: int) -> np.ndarray:
+    """A seeded pseudorandom permutation of [0, total), applied to `index` (values in [0, total)).
+
+    A balanced Feistel network of 6 rounds (splitmix64 round functions keyed by (seed, round))
+    permutes [0, 4^h), the smallest such range holding `total`; values that land at or beyond
+    `total` are permuted again until they fall inside (cycle walking, fewer than 4 rounds on
+    average), which keeps it a bijection of [0, total). Each value is mapped on its own, so a
+    bucket of samples numbers itself without seeing any other bucket: the shuffle of a sample
+    index needs no sort.
+    """
+    if total < 1:
+        raise ValueError(f"a permutation of {total} items")
+    x = np.asarray(index, dtype=np.int64)
+    if len(x) and (x.min() < 0 or x.max() >= total):
+        raise ValueError(f"indices must lie in [0, {total})")
+    half = max(1, ((total - 1).bit_length() + 1) // 2)
+    mask = _U64((1 << half) - 1)
+    keys = [_U64(k) for k in rng_for(seed, "positions").integers(0, 2 ** 63, size=_FEISTEL_ROUNDS)]
+
+    def permute(v: np.ndarray) -> np.ndarray:
+        left, right = v >> _U64(half), v & mask
+        for k in keys:
+            left, right = right, left ^ (_mix64(right, k) & mask)
+        return (left << _U64(half)) | right
+
+    out = permute(x.astype(np.uint64))
+    todo = np.flatnonzero(out >= _U64(total))
+    while len(todo):
+        out[todo] = permute(out[todo])
+        todo = todo[out[todo] >= _U64(total)]
+    return out.astype(np.int64)

@@ -1,13 +1,16 @@
 """Reading and cleaning a manifest (Parquet or JSON Lines) in Spark.
 
 Required columns are checked up front with errors that name the file and column; bad rows are
-counted by reason in a single pass and dropped, never lost silently.
+counted by reason (an Observation, during the first pass a job makes anyway) and dropped, never
+lost silently.
 """
 from __future__ import annotations
 
+from dataclasses import dataclass
+
 import pandas as pd  # the caption UDF's type hints (pandas_udf resolves them in this module)
 import pyarrow as pa
-from pyspark.sql import DataFrame, SparkSession, Window
+from pyspark.sql import DataFrame, Observation, SparkSession, Window
 from pyspark.sql import functions as F
 from pyspark.sql import types as T
 
@@ -113,12 +116,55 @@ def _validate(df: DataFrame, path: str) -> None:
             raise ManifestError(f"{path}: column {col!r} is {types[col].simpleString()}, expected {want}")
 
 
-def clean_manifest(df: DataFrame) -> tuple[DataFrame, dict]:
-    """(rows kept with a `_raw_tags` array column, {rows_read, rows_kept, rows_dropped: {reason: n}}).
+ID_HASH = "_h"  # xxhash64 of image_id: the duplicate check's key
 
-    Of rows sharing an image_id, the valid row with the smallest content hash is kept, so the
-    choice does not depend on partitioning or input order.
-    """
+
+@dataclass
+class CleanManifest:
+    """A manifest's rows checked, lazily: `valid` (the rows passing every row check, with TAGS and
+    ID_HASH) is observed, so the first action over it counts the rows by drop reason in the same
+    pass (no pass of its own). Duplicate ids are resolved by `without_duplicates` from the id
+    hashes that repeat, found by whoever reads the ids (`repeated_id_hashes`, or a job's fused
+    pass); the counts come back from `stats` once an action has run."""
+    valid: DataFrame
+    reasons: Observation
+    payload: list[str]
+    binary: set[str]
+    duplicates: int = 0
+
+    def without_duplicates(self, repeated: DataFrame | None) -> DataFrame:
+        """The kept rows (TAGS added, ID_HASH dropped): of rows sharing an image_id, the valid row
+        with the smallest content hash, so the choice depends on neither partitioning nor input
+        order. `repeated` holds the ID_HASH values seen more than once (None: none repeat); only
+        rows with such a hash take the window that picks one per id, so a manifest with unique
+        ids is cleaned without moving its rows. Counts the dropped duplicates (one small pass
+        over the rows whose hash repeats) into `duplicates`."""
+        if repeated is None or repeated.isEmpty():
+            self.duplicates = 0
+            return self.valid.drop(ID_HASH)
+        repeated = F.broadcast(repeated.select(ID_HASH).cache())
+        content = F.xxhash64(*[F.col(c) for c in self.payload])
+        w = Window.partitionBy(MANIFEST_ID).orderBy(content, F.to_json(F.struct(*[
+            F.col(c) for c in self.payload if c not in self.binary])))
+        ranked = (self.valid.join(repeated, ID_HASH, "left_semi").drop(ID_HASH)
+                  .withColumn("_rank", F.row_number().over(w)).cache())
+        self.duplicates = ranked.filter(F.col("_rank") > 1).count()
+        unique = self.valid.join(repeated, ID_HASH, "left_anti").drop(ID_HASH)
+        return unique.unionByName(ranked.filter(F.col("_rank") == 1).drop("_rank"))
+
+    def stats(self) -> dict:
+        """{rows_read, rows_kept, rows_dropped: {reason: n}}, once an action has read `valid`."""
+        seen = self.reasons.get
+        dropped = {r: int(seen.get(r) or 0) for r in DROP_REASONS if r != "duplicate_image_id"}
+        n_valid = int(seen.get("valid") or 0)
+        dropped["duplicate_image_id"] = self.duplicates
+        return {"rows_read": n_valid + sum(dropped.values()) - self.duplicates,
+                "rows_kept": n_valid - self.duplicates,
+                "rows_dropped": {k: dropped[k] for k in DROP_REASONS}}
+
+
+def clean_manifest(df: DataFrame) -> CleanManifest:
+    """The manifest's rows checked (see CleanManifest); nothing runs yet."""
     cols = df.columns
     tags = F.coalesce(F.col(MANIFEST_HASHTAGS), F.array().cast("array<string>")) if MANIFEST_HASHTAGS in cols \
         else F.array().cast("array<string>")
@@ -137,29 +183,18 @@ def clean_manifest(df: DataFrame) -> tuple[DataFrame, dict]:
         reason = F.when(cond, name) if reason is None else reason.when(cond, name)
     payload = [c for c in cols if c != CORRUPT]
     staged = df.withColumn(TAGS, tags).withColumn("_reason", reason)
-    drop = ["_reason", *([CORRUPT] if CORRUPT in cols else [])]
-    valid = staged.filter(F.col("_reason").isNull()).drop(*drop)
-    # Duplicate ids are found by a count of 64-bit id hashes (map-side combined: one long per
-    # image crosses the shuffle, never the row); only rows whose hash repeats take the window
-    # that picks one per id, so a manifest with unique ids is cleaned without moving its rows.
-    id_hash = F.xxhash64(F.col(MANIFEST_ID))
-    repeated = (valid.select(id_hash.alias("_h")).groupBy("_h").count().filter(F.col("count") > 1)
-                .select("_h").cache())
-    marked = valid.withColumn("_h", id_hash)
-    unique = marked.join(F.broadcast(repeated), "_h", "left_anti").drop("_h")
-    content = F.xxhash64(*[F.col(c) for c in payload])
-    w = Window.partitionBy(MANIFEST_ID).orderBy(content, F.to_json(F.struct(*[
-        F.col(c) for c in payload if dict(df.dtypes)[c] != "binary"])))
-    ranked = (marked.join(F.broadcast(repeated), "_h", "left_semi").drop("_h")
-              .withColumn("_rank", F.row_number().over(w)).cache())
-    counts = {r["_reason"]: r["count"] for r in staged.groupBy("_reason").count().collect()}
-    n_valid = counts.pop(None, 0)
-    counts["duplicate_image_id"] = ranked.filter(F.col("_rank") > 1).count()
-    kept = n_valid - counts["duplicate_image_id"]
-    stats = {"rows_read": n_valid + sum(counts.values()) - counts["duplicate_image_id"], "rows_kept": kept,
-             "rows_dropped": {k: int(counts.get(k, 0)) for k in DROP_REASONS}}
-    clean = unique.unionByName(ranked.filter(F.col("_rank") == 1).drop("_rank"))
-    return clean, stats
+    reasons = Observation("manifest rows by drop reason")
+    staged = staged.observe(reasons, F.sum(F.col("_reason").isNull().cast("long")).alias("valid"), *[
+        F.sum((F.col("_reason") == r).cast("long")).alias(r) for r in DROP_REASONS if r != "duplicate_image_id"])
+    valid = (staged.filter(F.col("_reason").isNull()).drop("_reason", *([CORRUPT] if CORRUPT in cols else []))
+             .withColumn(ID_HASH, F.xxhash64(F.col(MANIFEST_ID))))
+    return CleanManifest(valid, reasons, payload, {c for c, t in df.dtypes if t == "binary"})
+
+
+def repeated_id_hashes(valid: DataFrame) -> DataFrame:
+    """(ID_HASH) of the hashes seen more than once: a count of one long per row (map-side combined),
+    never the row."""
+    return valid.select(ID_HASH).groupBy(ID_HASH).count().filter(F.col("count") > 1).select(ID_HASH)
 
 
 def caption_tags_udf():

@@ -1,7 +1,7 @@
-"""Dense row numbers 0..n-1 in a global order, without a single-partition window."""
+"""Global order without a single-partition window: dense row numbers, and files of exact ranges."""
 from __future__ import annotations
 
-from pyspark.sql import Column, DataFrame, Window
+from pyspark.sql import Column, DataFrame, SparkSession, Window
 from pyspark.sql import functions as F
 
 
@@ -23,3 +23,26 @@ def number_rows(df: DataFrame, order: list[str], coarse: Column, out: str) -> Da
     return (keyed.join(F.broadcast(off), "_coarse")
             .withColumn(out, F.col("_offset") + F.row_number().over(w) - 1)
             .drop("_coarse", "_offset"))
+
+
+def partition_keys(spark: SparkSession, n: int) -> list[int]:
+    """For k in 0..n-1, a long whose hash sends a row to partition k of `repartition(n, key)`
+    (Spark's hash partitioning: pmod(murmur3(key, 42), n), which `F.hash` computes); found by
+    Spark itself, so it holds for the Spark that runs the job."""
+    found = dict(spark.range(0, 64 * n).select(F.pmod(F.hash("id"), F.lit(n)).alias("p"), "id")
+                 .groupBy("p").agg(F.min("id")).collect())
+    missing = [k for k in range(n) if k not in found]
+    if missing:  # each of 64n keys misses a given partition with probability 1 - 1/n
+        raise RuntimeError(f"no key found for partitions {missing[:5]} of {n}")
+    return [int(found[k]) for k in range(n)]
+
+
+def files_by_range(df: DataFrame, column: str, total: int, n_files: int) -> DataFrame:
+    """`df` (its long `column` holding each of 0..total-1 once) in n_files partitions, partition k
+    holding the values [k * per, (k + 1) * per) sorted (per = ceil(total / n_files)): written,
+    the part files in name order hold the rows in `column` order. No sampling pass (as
+    repartitionByRange would make over the whole input) and no global sort: the ranges are known."""
+    per = -(-total // n_files)
+    keys = partition_keys(df.sparkSession, n_files)
+    key = F.element_at(F.array(*[F.lit(k).cast("long") for k in keys]), (F.floor(F.col(column) / F.lit(per)) + 1).cast("int"))
+    return df.repartition(n_files, key).sortWithinPartitions(column)

@@ -4,34 +4,39 @@ Draws are a pure function of (seed, data): rows are grouped into logical buckets
 image_id (not Spark partitions), bucket sums are exact integers, each bucket's draw uses a
 generator seeded by (seed, split, bucket) over its rows sorted by image_id. Nothing per image
 reaches the driver: only one integer per bucket.
+
+Positions are numbered per bucket, with no sort: the driver's per-bucket sample counts give each
+bucket a range of a bucket-major numbering (prefix sums over (split, bucket)), and a seeded
+permutation of [0, M) (pipeline.sampling.shuffled_position) maps that numbering to positions,
+so the draw, the shuffle and the numbering are one narrow step per bucket.
 """
 from __future__ import annotations
 
-import math
-
 import numpy as np
 import pyarrow as pa
-from pyspark.sql import DataFrame
+from pyspark.sql import DataFrame, Observation
 from pyspark.sql import functions as F
+from pyspark.sql import types as T
 
 from jobs.lib.fault_injection import inject
-from jobs.lib.numbering import number_rows
-from pipeline.sampling import ALL, HEAD, TAIL, WEIGHT_SCALE, bucket_draws, multinomial, rng_for
+from pipeline.sampling import ALL, HEAD, TAIL, WEIGHT_SCALE, bucket_draws, multinomial, rng_for, shuffled_position
 
-ROWS_PER_RANGE = 1_000_000  # rows per window partition when numbering positions
+COPY = "_copy"  # 0 for an image's first sample in the draw, 1, 2, ... for its repeats
+SAMPLES = "_samples"  # the Observation's count of all samples
 
 
 def sampling_weights(labeled: DataFrame, strategy: str) -> DataFrame:
-    """(image_id, split, weight) with float weights in (0, 1]; split is head/tail or all."""
+    """`labeled` (image_id, tail, importance or labels, any other columns) plus `split` and a
+    float `weight` in (0, 1]; split is head/tail or all."""
     if strategy == "importance":
-        w = labeled.select("image_id", F.when(F.col("tail"), TAIL).otherwise(HEAD).alias("split"),
-                           F.col("importance").alias("weight"))
+        w = labeled.withColumn("split", F.when(F.col("tail"), TAIL).otherwise(HEAD)).withColumn(
+            "weight", F.col("importance"))
     else:
         occ = labeled.select("image_id", F.explode("labels").alias("label"))
         f = occ.groupBy("label").agg(F.count("*").cast("double").alias("f"))
         g = {"natural": F.lit(1.0), "sqrt": F.pow(F.col("f"), -0.5), "uniform": 1.0 / F.col("f")}[strategy]
-        w = (occ.join(f, "label").groupBy("image_id").agg(F.sum(g).alias("weight"))
-             .select("image_id", F.lit(ALL).alias("split"), "weight"))
+        per_image = occ.join(f, "label").groupBy("image_id").agg(F.sum(g).alias("weight"))
+        w = labeled.join(per_image, "image_id").withColumn("split", F.lit(ALL))
     top = w.agg(F.max("weight")).first()[0]
     if top is None or not top > 0:
         raise ValueError("no positive sampling weight: is the labeled table empty?")
@@ -45,42 +50,68 @@ def fixed_point_buckets(weights: DataFrame, n_buckets: int) -> DataFrame:
                                         F.round(F.col("weight") * F.lit(float(WEIGHT_SCALE))).cast("long"))))
 
 
-def draw_counts(buckets: DataFrame, split_sizes: dict[str, int], seed: int) -> tuple[DataFrame, dict]:
-    """(image_id, split, count>0) with sum(count) == split_sizes[split] exactly."""
+def bucket_plan(buckets: DataFrame, split_sizes: dict[str, int], seed: int) -> list[tuple[str, int, int, int]]:
+    """(split, bucket, samples, first number) of every bucket that draws: level one of the draw
+    from the exact per-bucket weight sums (one row per bucket reaches the driver), and each
+    bucket's range of the bucket-major numbering (splits in `split_sizes` order, buckets ascending)."""
     sums = (buckets.groupBy("split", "bucket").agg(F.sum(F.col("w").cast("decimal(38,0)")).alias("W"))
             .collect())
     per_split: dict[str, dict[int, int]] = {}
     for r in sums:
         per_split.setdefault(r["split"], {})[int(r["bucket"])] = int(r["W"])
-    plan, rows = {}, []
+    plan, first = [], 0
     for split, n in split_sizes.items():
         if n > 0 and not per_split.get(split):
             raise ValueError(f"{n} samples requested from the {split} split, which has no images "
                              f"(adjust --alpha or the label job's --tail-threshold)")
         draws = bucket_draws(n, per_split.get(split, {}), rng_for(seed, "buckets", split)) if n else {}
-        plan[split] = draws
-        rows += [(split, b, c) for b, c in draws.items() if c > 0]
-    spark = buckets.sparkSession
-    quota = spark.createDataFrame(rows, "split string, bucket long, n long") if rows else None
-    if quota is None:
+        for b in sorted(draws):
+            if draws[b] > 0:
+                plan.append((split, b, draws[b], first))
+                first += draws[b]
+    if not plan:
         raise ValueError("nothing to draw")
+    return plan
+
+
+def draw_samples(buckets: DataFrame, split_sizes: dict[str, int], seed: int,
+                 payload: list[str]) -> tuple[DataFrame, Observation]:
+    """(position, image_id, *payload, split, COPY): one row per sample, exactly split_sizes[split]
+    per split, positions 0..M-1 each once; and an Observation of the unique images per split
+    and of all samples (SAMPLES), filled by the first action on the samples.
+
+    Within a bucket: its rows sorted by image_id, a multinomial of its samples over their
+    fixed-point weights (a generator seeded by (seed, split, bucket)), the samples numbered in
+    (image_id, copy) order from the bucket's first number, and each number mapped to its position
+    by the seeded permutation of [0, M)."""
+    plan = bucket_plan(buckets, split_sizes, seed)
+    total = sum(n for _, _, n, _ in plan)
+    spark = buckets.sparkSession
+    quota = spark.createDataFrame(plan, "split string, bucket long, n long, first long")
+    fields = {f.name: f for f in buckets.schema.fields}
+    out = T.StructType([T.StructField("position", T.LongType(), False), fields["image_id"],
+                        *[fields[c] for c in payload], T.StructField("split", T.StringType(), False),
+                        T.StructField(COPY, T.LongType(), False)])
 
     def draw(t: pa.Table) -> pa.Table:
         t = t.sort_by("image_id")
-        split, bucket, n = t["split"][0].as_py(), t["bucket"][0].as_py(), t["n"][0].as_py()
+        split, bucket = t["split"][0].as_py(), t["bucket"][0].as_py()
+        n, first = t["n"][0].as_py(), t["first"][0].as_py()
         inject("resample.draw")  # test-only (jobs/lib/fault_injection.py)
         counts = multinomial(n, t["w"].to_numpy(), rng_for(seed, "rows", split, bucket))
         keep = np.flatnonzero(counts)
-        return pa.table({"image_id": t["image_id"].take(keep), "split": pa.array([split] * len(keep)),
-                         "count": pa.array(counts[keep], pa.int64())})
-    drawn = (buckets.join(F.broadcast(quota), ["split", "bucket"]).select("image_id", "split", "bucket", "w", "n")
-             .groupBy("split", "bucket").applyInArrow(draw, "image_id string, split string, count long"))
-    return drawn, plan
-
-
-def shuffled_positions(copies: DataFrame, total: int, seed: int) -> DataFrame:
-    """Adds `position` 0..total-1: a seeded global shuffle (order by a hash of the copy)."""
-    bits = max(0, math.ceil(math.log2(max(1, total / ROWS_PER_RANGE))))
-    keyed = copies.withColumn("_key", F.xxhash64(F.lit(seed), F.lit("shuffle"), "image_id", "copy"))
-    coarse = F.shiftrightunsigned(F.col("_key"), 64 - bits) if bits else F.lit(0).cast("long")
-    return number_rows(keyed, ["_key", "image_id", "copy"], coarse, "position").drop("_key")
+        rows = np.repeat(keep, counts[keep])
+        starts = np.repeat(np.cumsum(counts[keep]) - counts[keep], counts[keep])
+        take = pa.array(rows)
+        return pa.table({"position": shuffled_position(first + np.arange(n, dtype=np.int64), total, seed),
+                         "image_id": t["image_id"].take(take), **{c: t[c].take(take) for c in payload},
+                         "split": pa.array([split] * n, pa.string()),
+                         COPY: pa.array(np.arange(n, dtype=np.int64) - starts, pa.int64())})
+    drawn = (buckets.join(F.broadcast(quota), ["split", "bucket"])
+             .select("image_id", *payload, "split", "bucket", "w", "n", "first")
+             .groupBy("split", "bucket").applyInArrow(draw, out))
+    unique = Observation(f"samples and unique images per split, seed {seed}")
+    first_copy = (F.col(COPY) == 0).cast("long")
+    drawn = drawn.observe(unique, F.count("*").alias(SAMPLES), *[
+        F.sum(F.when(F.col("split") == s, first_copy).otherwise(0)).alias(s) for s in split_sizes])
+    return drawn, unique

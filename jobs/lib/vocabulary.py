@@ -1,8 +1,10 @@
 """DataFrame -> DataFrame transforms of the vocabulary job (SWAG appendix A, Listing 1).
 
 Row-scale work runs where each manifest partition lies, vectorised with Arrow (`mapInArrow`,
-pipeline/tag_arrays.py); only partial aggregates cross shuffles: each partition's distinct raw
-strings, its per-hashtag and per-label image counts (summed with map-side combining). Python
+pipeline/tag_arrays.py); the manifest is read twice (its distinct raw strings and id hashes, then
+the per-image hashtags written), the per-image table twice more by pyarrow straight from its
+files. Only partial aggregates cross shuffles: each partition's distinct raw strings and id
+hashes, its per-hashtag and per-label image counts. Python
 runs once per distinct string: `normalize` per distinct raw tag, `get_synsets` per distinct
 frequent hashtag. The string tables travel to executors as broadcast variables.
 """
@@ -16,7 +18,8 @@ import pyarrow.compute as pc
 from pyspark.sql import DataFrame, Window
 from pyspark.sql import functions as F
 
-from jobs.lib.manifest import TAGS
+from jobs.lib.arrow_files import map_parquet_files
+from jobs.lib.manifest import ID_HASH, TAGS
 from pipeline.normalize import normalize
 from pipeline.tag_arrays import codes_per_row, distinct_values, list_array, value_counts
 from schemas import MANIFEST_ID
@@ -32,13 +35,26 @@ class VocabParams:
     align_synsets: frozenset[str] | None = None
 
 
-def distinct_raw_strings(clean: DataFrame) -> DataFrame:
-    """(raw): the distinct raw tag strings; each partition sends only its own distinct ones."""
+def raw_strings_and_repeated_ids(valid: DataFrame) -> DataFrame:
+    """(raw, ID_HASH) from one pass over the checked manifest rows: every distinct raw tag string
+    (ID_HASH null) and every id hash seen on more than one row (raw null). Each partition sends its
+    own distinct strings and its id hashes once each with their counts, so the duplicate-id check
+    and the vocabulary's strings share the one read of the manifest."""
     def fn(batches):
-        seen = [distinct_values(b.column(0)) for b in batches]
+        seen, hashes = [], []
+        for b in batches:
+            hashes.append(b.column(0).to_numpy(zero_copy_only=False))
+            seen.append(distinct_values(b.column(1)))
         if seen:
-            yield pa.RecordBatch.from_arrays([pc.unique(pa.concat_arrays(seen))], names=["raw"])
-    return clean.select(TAGS).mapInArrow(fn, "raw string").distinct()
+            raws = pc.unique(pa.concat_arrays(seen))
+            yield pa.RecordBatch.from_arrays([raws, pa.nulls(len(raws), pa.int64()), pa.nulls(len(raws), pa.int64())],
+                                             names=["raw", ID_HASH, "n"])
+            h, n = np.unique(np.concatenate(hashes), return_counts=True)
+            yield pa.RecordBatch.from_arrays([pa.nulls(len(h), pa.string()), pa.array(h, pa.int64()),
+                                              pa.array(n, pa.int64())], names=["raw", ID_HASH, "n"])
+    return (valid.select(ID_HASH, TAGS).mapInArrow(fn, f"raw string, {ID_HASH} long, n long")
+            .groupBy("raw", ID_HASH).agg(F.sum("n").alias("n"))
+            .filter(F.col("raw").isNotNull() | (F.col("n") > 1)).select("raw", ID_HASH))
 
 
 def normalize_distinct(raw: DataFrame) -> DataFrame:
@@ -75,9 +91,9 @@ def image_hashtags(clean: DataFrame, table) -> DataFrame:
     return clean.select(MANIFEST_ID, TAGS).mapInArrow(fn, f"{MANIFEST_ID} string, hashtags array<string>")
 
 
-def hashtag_counts(per_image: DataFrame) -> DataFrame:
-    """(hashtag, images) of an IMAGE_HASHTAGS table (hashtags distinct per image): per-partition
-    counts summed across partitions."""
+def hashtag_counts(spark, image_hashtags_path: str) -> DataFrame:
+    """(hashtag, images) of the IMAGE_HASHTAGS table at the path (hashtags distinct per image):
+    per-file counts, read by pyarrow in the tasks (jobs/lib/arrow_files.py), summed across files."""
     def fn(batches):
         parts = [value_counts(pc.list_flatten(b.column(0))) for b in batches]
         parts = [(v, n) for v, n in parts if len(v)]
@@ -85,7 +101,7 @@ def hashtag_counts(per_image: DataFrame) -> DataFrame:
             t = pa.table({"hashtag": pa.concat_arrays([v for v, _ in parts]),
                           "n": np.concatenate([n for _, n in parts])}).group_by("hashtag").aggregate([("n", "sum")])
             yield from t.rename_columns(["hashtag", "n"]).to_batches()
-    return (per_image.select("hashtags").mapInArrow(fn, "hashtag string, n long")
+    return (map_parquet_files(spark, image_hashtags_path, ["hashtags"], fn, "hashtag string, n long")
             .groupBy("hashtag").agg(F.sum("n").alias("images")))
 
 
@@ -127,9 +143,10 @@ def key_table(keyed: pa.Table) -> tuple[pa.Array, np.ndarray, pa.Array]:
     return keyed.column("hashtag").combine_chunks(), codes.astype(np.int64), keys
 
 
-def label_image_counts(per_image: DataFrame, table) -> DataFrame:
-    """(key, images): images carrying each label key (an image counts once per key), from
-    per-partition counts; `table` is a broadcast of key_table(keyed)."""
+def label_image_counts(spark, image_hashtags_path: str, table) -> DataFrame:
+    """(key, images): images carrying each label key (an image counts once per key), from per-file
+    counts over the IMAGE_HASHTAGS table at the path (read as hashtag_counts reads it); `table` is
+    a broadcast of key_table(keyed)."""
     def fn(batches):
         tags, codes, keys = table.value
         total = np.zeros(len(keys), dtype=np.int64)
@@ -139,7 +156,7 @@ def label_image_counts(per_image: DataFrame, table) -> DataFrame:
         hit = np.flatnonzero(total)
         yield pa.RecordBatch.from_arrays([keys.take(pa.array(hit)), pa.array(total[hit], pa.int64())],
                                          names=["key", "n"])
-    return (per_image.select("hashtags").mapInArrow(fn, "key string, n long")
+    return (map_parquet_files(spark, image_hashtags_path, ["hashtags"], fn, "key string, n long")
             .groupBy("key").agg(F.sum("n").alias("images")))
 
 
