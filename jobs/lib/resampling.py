@@ -86,17 +86,16 @@ def draw_samples(buckets: DataFrame, split_sizes: dict[str, int], seed: int,
     by the seeded permutation of [0, M)."""
     plan = bucket_plan(buckets, split_sizes, seed)
     total = sum(n for _, _, n, _ in plan)
-    spark = buckets.sparkSession
-    quota = spark.createDataFrame(plan, "split string, bucket long, n long, first long")
+    ranges = {(split, bucket): (n, first) for split, bucket, n, first in plan}  # travels with the function
     fields = {f.name: f for f in buckets.schema.fields}
     out = T.StructType([T.StructField("position", T.LongType(), False), fields["image_id"],
                         *[fields[c] for c in payload], T.StructField("split", T.StringType(), False),
                         T.StructField(COPY, T.LongType(), False)])
 
     def draw(t: pa.Table) -> pa.Table:
-        t = t.sort_by("image_id")
         split, bucket = t["split"][0].as_py(), t["bucket"][0].as_py()
-        n, first = t["n"][0].as_py(), t["first"][0].as_py()
+        n, first = ranges.get((split, bucket), (0, 0))  # (0, 0): a bucket that draws nothing
+        t = t.sort_by("image_id")
         inject("resample.draw")  # test-only (jobs/lib/fault_injection.py)
         counts = multinomial(n, t["w"].to_numpy(), rng_for(seed, "rows", split, bucket))
         keep = np.flatnonzero(counts)
@@ -107,8 +106,7 @@ def draw_samples(buckets: DataFrame, split_sizes: dict[str, int], seed: int,
                          "image_id": t["image_id"].take(take), **{c: t[c].take(take) for c in payload},
                          "split": pa.array([split] * n, pa.string()),
                          COPY: pa.array(np.arange(n, dtype=np.int64) - starts, pa.int64())})
-    drawn = (buckets.join(F.broadcast(quota), ["split", "bucket"])
-             .select("image_id", *payload, "split", "bucket", "w", "n", "first")
+    drawn = (buckets.select("image_id", *payload, "split", "bucket", "w")
              .groupBy("split", "bucket").applyInArrow(draw, out))
     unique = Observation(f"samples and unique images per split, seed {seed}")
     first_copy = (F.col(COPY) == 0).cast("long")

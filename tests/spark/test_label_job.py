@@ -115,3 +115,24 @@ def test_manifest_other_than_the_vocabularys_is_refused(spark, tmp_path):
                                          r"5 images kept here, 6 in .*image_hashtags\.parquet, 1 of its labelled"):
         label(spark, LabelConfig(manifest=fewer, vocab=str(tmp_path / "vocab"), out=str(tmp_path / "o")))
     assert not (tmp_path / "o").exists()
+
+
+def test_repeated_ids_the_vocabulary_saw_or_did_not(spark, tmp_path):
+    """The label job looks for repeated ids only when the vocabulary dropped some from its manifest;
+    one it did not see (another manifest) is caught by the kept rows' count and id checksum."""
+    lines = ['{"image_id": "a", "image": "a.jpg", "hashtags": ["dog"]}',
+             '{"image_id": "b", "image": "b.jpg", "hashtags": ["dog", "cat"]}',
+             '{"image_id": "c", "image": "c.jpg", "hashtags": ["cat"]}']
+    with_repeat = tmp_path / "repeat.jsonl"
+    with_repeat.write_text("\n".join([*lines, '{"image_id": "b", "image": "b2.jpg", "hashtags": ["cat"]}']) + "\n")
+    vocab(spark, VocabConfig(manifest=str(with_repeat), out=str(tmp_path / "v1"), min_count=1))
+    label(spark, LabelConfig(manifest=str(with_repeat), vocab=str(tmp_path / "v1"), out=str(tmp_path / "o1")))
+    rows, stats = read_labeled(tmp_path / "o1")
+    assert sorted(rows) == ["a", "b", "c"] and stats["rows_dropped"]["duplicate_image_id"] == 1
+    unique = tmp_path / "unique.jsonl"
+    unique.write_text("\n".join(lines) + "\n")
+    vocab(spark, VocabConfig(manifest=str(unique), out=str(tmp_path / "v2"), min_count=1))
+    with pytest.raises(ValueError, match=r"repeat\.jsonl is not the manifest the vocabulary .*v2 was built from: "
+                                         r"4 images kept here, 3 in"):
+        label(spark, LabelConfig(manifest=str(with_repeat), vocab=str(tmp_path / "v2"), out=str(tmp_path / "o2")))
+    assert not (tmp_path / "o2").exists()

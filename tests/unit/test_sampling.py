@@ -4,8 +4,8 @@ import pytest
 from scipy import stats
 
 from pipeline.label_noise import noisy_labels
-from pipeline.sampling import (bucket_draws, fixed_point, importance, multinomial, rng_for, split_sizes,
-                               strategy_weight)
+from pipeline.sampling import (bucket_draws, fixed_point, importance, multinomial, rng_for, shuffled_position,
+                               split_sizes, strategy_weight)
 
 
 def test_importance_is_max_inverse_sqrt_frequency():
@@ -87,3 +87,39 @@ def test_label_noise_never_keeps_a_replaced_label():
     labels = rng.integers(0, 5, 50_000)
     out = noisy_labels(labels, np.zeros(50_000), rng.random(50_000), 1.0, np.array([1.0, 2, 3, 4, 5]))
     assert not np.any(out == labels)
+
+
+@pytest.mark.parametrize("total", [1, 2, 3, 4, 5, 17, 64, 65, 1000, 4097, 100_003])
+def test_shuffled_position_is_a_permutation(total):
+    p = shuffled_position(np.arange(total), total, seed=7)
+    assert np.array_equal(np.sort(p), np.arange(total))
+    # each index on its own maps as in the whole: a bucket can number its own range alone
+    lo, hi = total // 3, total // 3 + max(1, total // 5)
+    assert np.array_equal(shuffled_position(np.arange(lo, min(hi, total)), total, seed=7), p[lo:min(hi, total)])
+
+
+def test_shuffled_position_depends_on_the_seed_only():
+    a = shuffled_position(np.arange(10_000), 10_000, seed=1)
+    assert np.array_equal(a, shuffled_position(np.arange(10_000), 10_000, seed=1))
+    assert (a != shuffled_position(np.arange(10_000), 10_000, seed=2)).mean() > 0.99
+    with pytest.raises(ValueError, match=r"\[0, 10\)"):
+        shuffled_position(np.array([10]), 10, seed=1)
+
+
+def test_shuffled_position_is_uniform_per_index_and_uncorrelated():
+    """Over 4,000 seeds the position of a fixed index is uniform (chi-square over 20 cells of 100
+    positions), and positions of consecutive indices are independent (no rank correlation): what
+    a shuffle of a bucket-major numbering needs, since neighbours there share a bucket."""
+    total, seeds = 2_000, 4_000
+    first = np.array([shuffled_position(np.array([0, 1]), total, s) for s in range(seeds)])
+    cells = np.bincount(first[:, 0] // 100, minlength=20)
+    assert stats.chisquare(cells).pvalue > 0.001
+    assert abs(stats.spearmanr(first[:, 0], first[:, 1]).statistic) < 0.06  # |rho| ~ N(0, 1/63)
+    # one seed, 100k indices: position against index shows no trend, and a block of consecutive
+    # indices spreads over the whole range (the test can fail: the identity would not)
+    p = shuffled_position(np.arange(100_000), 100_000, seed=3)
+    assert abs(stats.spearmanr(np.arange(100_000), p).statistic) < 0.02
+    block = np.bincount(p[:10_000] // 10_000, minlength=10)
+    assert stats.chisquare(block).pvalue > 0.001
+    identity = np.bincount(np.arange(10_000) // 10_000, minlength=10)
+    assert stats.chisquare(identity + 1).pvalue < 1e-6
