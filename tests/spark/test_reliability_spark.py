@@ -177,7 +177,10 @@ def test_resample_with_failed_first_attempts_equals_the_run_without(spark, tmp_p
     args = dict(num_samples=5000, seed=11, rows_per_bucket=50)
     resample(spark, ResampleConfig(labeled=lab, out=str(tmp_path / "a"), **args))
     faults = tmp_path / "faults"
+    # several draw tasks: 4 shuffle partitions, not coalesced into one by adaptive execution
     r = subprocess.run([SPARK_SUBMIT, "--master", "local[2,3]", "--conf", "spark.ui.enabled=false",
+                        "--conf", "spark.sql.shuffle.partitions=4",
+                        "--conf", "spark.sql.adaptive.coalescePartitions.enabled=false",
                         str(ROOT / "jobs" / "resample.py"), "--labeled", lab, "--out", str(tmp_path / "b"),
                         "--num-samples", "5000", "--seed", "11", "--rows-per-bucket", "50"],
                        env=subprocess_env(HASHTAG_TEST_FAULTS="fail_first_attempt:resample.draw",
