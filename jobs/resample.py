@@ -104,12 +104,12 @@ def run(spark, cfg: ResampleConfig) -> dict:
     n_files = max(1, cfg.num_samples // 1_000_000)
     with atomic_output(spark, cfg.out) as tmp:
         files_by_range(samples, "position", cfg.num_samples, n_files).write.parquet(f"{tmp}/samples.parquet")
-        per_split_unique = unique.get
-        if per_split_unique[SAMPLES] != cfg.num_samples:
-            raise AssertionError(f"drew {per_split_unique[SAMPLES]} samples, expected {cfg.num_samples}")
+        observed = unique.get
+        if observed[SAMPLES] != cfg.num_samples:
+            raise AssertionError(f"drew {observed[SAMPLES]} samples, expected {cfg.num_samples}")
         stats = {"labeled_images": n_images, "samples": cfg.num_samples, "splits": {
-            s: {"samples": n, "unique_images": int(per_split_unique.get(s) or 0),
-                "duplication_factor": (n / per_split_unique[s]) if per_split_unique.get(s) else None}
+            s: {"samples": n, "unique_images": int(observed.get(s) or 0),
+                "duplication_factor": (n / observed[s]) if observed.get(s) else None}
             for s, n in sizes.items()}, "config": vars(cfg)}
         if cfg.shards is not None:
             stats["index"] = write_index(spark, cfg, f"{tmp}/{INDEX_DIR}", drawn, draw, n_files).to_dict()
@@ -134,7 +134,7 @@ def write_index(spark, cfg: ResampleConfig, out: str, first, draw, n_files: int)
     cfg.shards; samples of rejected images are dropped and counted."""
     where = f"{cfg.shards}/{SHARD_SET_FILE}"
     shard_set_text = read_text(spark, where)
-    ShardSetMeta.from_json(shard_set_text, where)  # a shard set this code reads, whole
+    stored = ShardSetMeta.from_json(shard_set_text, where).images  # a shard set this code reads, whole
     images = (read_checked(spark, f"{cfg.shards}/images.parquet", schemas.SHARD_IMAGES)
               .select("image_id", F.col("image").alias("_stored"), "shard"))
     per_shard, kept, rejected = [], [], []
@@ -142,8 +142,9 @@ def write_index(spark, cfg: ResampleConfig, out: str, first, draw, n_files: int)
         positions = (first if e == 0 else draw(epoch_seed(cfg.seed, e))[0]).select("position", "image_id")
         bound = positions.join(images, "image_id", "left").cache()
         ok = bound.filter(F.col("_stored").isNotNull())
-        (ok.select(F.col("_stored").alias("image"), "position").repartitionByRange(n_files, "image")
-         .sortWithinPartitions("image", "position").write.parquet(f"{out}/{epoch_dir_name(e)}"))
+        # file k holds stored images [k * R, (k + 1) * R): known ranges, no sampling pass
+        (files_by_range(ok.select(F.col("_stored").alias("image"), "position"), "image", stored, n_files,
+                        order=("position",)).write.parquet(f"{out}/{epoch_dir_name(e)}"))
         n_ok, n_bad = bound.agg(F.count("_stored"), F.sum(F.col("_stored").isNull().cast("long"))).first()
         kept.append(int(n_ok))
         rejected.append(int(n_bad or 0))

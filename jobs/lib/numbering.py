@@ -37,12 +37,14 @@ def partition_keys(spark: SparkSession, n: int) -> list[int]:
     return [int(found[k]) for k in range(n)]
 
 
-def files_by_range(df: DataFrame, column: str, total: int, n_files: int) -> DataFrame:
-    """`df` (its long `column` holding each of 0..total-1 once) in n_files partitions, partition k
-    holding the values [k * per, (k + 1) * per) sorted (per = ceil(total / n_files)): written,
-    the part files in name order hold the rows in `column` order. No sampling pass (as
+def files_by_range(df: DataFrame, column: str, total: int, n_files: int,
+                   order: tuple[str, ...] = ()) -> DataFrame:
+    """`df` (its long `column` in [0, total): positions, each once, or stored-image numbers) in
+    n_files partitions, partition k holding the values [k * per, (k + 1) * per) sorted by `column`
+    (then by `order`; per = ceil(total / n_files)): written, the part files in name order hold the rows in `column`
+    order. No sampling pass (as
     repartitionByRange would make over the whole input) and no global sort: the ranges are known."""
     per = -(-total // n_files)
     keys = partition_keys(df.sparkSession, n_files)
     key = F.element_at(F.array(*[F.lit(k).cast("long") for k in keys]), (F.floor(F.col(column) / F.lit(per)) + 1).cast("int"))
-    return df.repartition(n_files, key).sortWithinPartitions(column)
+    return df.repartition(n_files, key).sortWithinPartitions(column, *order)
