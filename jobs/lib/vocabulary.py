@@ -37,10 +37,14 @@ class VocabParams:
 
 def raw_strings_and_repeated_ids(valid: DataFrame) -> DataFrame:
     """(raw, ID_HASH) from one pass over the checked manifest rows: every distinct raw tag string
-    (ID_HASH null) and every id hash seen on more than one row (raw null). Each partition sends its
-    own distinct strings and its id hashes once each with their counts, so the duplicate-id check
-    and the vocabulary's strings share the one read of the manifest."""
-    def fn(batches):
+    (ID_HASH null) and every id hash seen on more than one row (raw null), so the duplicate-id
+    check and the vocabulary's strings share the one read of the manifest.
+
+    Each partition sends its own distinct strings, and its id hashes once each with their counts,
+    across one shuffle (by hash, or by the string's hash); each reducer sorts what it received
+    (numpy) and keeps the strings once and the hashes whose counts sum past 1. No hash aggregate
+    in the JVM: with one key per image, its map-side partial aggregation only costs."""
+    def sent(batches):
         seen, hashes = [], []
         for b in batches:
             hashes.append(b.column(0).to_numpy(zero_copy_only=False))
@@ -52,9 +56,30 @@ def raw_strings_and_repeated_ids(valid: DataFrame) -> DataFrame:
             h, n = np.unique(np.concatenate(hashes), return_counts=True)
             yield pa.RecordBatch.from_arrays([pa.nulls(len(h), pa.string()), pa.array(h, pa.int64()),
                                               pa.array(n, pa.int64())], names=["raw", ID_HASH, "n"])
-    return (valid.select(ID_HASH, TAGS).mapInArrow(fn, f"raw string, {ID_HASH} long, n long")
-            .groupBy("raw", ID_HASH).agg(F.sum("n").alias("n"))
-            .filter(F.col("raw").isNotNull() | (F.col("n") > 1)).select("raw", ID_HASH))
+
+    def received(batches):
+        raws, hashes, counts = [], [], []
+        for b in batches:
+            is_raw = pc.is_valid(b.column(0))
+            raws.append(pc.filter(b.column(0), is_raw))
+            rest = pc.invert(is_raw)
+            hashes.append(pc.filter(b.column(1), rest).to_numpy(zero_copy_only=False))
+            counts.append(pc.filter(b.column(2), rest).to_numpy(zero_copy_only=False))
+        if not raws:
+            return
+        unique_raws = pc.unique(pa.concat_arrays(raws))
+        yield pa.RecordBatch.from_arrays([unique_raws, pa.nulls(len(unique_raws), pa.int64())], names=["raw", ID_HASH])
+        h, n = np.concatenate(hashes), np.concatenate(counts)
+        if len(h):
+            order = np.argsort(h, kind="stable")
+            h, n = h[order], n[order]
+            starts = np.flatnonzero(np.concatenate(([True], h[1:] != h[:-1])))
+            repeated = h[starts][np.add.reduceat(n, starts) > 1]
+            yield pa.RecordBatch.from_arrays([pa.nulls(len(repeated), pa.string()), pa.array(repeated, pa.int64())],
+                                             names=["raw", ID_HASH])
+    key = F.coalesce(F.col(ID_HASH), F.xxhash64("raw"))
+    return (valid.select(ID_HASH, TAGS).mapInArrow(sent, f"raw string, {ID_HASH} long, n long")
+            .repartition(key).mapInArrow(received, f"raw string, {ID_HASH} long"))
 
 
 def normalize_distinct(raw: DataFrame) -> DataFrame:
