@@ -15,6 +15,7 @@ import math
 
 import numpy as np
 
+DRAW_CHUNK = 1 << 20  # uniform draws held at once by `multinomial`
 WEIGHT_SCALE = 2 ** 32  # fixed-point weights: relative error <= 2^-32 / w, w >= 1e-4 in practice
 STRATEGIES = ("importance", "sqrt", "uniform", "natural")
 HEAD, TAIL, ALL = "head", "tail", "all"
@@ -69,7 +70,9 @@ def multinomial(n: int, int_weights: np.ndarray, rng: np.random.Generator) -> np
     """Counts of n i.i.d. draws over categories with probabilities int_weights / sum (exact).
 
     Draws n integers uniformly in [0, W) and locates them in the integer cumulative weights:
-    no float normalization, so no drift with millions of categories; O(n log k) time.
+    no float normalization, so no drift with millions of categories; O(n log k) time. The draws
+    are made DRAW_CHUNK at a time (the generator's stream is the same as one call's), so the
+    driver's level-one draw of M samples over a few buckets holds a chunk, not M integers.
     """
     w = np.asarray(int_weights, dtype=np.int64)
     if len(w) == 0:
@@ -80,8 +83,11 @@ def multinomial(n: int, int_weights: np.ndarray, rng: np.random.Generator) -> np
     total = int(cum[-1])
     if total <= 0:
         raise ValueError("multinomial over zero total weight")
-    u = rng.integers(0, total, size=n, dtype=np.int64)
-    return np.bincount(np.searchsorted(cum, u, side="right"), minlength=len(w)).astype(np.int64)
+    counts = np.zeros(len(w), dtype=np.int64)
+    for start in range(0, n, DRAW_CHUNK):  # memory O(chunk + categories), whatever n; same stream
+        u = rng.integers(0, total, size=min(DRAW_CHUNK, n - start), dtype=np.int64)
+        counts += np.bincount(np.searchsorted(cum, u, side="right"), minlength=len(w))
+    return counts
 
 
 def bucket_draws(samples: int, bucket_weights: dict[int, int], rng: np.random.Generator) -> dict[int, int]:

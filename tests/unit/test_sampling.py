@@ -123,3 +123,25 @@ def test_shuffled_position_is_uniform_per_index_and_uncorrelated():
     assert stats.chisquare(block).pvalue > 0.001
     identity = np.bincount(np.arange(10_000) // 10_000, minlength=10)
     assert stats.chisquare(identity + 1).pvalue < 1e-6
+
+
+def test_multinomial_draws_in_chunks_same_stream_bounded_memory():
+    """The level-one draw on the driver: M samples over a few buckets. Drawn a chunk at a time, it
+    equals one draw of all M uniforms from the same generator, and holds a chunk, not M integers
+    (the resample driver grew 311 -> 843 MB from 1M to 50M samples when it held them all)."""
+    import tracemalloc
+
+    from pipeline.sampling import DRAW_CHUNK
+    w = np.array([3, 1, 7, 2**40, 5], dtype=np.int64)
+    n = 3 * DRAW_CHUNK + 5
+    u = rng_for(4, "x").integers(0, int(w.sum()), size=n, dtype=np.int64)
+    expected = np.bincount(np.searchsorted(np.cumsum(w), u, side="right"), minlength=len(w))
+    assert np.array_equal(multinomial(n, w, rng_for(4, "x")), expected)
+    tracemalloc.start()
+    try:
+        counts = multinomial(20_000_000, np.arange(1, 51, dtype=np.int64), rng_for(0, "buckets"))
+        _, peak = tracemalloc.get_traced_memory()
+    finally:
+        tracemalloc.stop()
+    assert counts.sum() == 20_000_000
+    assert peak < 4 * 8 * DRAW_CHUNK  # a few chunk-sized arrays; one draw of all would be 160 MB x 2
