@@ -2,12 +2,14 @@
 import json
 from pathlib import Path
 
+import numpy as np
 import pyarrow as pa
 import pyarrow.parquet as pq
 import pytest
+from pyspark.sql import functions as F
 
 import schemas
-from jobs.lib.manifest import ManifestError
+from jobs.lib.manifest import ManifestError, read_manifest
 from jobs.vocab import VocabConfig, run
 from tests.helpers.jobkit import ROWS, write_manifest
 
@@ -171,3 +173,28 @@ def test_text_column_never_feeds_the_vocabulary(spark, tmp_path):
     pq.write_table(t.rename_columns(["image_id", "image", "hashtags", "caption"]), tmp_path / "caption.parquet")
     run(spark, VocabConfig(manifest=str(tmp_path / "caption.parquet"), out=str(tmp_path / "out2")))
     assert "cat" in read_out(tmp_path / "out2")[1]  # the same words as a caption: hashtags
+
+
+def test_repeated_ids_across_partitions_are_all_found(spark, tmp_path):
+    """The fused pass's duplicate check: ids repeated within one partition and across partitions
+    (7 files, rows shuffled) are each found once; the distinct raw strings come out once each."""
+    from jobs.lib.manifest import ID_HASH, clean_manifest
+    from jobs.lib.vocabulary import raw_strings_and_repeated_ids
+    rng = np.random.default_rng(3)
+    ids = [f"im{i}" for i in range(2000)] + [f"im{i}" for i in range(0, 2000, 7)] + ["im5"] * 3
+    rows = [{"image_id": i, "image": f"{i}.jpg", "hashtags": [f"t{int(t)}" for t in rng.integers(0, 300, 3)]}
+            for i in ids]
+    order = rng.permutation(len(rows))
+    for k, part in enumerate(np.array_split(order, 7)):
+        (tmp_path / "m").mkdir(exist_ok=True)
+        pq.write_table(pa.Table.from_pylist([rows[j] for j in part]), tmp_path / "m" / f"part-{k}.parquet")
+    checked = clean_manifest(read_manifest(spark, str(tmp_path / "m")))
+    out = raw_strings_and_repeated_ids(checked.valid).collect()
+    repeated = sorted(r[ID_HASH] for r in out if r[ID_HASH] is not None)
+    expected = sorted(r["h"] for r in spark.createDataFrame([(i,) for i in sorted(set(ids)) if ids.count(i) > 1],
+                                                            "image_id string").select(F.xxhash64("image_id").alias("h"))
+                      .collect())
+    assert repeated == expected and len(expected) == len(range(0, 2000, 7)) + 1  # and im5
+    raws = [r["raw"] for r in out if r["raw"] is not None]
+    assert sorted(raws) == sorted({t for r in rows for t in r["hashtags"]})
+    assert checked.stats()["rows_read"] == len(rows)
