@@ -1,0 +1,103 @@
+"""Reading image sets with group columns in their published layouts, group ids with counted
+exclusions, and the WordNet label types (real WordNet)."""
+import csv
+
+import pytest
+from PIL import Image
+
+from transfer.groups.data import group_index, group_values, read_images
+from transfer.groups.label_types import TYPE_ROOTS, TYPES, label_types, read_type_overrides, type_table
+
+
+def _png(path, seed=0):
+    path.parent.mkdir(parents=True, exist_ok=True)
+    Image.new("RGB", (16, 16), (40 * seed % 256, 90, 200)).save(path)
+
+
+def test_utkface_file_names_give_age_gender_race_and_bad_names_are_counted(tmp_path):
+    for name in ("25_0_2_20170116174525125.jpg", "71_1_0_20170120134639935.jpg", "3_1_4_20161219.jpg",
+                 "39_1_20170116174525125.jpg",   # UTKFace's known malformed names: no race
+                 "notes.txt"):
+        _png(tmp_path / name) if name.endswith(".jpg") else (tmp_path / name).write_text("x")
+    t = read_images(str(tmp_path), "utkface")
+    assert [p.name[:2] for p in t.sources] == ["25", "3_", "71"]  # sorted by name
+    assert t.column("age") == [25, 3, 71] and t.column("age_bucket") == ["18-29", "0-17", "70+"]
+    assert t.column("gender") == ["0", "1", "1"] and t.column("race") == ["2", "4", "0"]
+    assert t.skipped == {"name not [age]_[gender]_[race]_[date]": 2}
+    assert group_values(t, "gender+race") == ["0/2", "1/4", "1/0"]
+    with pytest.raises(ValueError, match="no column 'skin_tone'.*age, age_bucket, gender, race"):
+        group_values(t, "skin_tone")
+
+
+def test_dollar_street_layout(tmp_path):
+    rows = [("a1", "Burundi", "af", '["dog", "truck"]', "h1", "27", "images/a1.png"),
+            ("a2", "Burundi", "af", "['cat']", "h1", "27", "images/a2.png"),
+            ("b1", "Sweden", "eu", '["cat"]', "h2", "3000", "images/b1.png"),
+            ("gone", "Sweden", "eu", '["cat"]', "h2", "3000", "images/gone.png")]
+    with open(tmp_path / "images_v2.csv", "w", newline="") as f:
+        w = csv.writer(f)
+        w.writerow(["id", "country.name", "region.id", "topics", "place", "income", "imageRelPath"])
+        w.writerows(rows)
+    for r in rows[:3]:
+        _png(tmp_path / r[6])
+    t = read_images(str(tmp_path), "dollar_street")
+    assert len(t) == 3 and t.skipped == {"image file missing": 1}
+    assert t.column("country") == ["Burundi", "Burundi", "Sweden"] and t.column("region") == ["af", "af", "eu"]
+    assert t.column("household") == ["h1", "h1", "h2"] and t.column("income_bucket") == ["low", "low", "high"]
+    assert t.labels() == [["dog", "truck"], ["cat"], ["cat"]]
+    (tmp_path / "bad.csv").write_text("id,country.name\nx,Y\n")
+    with pytest.raises(ValueError, match="missing column"):
+        read_images(str(tmp_path / "bad.csv"), "dollar_street")
+
+
+def test_any_table_with_an_image_column(tmp_path):
+    _png(tmp_path / "x" / "1.png")
+    _png(tmp_path / "x" / "2.png", 1)
+    (tmp_path / "t.csv").write_text("image,skin_tone,labels\nx/1.png,3,dog|cat\nx/2.png,,\n")
+    t = read_images(str(tmp_path / "t.csv"), "table")
+    assert t.column("skin_tone") == ["3", None] and t.labels() == [["dog", "cat"], []]
+    with pytest.raises(ValueError, match="unknown layout 'tsv'; valid: folder, utkface, dollar_street, table"):
+        read_images(str(tmp_path / "t.csv"), "tsv")
+    with pytest.raises(ValueError, match="no such file"):
+        read_images(str(tmp_path / "nope.csv"), "table")
+
+
+def test_group_ids_count_missing_values_and_small_groups():
+    values = ["b", "a", None, "b", "c", "a", "b", None]
+    g = group_index(values, min_size=2)
+    assert g.names == ("a", "b") and g.sizes == (2, 3)
+    assert g.ids.tolist() == [1, 0, -1, 1, -1, 0, 1, -1]
+    assert g.excluded == {"missing value": 2, "small groups": {"c": 1}}
+    # by households: "b" has 3 images but 1 household
+    homes = ["h1", "h2", None, "h1", "h4", "h3", "h1", None]
+    g = group_index(values, min_size=2, units=homes)
+    assert g.names == ("a",) and g.excluded["small groups"] == {"b": 1, "c": 1}
+    with pytest.raises(ValueError, match="no group has at least 5 images"):
+        group_index(values, min_size=5)
+    with pytest.raises(ValueError, match="every image lacks a group value"):
+        group_index([None, None])
+
+
+def test_label_types_through_wordnet_hypernyms(wn, tmp_path):
+    syn = [["dog.n.01"], ["criminal.n.01"], ["mug_shot.n.01"], ["hand.n.01"], ["car.n.01"], ["woman.n.01"], [],
+           ["car.n.01", "cat.n.01"]]
+    got = label_types(syn, wn)
+    types = [t for t, _ in got]
+    assert types == [{"Non-Human"}, {"Human", "Crime"}, {"Crime"}, {"Possibly-Human"}, set(), {"Human"}, set(),
+                     {"Non-Human"}]
+    assert got[0][1] == ["Non-Human <- animal.n.01"]
+    md = type_table(["dog", "criminal", "mugshot", "hand", "car", "woman", "x", "carcat"], syn, got,
+                    {"car": {"Crime"}})
+    assert "| car | car.n.01 | Crime | override file |" in md and "| x |" not in md
+    assert "| criminal | criminal.n.01 | Human, Crime | Human <- person.n.01; Crime <- criminal.n.01 |" in md
+    (tmp_path / "t.yaml").write_text("car: Crime\nbike: [Human, Robot]\n")
+    with pytest.raises(ValueError, match=r"unknown type\(s\) \['Robot'\]"):
+        read_type_overrides(tmp_path / "t.yaml")
+    (tmp_path / "t.yaml").write_text("car: Crime\nbike: [Human, Non-Human]\n")
+    assert read_type_overrides(tmp_path / "t.yaml") == {"car": {"Crime"}, "bike": {"Human", "Non-Human"}}
+    assert TYPES == ("Human", "Possibly-Human", "Non-Human", "Crime")
+    # every root is a WordNet 3.0 synset (a misspelt one would silently type nothing), and the
+    # glosses are the senses meant
+    glosses = {r: wn.synset(r).definition() for roots in TYPE_ROOTS.values() for r in roots}
+    assert "likeness of a person" in glosses["portrait.n.02"] and "replica of a person" in glosses["doll.n.01"]
+    assert "law" in glosses["crime.n.01"] and "photograph" in glosses["mug_shot.n.01"]

@@ -1,0 +1,128 @@
+r"""Hashtag associations by group (SWAG appendix F.2, Figure 7): which hashtags a model predicts
+more, or less, for one group of images than for the others.
+
+    python -m transfer.groups associations model=EXPORT data=UTKFace/ layout=utkface group=race \
+        out=R.json [hashtag=mugshot] [k=5] [top=20]
+
+Each image's k = 5 highest-scoring hashtags are its predictions. Per group, a hashtag's rate is
+the share of the group's images that predict it; for each group, the `top` hashtags whose rate
+differs most (in absolute terms) from the mean rate of the other groups are listed and drawn,
+with the relative difference (difference / the others' mean) on each bar, as in Figure 7.
+`hashtag=` adds SWAG's follow-up for one hashtag (#mugshot in the paper): its rate and count per
+group. Every rate and difference has a 95% bootstrap interval over the group's images.
+"""
+from __future__ import annotations
+
+import logging
+from dataclasses import dataclass
+
+import numpy as np
+
+from pipeline.cli import key, load_config
+from transfer.groups import ci, metrics
+from transfer.groups.config import GroupConfig
+from transfer.groups.data import group_index, group_values, read_images
+from transfer.groups.report import bars, difference_bars, pct_ci, write
+
+
+@dataclass(frozen=True, kw_only=True)  # its required keys follow the shared defaults
+class AssociationsConfig(GroupConfig):
+    group: str = key(help="the group column, or columns joined by + (gender+race)")
+    k: int = key(5, "predictions per image: its k highest-scoring hashtags")
+    top: int = key(20, "hashtags listed per group (largest absolute difference from the other groups)")
+    hashtag: str | None = key(None, "a hashtag whose rate and count per group are reported (SWAG: mugshot)")
+
+    def __post_init__(self):
+        super().__post_init__()
+        if self.k < 1 or self.top < 1:
+            raise ValueError(f"k and top must be >= 1, got k={self.k} top={self.top}")
+
+
+def associations(probs, groups, num_groups: int, k: int = 5, top: int = 20, hashtag: int | None = None,
+                 n_boot: int = 1000, seed: int = 0) -> dict:
+    """The figures from probabilities [N, H] and group ids [N] (0..G-1; all kept). Keys: rates
+    [G][H]; top (per group, metrics.association_differences' entries with rate_ci95 and diff_ci95);
+    hashtag (per group: count, images, rate and diff from the others' mean, with intervals)."""
+    probs, groups = np.asarray(probs, dtype=np.float64), np.asarray(groups)
+    x = metrics.indicator_matrix(metrics.top_k(probs, k), probs.shape[1])
+    rates = metrics.group_means(x, groups, num_groups)
+    tops = metrics.association_differences(rates, top)
+    cols = sorted({e["label"] for t in tops for e in t} | ({hashtag} if hashtag is not None else set()))
+    reps = ci.group_means(x[:, cols], ci.replicate_weights(groups, num_groups, n_boot=n_boot, seed=seed))
+    diffs = reps - metrics.others_mean(reps)
+    rate_ci, diff_ci = ci.interval(reps), ci.interval(diffs)
+    where = {h: j for j, h in enumerate(cols)}
+    for g, t in enumerate(tops):
+        for e in t:
+            j = where[e["label"]]
+            e["rate_ci95"], e["diff_ci95"] = ci.plain(rate_ci[:, g, j]), ci.plain(diff_ci[:, g, j])
+    out = {"rates": rates.tolist(), "top": tops}
+    if hashtag is not None:
+        j, other = where[hashtag], metrics.others_mean(rates)
+        out["hashtag"] = [{"count": int(x[groups == g, hashtag].sum()), "images": int((groups == g).sum()),
+                           "rate": {"value": float(rates[g, hashtag]), "ci95": ci.plain(rate_ci[:, g, j])},
+                           "diff": {"value": ci.plain(rates[g, hashtag] - other[g, hashtag]),
+                                    "ci95": ci.plain(diff_ci[:, g, j])}} for g in range(num_groups)]
+    return out
+
+
+def run(cfg: AssociationsConfig) -> dict:
+    from transfer.groups.scores import hashtag_probs
+
+    table = read_images(cfg.data, cfg.layout)
+    grp = group_index(group_values(table, cfg.group), cfg.min_group_size)
+    keep = grp.ids >= 0
+    model, probs = hashtag_probs(cfg, table)
+    names = list(model.meta["labels"])
+    if cfg.hashtag is not None and cfg.hashtag not in names:
+        raise ValueError(f"hashtag={cfg.hashtag!r} is not among the model's {len(names)} hashtags")
+    h = names.index(cfg.hashtag) if cfg.hashtag is not None else None
+    r = associations(probs[keep], grp.ids[keep], len(grp.names), cfg.k, cfg.top, h, cfg.n_boot, cfg.seed)
+    for t in r["top"]:
+        for e in t:
+            e["hashtag"] = names[e["label"]]
+    result = {"analysis": "associations", "model": cfg.model, "data": cfg.data, "group": cfg.group,
+              "groups": [{"name": n, "images": s} for n, s in zip(grp.names, grp.sizes)],
+              "excluded": grp.excluded, "skipped": table.skipped, "images": int(keep.sum()), "k": cfg.k,
+              "hashtags": names, **r}
+    figures = {"differences": difference_bars(list(zip(grp.names, r["top"])), names,
+                                              f"top-{cfg.k} hashtag rate vs the other groups' mean ({cfg.group})")}
+    if h is not None:
+        figures["hashtag"] = bars(grp.names, [e["rate"] for e in r["hashtag"]], f"#{cfg.hashtag} rate by {cfg.group}",
+                                  f"share of images with #{cfg.hashtag} in the top {cfg.k}")
+    md = markdown(cfg, result)
+    result = write(cfg, result, md, figures)
+    print(md)
+    return result
+
+
+def markdown(cfg: AssociationsConfig, r: dict) -> str:
+    lines = [f"## Hashtag associations by {cfg.group}: {cfg.model}", "",
+             f"{r['images']} images in {len(r['groups'])} groups; top-{cfg.k} predictions; 95% bootstrap "
+             f"intervals over images. Excluded: {r['excluded']['missing value']} images without a value, "
+             f"small groups {r['excluded']['small groups'] or 'none'}."]
+    for g, t in zip(r["groups"], r["top"]):
+        lines += ["", f"### {g['name']} ({g['images']} images)", "",
+                  "| hashtag | rate | others' mean | difference (points) | relative |", "| --- | --- | --- | --- | --- |"]
+        for e in t:
+            lo, hi = e["diff_ci95"] or (None, None)
+            d = f"{100 * e['diff']:+.1f}" + (f" [{100 * lo:+.1f}, {100 * hi:+.1f}]" if lo is not None else "")
+            rel = "n/a" if e["relative"] is None else f"{100 * e['relative']:+.0f}%"
+            lines.append(f"| {e['hashtag']} | {pct_ci({'value': e['rate'], 'ci95': e['rate_ci95']})} | "
+                         f"{100 * e['others']:.1f}% | {d} | {rel} |")
+    if "hashtag" in r:
+        lines += ["", f"### #{cfg.hashtag}", "", "| group | images | count | rate | difference from the others |",
+                  "| --- | --- | --- | --- | --- |"]
+        for g, e in zip(r["groups"], r["hashtag"]):
+            lines.append(f"| {g['name']} | {e['images']} | {e['count']} | {pct_ci(e['rate'])} | "
+                         f"{pct_ci(e['diff']) if e['diff']['value'] is not None else '-'} |")
+    return "\n".join(lines)
+
+
+def main(argv: list[str] | None = None) -> dict:
+    logging.basicConfig(level=logging.INFO, format="%(asctime)s %(name)s %(message)s")
+    return run(load_config(AssociationsConfig, argv, "transfer.groups associations", __doc__))
+
+
+if __name__ == "__main__":
+    main()
