@@ -17,7 +17,7 @@ TORCHRUN := $(VENV)/bin/torchrun --standalone
 NPROC ?= 1
 export PYTHONHASHSEED := 0
 
-.PHONY: setup dataset dedup vocab label shards resample card pretrain transfer compare demo demo-lit ablation \
+.PHONY: setup dataset dedup vocab label shards resample card pretrain transfer compare demo demo-lit groups ablation \
 	test test-fast test-all bench clean FORCE
 
 setup:
@@ -206,6 +206,24 @@ $(LIT)/zero_shot.json: $(LIT)/run/result.json $(DOWNSTREAM)/task.json $(TRANSFER
 	$(PY) -m transfer.zero_shot_table data=$(DOWNSTREAM) lit=$(LIT)/lit.json wordnet_average=$(LIT)/wordnet_average.json \
 		wordnet_split_max=$(LIT)/wordnet_split_max.json out=$@
 demo-lit: $(LIT)/zero_shot.json
+
+# --- per-group analyses (SWAG section 5, SEER's fairness indicators) -------------------------------
+# Hashtag associations (SWAG Figure 7, with #man's rate per group) and SEER's harmful label types for
+# the demo export on the held-out val images, their category as the group: the tools at work, not a
+# fairness result (clipart categories are not people). Tables printed; $(GROUPS)/*.{json,md,png}.
+GROUPS ?= $(DEMO)/groups
+GROUPS_MIN ?= 10
+GROUPS_HASHTAG ?= man
+GROUPS_CODE := $(wildcard transfer/groups/*.py) $(TRANSFER_CODE)
+GROUPS_RUN = $(PY) -m transfer.groups $(1) model=$(TRUNK_pretrained) data=$(DOWNSTREAM)/val layout=folder \
+	group=folder img_size=$(TRANSFER_IMG) min_group_size=$(GROUPS_MIN) cache_dir=$(GROUPS)/features
+SETTING_groups = $(GROUPS_MIN) $(GROUPS_HASHTAG) $(TRANSFER_IMG)
+$(GROUPS)/associations.json: $(DEMO)/pretrain/result.json $(DOWNSTREAM)/task.json $(GROUPS_CODE) $(call settings,groups) | setup
+	$(call GROUPS_RUN,associations) hashtag=$(GROUPS_HASHTAG) out=$@ > /dev/null
+$(GROUPS)/harmful.json: $(DEMO)/pretrain/result.json $(DOWNSTREAM)/task.json $(GROUPS_CODE) $(call settings,groups) | setup
+	$(call GROUPS_RUN,harmful) out=$@ > /dev/null
+groups: $(GROUPS)/associations.json $(GROUPS)/harmful.json
+	@cat $(GROUPS)/associations.md; echo; cat $(GROUPS)/harmful.md
 
 # --- the main job --------------------------------------------------------------------------------
 demo: $(DEMO)/transfer.json
