@@ -53,9 +53,10 @@ def test_dollar_street_layout(tmp_path):
 def test_any_table_with_an_image_column(tmp_path):
     _png(tmp_path / "x" / "1.png")
     _png(tmp_path / "x" / "2.png", 1)
-    (tmp_path / "t.csv").write_text("image,skin_tone,labels\nx/1.png,3,dog|cat\nx/2.png,,\n")
+    (tmp_path / "t.csv").write_text("image,skin_tone,labels,income\nx/1.png,3,dog|cat,1000\nx/2.png,,,\n")
     t = read_images(str(tmp_path / "t.csv"), "table")
     assert t.column("skin_tone") == ["3", None] and t.labels() == [["dog", "cat"], []]
+    assert t.column("income") == [1000.0, None] and t.column("income_bucket") == ["medium", None]  # ln 1000 / 3 = 2.3
     with pytest.raises(ValueError, match="unknown layout 'tsv'; valid: folder, utkface, dollar_street, table"):
         read_images(str(tmp_path / "t.csv"), "tsv")
     with pytest.raises(ValueError, match="no such file"):

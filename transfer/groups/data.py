@@ -11,7 +11,8 @@
                    household (the place), labels (the topics)
     table          a CSV or Parquet file with an `image` column (a path, relative to the file's
                    folder) and any group columns (skin tone, country, ...); `labels`, if present,
-                   holds an image's labels as a JSON list or `|`-separated
+                   holds an image's labels as a JSON list or `|`-separated; an `income` column
+                   (monthly USD) gets its `income_bucket` as for Dollar Street
 
 Groups are one column or several joined by "+" (`group=gender+race`: "1/2"). An image with no
 value in a group column is excluded and counted; so are the images of a group with fewer than
@@ -145,15 +146,16 @@ def read_table(path: Path, rename: dict | None = None) -> ImageTable:
     cols = {n: cols.get(n, []) for n in names}
     if "labels" in cols:
         cols["labels"] = [_label_list(v) for v in cols["labels"]]
+    if "income" in cols and "income_bucket" not in cols:
+        cols["income"] = [None if v is None else float(v) for v in cols["income"]]
+        known = [v for v in cols["income"] if v is not None]
+        buckets = iter(income_bucket(known).tolist() if known else [])
+        cols["income_bucket"] = [None if v is None else next(buckets) for v in cols["income"]]
     return ImageTable(tuple(sources), cols, {"image file missing": absent} if absent else {})
 
 
 def read_dollar_street(path: Path) -> ImageTable:
-    csv_path = path / "images_v2.csv" if path.is_dir() else path
-    t = read_table(csv_path, DOLLAR_STREET)
-    income = [float(x) for x in t.columns["income"]]
-    cols = {**t.columns, "income": income, "income_bucket": income_bucket(income).tolist()}
-    return ImageTable(t.sources, cols, t.skipped)
+    return read_table(path / "images_v2.csv" if path.is_dir() else path, DOLLAR_STREET)
 
 
 LAYOUTS = {"folder": read_folder, "utkface": read_utkface, "dollar_street": read_dollar_street, "table": read_table}
