@@ -175,6 +175,7 @@ def test_geo_on_a_dollar_street_layout(export, tmp_path):
     # top-2 hits: 1, 2, 3 yes; 4 no; 5, 6 yes; 8 yes (cat). Households: h1 1, h2 0, h3 1, h4 1
     region = r["seer"]["region"]
     assert [g["name"] for g in region["groups"]] == ["af", "eu"]
+    assert region["excluded"] == {"missing value": 0, "small groups": {}, "no household": 0}
     assert [v["value"] for v in region["rate"]] == [0.5, 1.0]  # per image, af would be 3/4
     assert region["rate"][1]["ci95"] == [1.0, 1.0]
     income = r["seer"]["income_bucket"]

@@ -149,9 +149,10 @@ def run(cfg: GeoConfig) -> dict:
     seer = {}
     for col in cfg.groups:
         grp = group_index(group_values(table, col), cfg.min_group_size, units=homes)
-        k = (grp.ids >= 0) & has_label & np.array([h is not None for h in homes])
+        has_home = np.array([h is not None for h in homes])
+        k = (grp.ids >= 0) & has_label & has_home
         seer[col] = {"groups": [{"name": n, "images": s} for n, s in zip(grp.names, grp.sizes)],
-                     "excluded": grp.excluded,
+                     "excluded": {**grp.excluded, "no household": int((~has_home).sum())},
                      **household_figures(hits[k], np.array(homes, dtype=object)[k], grp.ids[k], len(grp.names),
                                          cfg.n_boot, cfg.seed)}
     result = {"analysis": "geo", "model": cfg.model, "data": cfg.data, "images": len(table),
