@@ -57,8 +57,9 @@ def group_means(values, groups, num_groups: int, clusters=None) -> np.ndarray:
 
 
 def income_bucket(income) -> np.ndarray:
-    """Dollar Street's monthly income in USD -> "low" / "medium" / "high", as VISSL's fairness
-    indicators bucket it: round(ln(income) / 3), 1 or less low, 2 medium, 3 or more high (so
+    """Dollar Street's monthly income in USD -> "low" / "medium" / "high" by round(ln(income) / 3),
+    the bucketing issue 30 gives for VISSL's fairness indicators (projects/fairness_indicators; not
+    checked against that code here): 1 or less low, 2 medium, 3 or more high (so
     low < e^4.5 ~ $90 <= medium < e^7.5 ~ $1808 <= high; numpy's round, half to even)."""
     x = np.asarray(income, dtype=np.float64)
     if (~np.isfinite(x)).any() or (x <= 0).any():
