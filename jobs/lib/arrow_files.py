@@ -13,21 +13,13 @@ from urllib.parse import urlsplit
 
 from pyspark.sql import DataFrame, SparkSession
 
+from jobs.lib.output import part_files
 from pipeline.image_reader import REMOTE, open_input
 
 
 def data_files(spark: SparkSession, path: str) -> list[str]:
-    """The part files of a Spark-written table (no `_`/`.` names), as URIs, sorted: one listing on
-    the driver through Hadoop's file system, so any scheme Spark wrote to lists the same way."""
-    jvm = spark.sparkContext._jvm
-    root = jvm.org.apache.hadoop.fs.Path(path)
-    fs = root.getFileSystem(spark.sparkContext._jsc.hadoopConfiguration())
-    files, it = [], fs.listFiles(root, True)
-    while it.hasNext():
-        p = it.next().getPath()
-        if not p.getName().startswith(("_", ".")) and p.getName().endswith(".parquet"):
-            files.append(p.toUri().toString())
-    return sorted(files)
+    """The Parquet part files of a Spark-written table, as URIs, sorted (jobs/lib/output.part_files)."""
+    return part_files(spark, path, ".parquet")
 
 
 def readable_in_tasks(uri: str) -> bool:

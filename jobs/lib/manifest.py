@@ -14,6 +14,7 @@ from pyspark.sql import DataFrame, Observation, SparkSession, Window
 from pyspark.sql import functions as F
 from pyspark.sql import types as T
 
+from jobs.lib.output import part_files
 from pipeline.normalize import TAG_SEPARATOR, caption_hashtags_joined
 from schemas import MANIFEST_CAPTION, MANIFEST_HASHTAGS, MANIFEST_ID, MANIFEST_IMAGE
 
@@ -64,15 +65,7 @@ def _read_parquet(spark: SparkSession, path: str) -> DataFrame:
 def _type_conflict(spark: SparkSession, path: str) -> str | None:
     """The first column whose type differs between two part files of `path`, naming both files
     (only on the error path: one footer read per file on the driver)."""
-    jvm = spark.sparkContext._jvm
-    root = jvm.org.apache.hadoop.fs.Path(path)
-    fs = root.getFileSystem(spark.sparkContext._jsc.hadoopConfiguration())
-    files, it = [], fs.listFiles(root, True)
-    while it.hasNext():
-        p = it.next().getPath()
-        rel = p.toString()[len(fs.makeQualified(root).toString()):]
-        if not any(part.startswith(("_", ".")) for part in rel.split("/") if part):
-            files.append(p.toString())
+    files = part_files(spark, path)
     seen: dict[str, tuple[str, str]] = {}  # column -> (type, first file with it)
     for f in sorted(files):
         for field in spark.read.parquet(f).schema.fields:

@@ -19,6 +19,22 @@ def _fs(spark, path: str):
     return p, p.getFileSystem(spark.sparkContext._jsc.hadoopConfiguration())
 
 
+def part_files(spark, path: str, suffix: str = "") -> list[str]:
+    """The data files under a table directory (or the file itself), as URIs, sorted: every file
+    ending in `suffix` with no path component starting with `_` or `.` (Spark's _SUCCESS, hidden
+    temporaries). One listing on the driver through Hadoop's file system, so any scheme Spark
+    reads lists the same way."""
+    root, fs = _fs(spark, path)
+    prefix = fs.makeQualified(root).toString()
+    files, it = [], fs.listFiles(root, True)
+    while it.hasNext():
+        p = it.next().getPath()
+        rel = p.toString()[len(prefix):]
+        if p.getName().endswith(suffix) and not any(part.startswith(("_", ".")) for part in rel.split("/") if part):
+            files.append(p.toUri().toString())
+    return sorted(files)
+
+
 @contextmanager
 def atomic_output(spark, out: str):
     """Yield a temporary directory URI; on success rename it to `out` (replacing it).
