@@ -101,8 +101,12 @@ def test_associations_and_harmful_on_a_folder(export, tmp_path):
     assert r["excluded"] == {"missing value": 0, "small groups": {"tiny": 1}}
     assert np.allclose(r["rates"], [[1, 1, 1, 1, 1, 0]] * 2)  # every image's top 5: the first five hashtags
     assert [[e["hashtag"] for e in t] for t in r["top"]] == [["dog", "cat", "truck"]] * 2
-    assert all(e["diff"] == 0 and e["relative"] == 0 and e["diff_ci95"] == [0, 0] for t in r["top"] for e in t)
-    assert [(e["count"], e["rate"]["value"], e["rate"]["ci95"]) for e in r["hashtag"]] == [(4, 1.0, [1.0, 1.0])] * 2
+    assert all(e["diff"] == 0 and e["relative"] == 0 for t in r["top"] for e in t)
+    # 4 of 4 in both groups: each rate's exact low end 0.025 ** (1 / 4), each difference +-(1 - it)
+    assert all(e["rate_ci95"] == pytest.approx([0.397635, 1]) and e["diff_ci95"] == pytest.approx([-0.602365, 0.602365])
+               for t in r["top"] for e in t)
+    assert [(e["count"], e["rate"]["value"]) for e in r["hashtag"]] == [(4, 1.0)] * 2
+    assert all(e["rate"]["ci95"] == pytest.approx([0.397635, 1]) for e in r["hashtag"])
     saved = json.loads(out.read_text())
     assert saved["config"]["group"] == "folder" and saved["figures"].keys() == {"differences", "hashtag"}
     assert out.with_suffix(".md").read_text().startswith("## Hashtag associations by folder")
@@ -116,13 +120,15 @@ def test_associations_and_harmful_on_a_folder(export, tmp_path):
     for t, row in want.items():
         for g in range(2):
             assert [f["value"] for f in r["thresholds"][t]["rate"][g]] == row, (t, g)
-            assert [f["ci95"] for f in r["thresholds"][t]["rate"][g]] == [[v, v] for v in row]
+            # 0 or 4 of 4: the exact bounds [0, 1 - 0.025 ** (1 / 4)] and [0.025 ** (1 / 4), 1]
+            assert [f["ci95"] for f in r["thresholds"][t]["rate"][g]] == [
+                pytest.approx([0, 0.602365] if v == 0 else [0.397635, 1]) for v in row]
     assert r["label_types"] == {"cat": ["Non-Human"], "dog": ["Non-Human"], "mugshot": ["Crime"],
                                 "thief": ["Crime", "Human"]}
     assert r["label_type_counts"] == {"Human": 1, "Possibly-Human": 0, "Non-Human": 2, "Crime": 2}
     md = out.with_suffix(".md").read_text()
     assert "| thief | thief.n.01 | Human, Crime | Human <- person.n.01; Crime <- criminal.n.01 |" in md
-    assert "| blue | 4 | 0.0% [0.0, 0.0] | 0.0% [0.0, 0.0] | 100.0% [100.0, 100.0] |" in md
+    assert "| blue | 4 | 0.0% [0.0, 60.2] | 0.0% [0.0, 60.2] | 100.0% [39.8, 100.0] |" in md
 
 
 def test_bad_input_is_a_clear_error(export, tmp_path):
@@ -177,7 +183,7 @@ def test_geo_on_a_dollar_street_layout(export, tmp_path):
     assert [g["name"] for g in region["groups"]] == ["af", "eu"]
     assert region["excluded"] == {"missing value": 0, "small groups": {}, "no household": 0}
     assert [v["value"] for v in region["rate"]] == [0.5, 1.0]  # per image, af would be 3/4
-    assert region["rate"][1]["ci95"] == [1.0, 1.0]
+    assert region["rate"][1]["ci95"] == pytest.approx([0.158114, 1.0])  # 2 of 2 households: 0.025 ** (1 / 2)
     income = r["seer"]["income_bucket"]
     assert [g["name"] for g in income["groups"]] == ["high", "low", "medium"]
     assert [v["value"] for v in income["rate"]] == [1.0, 1.0, 0.0]

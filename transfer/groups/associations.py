@@ -22,7 +22,7 @@ from pipeline.cli import key, load_config
 from transfer.groups import ci, metrics
 from transfer.groups.config import GroupConfig
 from transfer.groups.data import group_index, group_values, read_images
-from transfer.groups.report import bars, difference_bars, pct_ci, write
+from transfer.groups.report import EXACT_NOTE, bars, difference_bars, pct_ci, points_ci, write
 
 
 @dataclass(frozen=True, kw_only=True)  # its required keys follow the shared defaults
@@ -48,21 +48,18 @@ def associations(probs, groups, num_groups: int, k: int = 5, top: int = 20, hash
     rates = metrics.group_means(x, groups, num_groups)
     tops = metrics.association_differences(rates, top)
     cols = sorted({e["label"] for t in tops for e in t} | ({hashtag} if hashtag is not None else set()))
-    reps = ci.group_means(x[:, cols], ci.replicate_weights(groups, num_groups, n_boot=n_boot, seed=seed))
-    diffs = reps - metrics.others_mean(reps)
-    rate_ci, diff_ci = ci.interval(reps), ci.interval(diffs)
+    reps = ci.replicate_weights(groups, num_groups, n_boot=n_boot, seed=seed)
+    rate, diff = ci.rates_and_differences(rates[:, cols], ci.group_means(x[:, cols], reps), reps)
     where = {h: j for j, h in enumerate(cols)}
     for g, t in enumerate(tops):
         for e in t:
             j = where[e["label"]]
-            e["rate_ci95"], e["diff_ci95"] = ci.plain(rate_ci[:, g, j]), ci.plain(diff_ci[:, g, j])
+            e["rate_ci95"], e["diff_ci95"] = rate[g][j]["ci95"], diff[g][j]["ci95"]
     out = {"rates": rates.tolist(), "top": tops}
     if hashtag is not None:
-        j, other = where[hashtag], metrics.others_mean(rates)
+        j = where[hashtag]
         out["hashtag"] = [{"count": int(x[groups == g, hashtag].sum()), "images": int((groups == g).sum()),
-                           "rate": {"value": float(rates[g, hashtag]), "ci95": ci.plain(rate_ci[:, g, j])},
-                           "diff": {"value": ci.plain(rates[g, hashtag] - other[g, hashtag]),
-                                    "ci95": ci.plain(diff_ci[:, g, j])}} for g in range(num_groups)]
+                           "rate": rate[g][j], "diff": diff[g][j]} for g in range(num_groups)]
     return out
 
 
@@ -100,22 +97,21 @@ def markdown(cfg: AssociationsConfig, r: dict) -> str:
     lines = [f"## Hashtag associations by {cfg.group}: {cfg.model}", "",
              f"{r['images']} images in {len(r['groups'])} groups; top-{cfg.k} predictions; 95% bootstrap "
              f"intervals over images. Excluded: {r['excluded']['missing value']} images without a value, "
-             f"small groups {r['excluded']['small groups'] or 'none'}."]
+             f"small groups {r['excluded']['small groups'] or 'none'}. {EXACT_NOTE}"]
     for g, t in zip(r["groups"], r["top"]):
         lines += ["", f"### {g['name']} ({g['images']} images)", "",
                   "| hashtag | rate | others' mean | difference (points) | relative |", "| --- | --- | --- | --- | --- |"]
         for e in t:
-            lo, hi = e["diff_ci95"] or (None, None)
-            d = f"{100 * e['diff']:+.1f}" + (f" [{100 * lo:+.1f}, {100 * hi:+.1f}]" if lo is not None else "")
+            d = points_ci({"value": e["diff"], "ci95": e["diff_ci95"]})
             rel = "n/a" if e["relative"] is None else f"{100 * e['relative']:+.0f}%"
             lines.append(f"| {e['hashtag']} | {pct_ci({'value': e['rate'], 'ci95': e['rate_ci95']})} | "
                          f"{100 * e['others']:.1f}% | {d} | {rel} |")
     if "hashtag" in r:
-        lines += ["", f"### #{cfg.hashtag}", "", "| group | images | count | rate | difference from the others |",
+        lines += ["", f"### #{cfg.hashtag}", "", "| group | images | count | rate | difference from the others (points) |",
                   "| --- | --- | --- | --- | --- |"]
         for g, e in zip(r["groups"], r["hashtag"]):
             lines.append(f"| {g['name']} | {e['images']} | {e['count']} | {pct_ci(e['rate'])} | "
-                         f"{pct_ci(e['diff']) if e['diff']['value'] is not None else '-'} |")
+                         f"{points_ci(e['diff'])} |")
     return "\n".join(lines)
 
 

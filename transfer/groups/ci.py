@@ -7,6 +7,12 @@ image, rows summing to 1 within a group: drawing cluster c m times out of M give
 n_c images weight m / (M n_c), so the weighted sum is the mean over drawn households of their
 means. Every figure and every difference is computed on the same replicates, and its interval is
 the percentile interval (transfer/bootstrap.py's draws and percentile rule, here per group).
+
+A group whose rate is 0 (or 1) on every one of its n units gives a percentile interval of one
+point, which claims a certainty the data lack (0 of 16 images is consistent with a true rate of
+20%). There the interval's far end is the exact (Clopper-Pearson) bound, in closed form
+1 - ((1 - level) / 2) ** (1 / n), and every difference the group enters is widened by as much
+(`rates_and_differences`).
 """
 from __future__ import annotations
 
@@ -19,10 +25,12 @@ from transfer.bootstrap import _check_boot, _weights
 
 @dataclass(frozen=True)
 class Replicates:
-    """Per group g: rows[g] (image indices) and weights[g] [n_boot, len(rows[g])] (None if empty)."""
+    """Per group g: rows[g] (image indices), weights[g] [n_boot, len(rows[g])] (None if empty) and
+    units[g], the number of units resampled (images, or households)."""
     rows: tuple
     weights: tuple
     n_boot: int
+    units: tuple = ()
 
 
 def replicate_weights(groups, num_groups: int, clusters=None, n_boot: int = 1000, seed: int = 0) -> Replicates:
@@ -30,20 +38,23 @@ def replicate_weights(groups, num_groups: int, clusters=None, n_boot: int = 1000
     _check_boot(n_boot, 0.95)
     groups = np.asarray(groups)
     rng = np.random.default_rng(seed)
-    rows, weights = [], []
+    rows, weights, units = [], [], []
     for g in range(num_groups):
         r = np.flatnonzero(groups == g)
         rows.append(r)
         if len(r) == 0:
             weights.append(None)
+            units.append(0)
         elif clusters is None:
             weights.append(_weights(rng, len(r), n_boot))
+            units.append(len(r))
         else:
             _, inv = np.unique(np.asarray(clusters)[r], return_inverse=True)
             inv = inv.reshape(-1)
             size = np.bincount(inv)
             weights.append(_weights(rng, len(size), n_boot)[:, inv] / size[inv])
-    return Replicates(tuple(rows), tuple(weights), n_boot)
+            units.append(len(size))
+    return Replicates(tuple(rows), tuple(weights), n_boot, tuple(units))
 
 
 def group_means(values, reps: Replicates) -> np.ndarray:
@@ -80,6 +91,40 @@ def interval(reps, level: float = 0.95) -> np.ndarray:
     if ok.any():
         out[:, ok] = np.nanquantile(r[:, ok], [(1 - level) / 2, (1 + level) / 2], axis=0)
     return out
+
+
+def exact_end(n, level: float = 0.95) -> np.ndarray:
+    """The Clopper-Pearson upper bound of a rate observed as 0 of n (1 minus it: the lower bound
+    of n of n): 1 - ((1 - level) / 2) ** (1 / n); nan where n is 0."""
+    n = np.asarray(n, dtype=np.float64)
+    with np.errstate(divide="ignore"):
+        return np.where(n > 0, 1 - ((1 - level) / 2) ** (1 / np.where(n > 0, n, 1)), np.nan)
+
+
+def rates_and_differences(point, boot, reps: Replicates, level: float = 0.95) -> tuple:
+    """(rate, diff): per group, a rate's figures and those of its difference from the other groups'
+    mean (nested lists of {"value", "ci95"}, the shape of `point`). point [G, ...] and boot
+    [n_boot, G, ...] are rates in [0, 1] over the units `reps` resamples. Where a group's rate is
+    exactly 0 (1), the interval's upper (lower) end is at least the exact bound over its units, and
+    each difference is widened by what its own group's and (averaged) the other groups' intervals
+    gained."""
+    from transfer.groups.metrics import others_mean
+
+    point = np.asarray(point, dtype=np.float64)
+    shape = point.shape
+    p = point.reshape(shape[0], -1)
+    b = np.asarray(boot, dtype=np.float64).reshape(-1, *p.shape)
+    lo, hi = interval(b)
+    end = exact_end(np.asarray(reps.units, dtype=np.float64), level)[:, None]
+    new_hi = np.where(p == 0, np.fmax(hi, end), hi)
+    new_lo = np.where(p == 1, np.fmin(lo, 1 - end), lo)
+    gain_hi, gain_lo = np.nan_to_num(new_hi - hi), np.nan_to_num(lo - new_lo)
+    d_lo, d_hi = interval(b - others_mean(b))
+    d_lo = d_lo - gain_lo - np.nan_to_num(others_mean(gain_hi))
+    d_hi = d_hi + gain_hi + np.nan_to_num(others_mean(gain_lo))
+    diff = p - others_mean(p)
+    return (_nest(point, new_lo.reshape(shape), new_hi.reshape(shape)),
+            _nest(diff.reshape(shape), d_lo.reshape(shape), d_hi.reshape(shape)))
 
 
 def figure(point: float, reps_1d) -> dict:

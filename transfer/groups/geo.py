@@ -30,7 +30,7 @@ from pipeline.zero_shot_map import AGGREGATIONS, ClassMapping
 from transfer.groups import ci, metrics
 from transfer.groups.config import GroupConfig
 from transfer.groups.data import group_index, group_values, read_images
-from transfer.groups.report import bars, heatmap, pct_ci, write
+from transfer.groups.report import EXACT_NOTE, bars, heatmap, pct_ci, points_ci, write
 
 
 @dataclass(frozen=True, kw_only=True)  # its required keys follow the shared defaults
@@ -60,8 +60,8 @@ def country_figures(correct, label_rows, countries, num_countries: int, num_clas
     shared_classes ([G][G])."""
     correct, countries = np.asarray(correct, dtype=np.float64), np.asarray(countries)
     reps = ci.replicate_weights(countries, num_countries, n_boot=n_boot, seed=seed)
-    acc, boot = metrics.group_means(correct, countries, num_countries), ci.group_means(correct, reps)
-    diff, boot_diff = acc - metrics.others_mean(acc[:, None])[:, 0], boot - metrics.others_mean(boot[..., None])[..., 0]
+    accuracy, diff = ci.rates_and_differences(metrics.group_means(correct, countries, num_countries),
+                                              ci.group_means(correct, reps), reps)
     # (image, label) pairs: every label of an image counts toward its class
     pair_img = np.array([i for i, ls in enumerate(label_rows) for _ in ls], dtype=np.int64)
     pair_cls = np.array([c for ls in label_rows for c in ls], dtype=np.int64)
@@ -76,7 +76,7 @@ def country_figures(correct, label_rows, countries, num_countries: int, num_clas
                                                for p, w in zip(pair_rows, reps.weights)), reps.n_boot)
     boot_cls = ci.class_accuracy(correct[pair_img], pair_cls, num_classes, pair_reps)
     boot_matrix = np.stack([metrics.eighty_percent_matrix(b, rule)[0] for b in boot_cls])
-    return {"accuracy": ci.figures(acc, boot), "diff": ci.figures(diff, boot_diff),
+    return {"accuracy": accuracy, "diff": diff,
             "matrix": ci.plain(matrix), "matrix_ci95": ci.plain(ci.interval(boot_matrix)),
             "shared_classes": shared.tolist()}
 
@@ -85,11 +85,9 @@ def household_figures(hits, households, groups, num_groups: int, n_boot: int = 1
     """SEER's figures: per group, the mean over its households of each household's hit rate, with
     intervals over households, and each group's difference from the others' mean."""
     reps = ci.replicate_weights(groups, num_groups, clusters=households, n_boot=n_boot, seed=seed)
-    point = metrics.group_means(hits, groups, num_groups, clusters=households)
-    boot = ci.group_means(hits, reps)
-    diff = point - metrics.others_mean(point[:, None])[:, 0]
-    boot_diff = boot - metrics.others_mean(boot[..., None])[..., 0]
-    return {"rate": ci.figures(point, boot), "diff": ci.figures(diff, boot_diff)}
+    rate, diff = ci.rates_and_differences(metrics.group_means(hits, groups, num_groups, clusters=households),
+                                          ci.group_means(hits, reps), reps)
+    return {"rate": rate, "diff": diff}
 
 
 def class_mapping(cfg: GeoConfig, classes: list[str], names: list[str], synsets: list[list[str]]) -> list[ClassMapping]:
@@ -179,12 +177,11 @@ def markdown(cfg: GeoConfig, r: dict) -> str:
     lines = [f"## Geographic disparity: {cfg.model}", "",
              f"{r['images']} images, {len(r['classes'])} mapped classes ({len(r['unmapped_classes'])} unmapped: "
              f"{', '.join(r['unmapped_classes'][:20]) or 'none'}); {r['images_without_mapped_label']} images without a "
-             "mapped label left out. 95% bootstrap intervals over images (countries) and households (SEER).", "",
+             f"mapped label left out. 95% bootstrap intervals over images (countries) and households (SEER). {EXACT_NOTE}", "",
              "### Top-1 accuracy by country (SWAG F.1)", "", "| country | images | accuracy | - others' mean |",
              "| --- | --- | --- | --- |"]
     for c, a, d in zip(r["countries"], s["accuracy"], s["diff"]):
-        dtxt = "-" if d["value"] is None else f"{100 * d['value']:+.1f} [{100 * d['ci95'][0]:+.1f}, {100 * d['ci95'][1]:+.1f}]"
-        lines.append(f"| {c['name']} | {c['images']} | {pct_ci(a)} | {dtxt} |")
+        lines.append(f"| {c['name']} | {c['images']} | {pct_ci(a)} | {points_ci(d)} |")
     names = [c["name"] for c in r["countries"]]
     lines += ["", f"### {cfg.rule:g} rule: % of shared classes with row accuracy < {cfg.rule:g} x column accuracy", "",
               "| row \\ column | " + " | ".join(names) + " |", "| --- |" + " --- |" * len(names)]
@@ -194,8 +191,7 @@ def markdown(cfg: GeoConfig, r: dict) -> str:
         lines += ["", f"### Top-{cfg.k} hit rate per household, by {col} (SEER indicator 2)", "",
                   "| group | images | hit rate | - others' mean |", "| --- | --- | --- | --- |"]
         for g, a, d in zip(t["groups"], t["rate"], t["diff"]):
-            dtxt = "-" if d["value"] is None else f"{100 * d['value']:+.1f} [{100 * d['ci95'][0]:+.1f}, {100 * d['ci95'][1]:+.1f}]"
-            lines.append(f"| {g['name']} | {g['images']} | {pct_ci(a)} | {dtxt} |")
+            lines.append(f"| {g['name']} | {g['images']} | {pct_ci(a)} | {points_ci(d)} |")
     return "\n".join(lines)
 
 

@@ -23,7 +23,7 @@ from transfer.groups import ci, metrics
 from transfer.groups.config import GroupConfig
 from transfer.groups.data import group_index, group_values, read_images
 from transfer.groups.label_types import HARMFUL, TYPES, label_types, read_type_overrides, type_table
-from transfer.groups.report import bars, pct_ci, write
+from transfer.groups.report import EXACT_NOTE, bars, pct_ci, points_ci, write
 
 COLUMNS = (*TYPES, "harmful")
 
@@ -58,9 +58,8 @@ def type_rates(probs, groups, num_groups: int, types: list[set], thresholds, k: 
     for t in thresholds:
         x = metrics.type_hits(pred, conf, types, TYPES, t)
         x = np.concatenate([x, x[:, harm].max(1, keepdims=True)], 1)
-        point, boot = metrics.group_means(x, groups, num_groups), ci.group_means(x, reps)
-        diff, boot_diff = point - metrics.others_mean(point), boot - metrics.others_mean(boot)
-        out[float(t)] = {"rate": ci.figures(point, boot), "diff": ci.figures(diff, boot_diff)}
+        rate, diff = ci.rates_and_differences(metrics.group_means(x, groups, num_groups), ci.group_means(x, reps), reps)
+        out[float(t)] = {"rate": rate, "diff": diff}
     return out
 
 
@@ -104,14 +103,11 @@ def markdown(cfg: HarmfulConfig, r: dict, at: dict, types_md: str) -> str:
              f"(95% bootstrap interval over images); harmful = {' or '.join(HARMFUL)}. Excluded: "
              f"{r['excluded']['missing value']} images without a value, small groups "
              f"{r['excluded']['small groups'] or 'none'}. Labels per type: "
-             + ", ".join(f"{t} {n}" for t, n in r["label_type_counts"].items()) + ".", "",
+             + ", ".join(f"{t} {n}" for t, n in r["label_type_counts"].items()) + f". {EXACT_NOTE}", "",
              "| group | images | " + " | ".join(COLUMNS) + " | harmful - others' mean |",
              "| --- | --- | " + " | ".join("---" for _ in COLUMNS) + " | --- |"]
     for g, row, d in zip(r["groups"], at["rate"], at["diff"]):
-        diff = d[-1]
-        dtxt = "-" if diff["value"] is None else (f"{100 * diff['value']:+.1f} [{100 * diff['ci95'][0]:+.1f}, "
-                                                   f"{100 * diff['ci95'][1]:+.1f}]")
-        lines.append(f"| {g['name']} | {g['images']} | " + " | ".join(pct_ci(f) for f in row) + f" | {dtxt} |")
+        lines.append(f"| {g['name']} | {g['images']} | " + " | ".join(pct_ci(f) for f in row) + f" | {points_ci(d[-1])} |")
     lines += ["", "### Label types (WordNet hypernyms; check them)", "", types_md]
     return "\n".join(lines)
 

@@ -11,6 +11,11 @@ from pipeline.atomic import atomic_path
 from transfer.protocol import write_result
 
 
+# said under every summary table: where a percentile interval would be a single point
+EXACT_NOTE = ("A rate of 0 or 100% takes the exact (Clopper-Pearson) bound over the group's images (or households) "
+              "as its interval's far end; each difference it enters widens by as much.")
+
+
 def figure_path(out: str, name: str) -> Path:
     o = Path(out)
     return o.with_name(f"{o.stem}.{name}.png")
@@ -22,6 +27,14 @@ def pct_ci(fig: dict) -> str:
     if v is None:
         return "-"
     return f"{100 * v:.1f}% [{100 * lo:.1f}, {100 * hi:.1f}]" if lo is not None else f"{100 * v:.1f}%"
+
+
+def points_ci(fig: dict) -> str:
+    """"+12.3 [+4.0, +20.1]" (percentage points) from a difference's {"value", "ci95"}; "-" for none."""
+    v, (lo, hi) = fig["value"], fig["ci95"] or (None, None)
+    if v is None:
+        return "-"
+    return f"{100 * v:+.1f}" + (f" [{100 * lo:+.1f}, {100 * hi:+.1f}]" if lo is not None else "")
 
 
 def write(cfg, result: dict, markdown: str, figures: dict) -> dict:

@@ -22,7 +22,7 @@ from pipeline.cli import key, load_config
 from transfer.groups import ci, metrics
 from transfer.groups.config import GroupConfig
 from transfer.groups.data import group_index, group_values, read_images
-from transfer.groups.report import bars, pct_ci, write
+from transfer.groups.report import EXACT_NOTE, bars, pct_ci, points_ci, write
 
 
 @dataclass(frozen=True, kw_only=True)  # its required keys follow the shared defaults
@@ -45,9 +45,8 @@ def precision_by_group(query, database, query_attr, db_attr, groups, num_groups:
     nn = metrics.neighbours(query, database, max(ks), exclude_self)
     p = metrics.precision_at_k(nn, query_attr, db_attr, ks)
     reps = ci.replicate_weights(groups, num_groups, n_boot=n_boot, seed=seed)
-    point, boot = metrics.group_means(p, groups, num_groups), ci.group_means(p, reps)
-    diff, boot_diff = point - metrics.others_mean(point), boot - metrics.others_mean(boot)
-    return {"precision": ci.figures(point, boot), "diff": ci.figures(diff, boot_diff)}
+    precision, diff = ci.rates_and_differences(metrics.group_means(p, groups, num_groups), ci.group_means(p, reps), reps)
+    return {"precision": precision, "diff": diff}
 
 
 def run(cfg: RetrievalConfig) -> dict:
@@ -93,13 +92,11 @@ def markdown(cfg: RetrievalConfig, r: dict) -> str:
     lines = [f"## Precision@K of {cfg.attribute} by {r['group']}: {cfg.model}", "",
              f"{r['queries']} queries against {r['database_images']} database images (cosine, L2-normalised trunk "
              f"embeddings); 95% bootstrap intervals over queries. Excluded: {r['excluded']['missing value']} images "
-             f"without a value, small groups {r['excluded']['small groups'] or 'none'}.", "",
+             f"without a value, small groups {r['excluded']['small groups'] or 'none'}. {EXACT_NOTE}", "",
              "| group | queries | " + " | ".join(f"P@{k}" for k in cfg.ks) + f" | P@{cfg.ks[0]} - others' mean |",
              "| --- | --- | " + " | ".join("---" for _ in cfg.ks) + " | --- |"]
     for g, row, d in zip(r["groups"], r["precision"], r["diff"]):
-        dtxt = "-" if d[0]["value"] is None else (f"{100 * d[0]['value']:+.1f} [{100 * d[0]['ci95'][0]:+.1f}, "
-                                                  f"{100 * d[0]['ci95'][1]:+.1f}]")
-        lines.append(f"| {g['name']} | {g['images']} | " + " | ".join(pct_ci(f) for f in row) + f" | {dtxt} |")
+        lines.append(f"| {g['name']} | {g['images']} | " + " | ".join(pct_ci(f) for f in row) + f" | {points_ci(d[0])} |")
     return "\n".join(lines)
 
 

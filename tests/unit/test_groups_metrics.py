@@ -60,6 +60,34 @@ def test_interval_of_a_constant_group_is_a_point_and_nan_for_an_empty_group():
     assert ci.figure(0.8, np.array([0.7, 0.8, 0.9] * 10)) == {"value": 0.8, "ci95": [0.7, 0.9]}
 
 
+def test_a_zero_or_full_rate_gets_the_exact_bound_and_its_differences_widen():
+    from scipy.stats import beta
+
+    # group 0: 16 images, none a hit; group 1: 16 images, all hits; group 2: half and half
+    x = np.array([0.0] * 16 + [1.0] * 16 + [0.0, 1.0] * 8)[:, None]
+    groups = np.repeat([0, 1, 2], 16)
+    reps = ci.replicate_weights(groups, 3, n_boot=400, seed=0)
+    point = metrics.group_means(x, groups, 3)
+    rate, diff = ci.rates_and_differences(point, ci.group_means(x, reps), reps)
+    upper = beta.ppf(0.975, 1, 16)  # Clopper-Pearson's upper bound of 0 of 16, from the beta quantile
+    assert upper == pytest.approx(0.206, abs=1e-3)
+    assert rate[0][0]["ci95"] == pytest.approx([0.0, upper]) and rate[1][0]["ci95"] == pytest.approx([1 - upper, 1.0])
+    lo2, hi2 = rate[2][0]["ci95"]  # a mixed group keeps its bootstrap interval
+    assert 0.2 < lo2 < 0.5 < hi2 < 0.8
+    # group 0's difference (0 - the mean of 1 and 0.5 = -0.75): the bootstrap interval comes from
+    # group 2 alone; its high end gains group 0's gain (upper) and half of group 1's (upper / 2),
+    # its low end nothing (0 cannot fall, 1 cannot rise)
+    d = diff[0][0]
+    assert d["value"] == pytest.approx(-0.75)
+    boot_lo, boot_hi = 0 - (1 + hi2) / 2, 0 - (1 + lo2) / 2
+    assert d["ci95"][1] == pytest.approx(boot_hi + upper + upper / 2, abs=0.02)
+    assert d["ci95"][0] == pytest.approx(boot_lo, abs=0.02)
+    # over households: the bound counts households, not images (4 households of 4 images)
+    hreps = ci.replicate_weights(groups, 3, clusters=np.arange(48) // 4, n_boot=100, seed=0)
+    hrate, _ = ci.rates_and_differences(point, ci.group_means(x, hreps), hreps)
+    assert hrate[0][0]["ci95"][1] == pytest.approx(beta.ppf(0.975, 1, 4))
+
+
 def test_income_buckets_round_ln_income_over_three():
     # ln(90.02) = 4.5 and ln(1808.04) = 7.5 are the bucket edges: 1.5 -> 2 and 2.5 -> 2 (half to
     # even) would matter only exactly there
@@ -133,12 +161,15 @@ def test_associations_from_probabilities_with_intervals():
     g0 = r["top"][0]  # diffs g0 - g1: [0.5, 1, -1, -0.5, 0, 0] -> labels 1, 2, then 0 (tie with 3: lower first)
     assert [e["label"] for e in g0] == [1, 2, 0] and [e["diff"] for e in g0] == pytest.approx([1, -1, 0.5])
     assert g0[0]["relative"] is None and g0[2]["relative"] == pytest.approx(1.0)
-    assert g0[0]["rate_ci95"] == [1.0, 1.0]  # every image of group 0 predicts it
-    lo, hi = g0[2]["diff_ci95"]  # 1 - (rate of g1, resampled from two 1s and two 0s)
-    assert lo == 0.0 and hi == 1.0
+    # every image of group 0 predicts it: the exact lower bound of 4 of 4, 0.025 ** (1 / 4)
+    assert g0[0]["rate_ci95"] == pytest.approx([0.397635, 1.0], abs=1e-6)
+    # 1 - (rate of g1, resampled from two 1s and two 0s): the bootstrap's [0, 1], its low end
+    # widened by what group 0's rate interval gained below 1 (1 - 0.397635)
+    assert g0[2]["diff_ci95"] == pytest.approx([-0.602365, 1.0], abs=1e-6)
     h = r["hashtag"]
     assert [e["count"] for e in h] == [0, 2] and [e["images"] for e in h] == [4, 4]
-    assert [e["rate"]["value"] for e in h] == [0.0, 0.5] and h[0]["rate"]["ci95"] == [0.0, 0.0]
+    assert [e["rate"]["value"] for e in h] == [0.0, 0.5]
+    assert h[0]["rate"]["ci95"] == pytest.approx([0.0, 0.602365], abs=1e-6)  # 0 of 4: 1 - 0.025 ** (1 / 4)
     assert [e["diff"]["value"] for e in h] == [-0.5, 0.5]
 
 
@@ -167,7 +198,7 @@ def test_type_rates_per_group_with_harmful_the_union_of_non_human_and_crime():
     assert val[0.3] == [[0.5, 0, 0.5, 0.0, 0.5], [0.5, 0, 0.0, 0.5, 0.5]]  # b's crime @ .2 drops
     diffs = [[f["value"] for f in row] for row in r[0.1]["diff"]]
     assert diffs[0][4] == pytest.approx(0.5) and diffs[1][4] == pytest.approx(-0.5)
-    assert r[0.1]["rate"][0][4]["ci95"] == [1.0, 1.0]
+    assert r[0.1]["rate"][0][4]["ci95"] == pytest.approx([0.158114, 1.0], abs=1e-6)  # 2 of 2: 0.025 ** (1 / 2)
 
 
 def _unit(deg):
