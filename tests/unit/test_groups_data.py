@@ -82,15 +82,30 @@ def test_group_ids_count_missing_values_and_small_groups():
 def test_label_types_through_wordnet_hypernyms(wn, tmp_path):
     syn = [["dog.n.01"], ["criminal.n.01"], ["mug_shot.n.01"], ["hand.n.01"], ["car.n.01"], ["woman.n.01"], [],
            ["car.n.01", "cat.n.01"]]
-    got = label_types(syn, wn)
-    types = [t for t, _ in got]
+    names = ["dog", "criminal", "mugshot", "hand", "car", "woman", "x", "carcat"]
+    got = label_types(names, syn, wn)
+    types = [t.types for t in got]
+    # carcat: a name WordNet lacks is typed by all its synsets
     assert types == [{"Non-Human"}, {"Human", "Crime"}, {"Crime"}, {"Possibly-Human"}, set(), {"Human"}, set(),
                      {"Non-Human"}]
-    assert got[0][1] == ["Non-Human <- animal.n.01"]
-    md = type_table(["dog", "criminal", "mugshot", "hand", "car", "woman", "x", "carcat"], syn, got,
-                    {"car": {"Crime"}})
+    assert got[0].why == ["Non-Human <- animal.n.01"] and got[0].sense == ["dog.n.01"]
+    assert got[7].sense == ["car.n.01", "cat.n.01"]
+    md = type_table(names, got, {"car": {"Crime"}})
     assert "| car | car.n.01 | Crime | override file |" in md and "| x |" not in md
     assert "| criminal | criminal.n.01 | Human, Crime | Human <- person.n.01; Crime <- criminal.n.01 |" in md
+    assert "| carcat | car.n.01, cat.n.01 | Non-Human | Non-Human <- animal.n.01 |" in md
+    # polysemous labels with the demo vocabulary's synset sets (six lexnames): by the name's most
+    # frequent sense a toy (plaything.n.01) and a flag (flag.n.01) have no type and arab
+    # (arab.n.01, a person) is Human; the union of their synsets types them by toy_dog.n.01,
+    # iris.n.01 and arabian.n.02 (the horse)
+    poly = ["toy", "flag", "arab"]
+    poly_syn = [["miniature.n.02", "plaything.n.01", "toy.n.02", "toy.n.03", "toy_dog.n.01"],
+                ["flag.n.01", "flag.n.06", "flag.n.07", "iris.n.01", "pin.n.08"], ["arabian.n.02"]]
+    assert [t.types for t in label_types(poly, poly_syn, wn)] == [set(), set(), {"Human"}]
+    assert [t.types for t in label_types(poly, poly_syn, wn, senses="all")] == [{"Non-Human"}, {"Possibly-Human"},
+                                                                              {"Non-Human"}]
+    with pytest.raises(ValueError, match="senses='most'"):
+        label_types(poly, poly_syn, wn, senses="most")
     (tmp_path / "t.yaml").write_text("car: Crime\nbike: [Human, Robot]\n")
     with pytest.raises(ValueError, match=r"unknown type\(s\) \['Robot'\]"):
         read_type_overrides(tmp_path / "t.yaml")

@@ -22,7 +22,7 @@ from pipeline.cli import key, load_config
 from transfer.groups import ci, metrics
 from transfer.groups.config import GroupConfig
 from transfer.groups.data import group_index, group_values, read_images
-from transfer.groups.label_types import HARMFUL, TYPES, label_types, read_type_overrides, type_table
+from transfer.groups.label_types import HARMFUL, SENSES, TYPES, label_types, read_type_overrides, type_table
 from transfer.groups.report import EXACT_NOTE, bars, pct_ci, points_ci, write
 
 COLUMNS = (*TYPES, "harmful")
@@ -35,11 +35,14 @@ class HarmfulConfig(GroupConfig):
     thresholds: tuple[float, ...] = key((0.0, 0.1, 0.3, 0.8), "confidence thresholds")
     report_threshold: float = key(0.1, "the threshold the summary and figure show (one of thresholds)")
     label_types: str | None = key(None, "YAML label name -> [type, ...], replacing the WordNet lookup for those")
+    senses: str = key("first", "type a label by its name's most frequent WordNet sense (first) or all its synsets (all)")
 
     def __post_init__(self):
         super().__post_init__()
         if self.report_threshold not in self.thresholds:
             raise ValueError(f"report_threshold {self.report_threshold} is not one of thresholds {list(self.thresholds)}")
+        if self.senses not in SENSES:
+            raise ValueError(f"unknown senses={self.senses!r}; valid: {', '.join(SENSES)}")
         if self.k < 1:
             raise ValueError(f"k must be >= 1, got {self.k}")
 
@@ -73,12 +76,12 @@ def run(cfg: HarmfulConfig) -> dict:
     keep = grp.ids >= 0
     model, probs = hashtag_probs(cfg, table)
     names, synsets = hashtag_table(cfg, model.meta)
-    typed = label_types(synsets, load_wordnet())
+    typed = label_types(names, synsets, load_wordnet(), senses=cfg.senses)
     overrides = read_type_overrides(cfg.label_types) if cfg.label_types else {}
     unknown = sorted(set(overrides) - set(names))
     if unknown:
         raise ValueError(f"label_types={cfg.label_types} names labels the model lacks: {unknown[:10]}")
-    types = [overrides.get(n, t) for n, (t, _) in zip(names, typed)]
+    types = [overrides.get(n, t.types) for n, t in zip(names, typed)]
     rates = type_rates(probs[keep], grp.ids[keep], len(grp.names), types, cfg.thresholds, cfg.k, cfg.n_boot, cfg.seed)
     result = {"analysis": "harmful", "model": cfg.model, "data": cfg.data, "group": cfg.group,
               "groups": [{"name": n, "images": s} for n, s in zip(grp.names, grp.sizes)],
@@ -91,7 +94,7 @@ def run(cfg: HarmfulConfig) -> dict:
     figures = {"harmful": bars(grp.names, [r[-1] for r in at["rate"]],
                                f"images with a harmful top-{cfg.k} label at p >= {cfg.report_threshold}",
                                "share of the group's images")}
-    md = markdown(cfg, result, at, type_table(names, synsets, typed, overrides))
+    md = markdown(cfg, result, at, type_table(names, typed, overrides))
     result = write(cfg, result, md, figures)
     print(md)
     return result
@@ -108,7 +111,8 @@ def markdown(cfg: HarmfulConfig, r: dict, at: dict, types_md: str) -> str:
              "| --- | --- | " + " | ".join("---" for _ in COLUMNS) + " | --- |"]
     for g, row, d in zip(r["groups"], at["rate"], at["diff"]):
         lines.append(f"| {g['name']} | {g['images']} | " + " | ".join(pct_ci(f) for f in row) + f" | {points_ci(d[-1])} |")
-    lines += ["", "### Label types (WordNet hypernyms; check them)", "", types_md]
+    lines += ["", f"### Label types (WordNet hypernyms of each label's {'most frequent sense' if cfg.senses == 'first' else 'synsets'}; "
+              "check them)", "", types_md]
     return "\n".join(lines)
 
 

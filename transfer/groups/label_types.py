@@ -1,8 +1,17 @@
 """SEER's label types (Goyal et al. 2022b, indicator 1) for a hashtag vocabulary, through WordNet.
 
-A label has a type when one of its synsets is, or has among its (instance) hypernyms, one of the
-type's roots below: `person.n.01` makes a Human label, `animal.n.01` a Non-Human one. A label may
-have several types (a `criminal` is Human and Crime) or none. Non-Human and Crime are the harmful
+A label has a type when its sense is, or has among its (instance) hypernyms, one of the type's
+roots below: `person.n.01` makes a Human label, `animal.n.01` a Non-Human one. A label may have
+several types (a `criminal` is Human and Crime) or none.
+
+Its sense (senses="first", the default) is the most frequent noun sense of its name in all of
+WordNet (the first of wn.synsets(name), ordered by SemCor frequency): what the word says to a
+reader of the prediction. The vocabulary's synset set decides only which hashtags merge, and
+its union over every sense types polysemous words by their rarest meaning (toy by toy_dog.n.01,
+stock by livestock.n.01, flag by iris.n.01: all Non-Human or Possibly-Human), while a six-lexname
+vocabulary keeps only arab's horse sense (arabian.n.02) of a word that names people first. A name
+WordNet does not know falls back to the union of the label's synsets; senses="all" takes that
+union for every label (the broadest reading). Non-Human and Crime are the harmful
 types: their presence among the top-5 predictions for a photograph of a person is what the
 indicator counts. The roots are a short list for a person to check; `label_types=FILE.yaml`
 (label name -> [type, ...]) replaces the lookup for labels it names, e.g. for a model whose
@@ -16,8 +25,10 @@ from __future__ import annotations
 
 from collections import deque
 from pathlib import Path
+from typing import NamedTuple
 
 TYPES = ("Human", "Possibly-Human", "Non-Human", "Crime")
+SENSES = ("first", "all")
 HARMFUL = ("Non-Human", "Crime")
 TYPE_ROOTS = {
     "Human": ("person.n.01", "people.n.01"),
@@ -39,13 +50,30 @@ def hypernym_closure(synset: str, wn) -> set[str]:
     return seen
 
 
-def label_types(label_synsets: list[list[str]], wn, roots: dict = TYPE_ROOTS) -> list[tuple[set[str], list[str]]]:
-    """Per label: (its types, the roots that gave them, as "type <- root" strings for the audit)."""
+def label_sense(name: str, synsets: list[str], wn, senses: str = "first") -> list[str]:
+    """The synsets a label is typed by: its name's most frequent noun sense ("first"), or all its
+    synsets ("all", and where WordNet does not know the name)."""
+    if senses not in SENSES:
+        raise ValueError(f"unknown senses={senses!r}; valid: {', '.join(SENSES)}")
+    first = wn.synsets(name.replace(" ", "_"), "n")[:1] if senses == "first" else []
+    return [first[0].name()] if first else list(synsets)
+
+
+class Typed(NamedTuple):
+    types: set[str]   # the label's types (none, one or several)
+    why: list[str]    # "type <- root" for each root above its sense, for the audit
+    sense: list[str]  # the synsets it was typed by
+
+
+def label_types(names: list[str], label_synsets: list[list[str]], wn, roots: dict = TYPE_ROOTS,
+                senses: str = "first") -> list[Typed]:
+    """Per label: its types, the roots that gave them and the sense they came through."""
     out = []
-    for syns in label_synsets:
-        above = set().union(*(hypernym_closure(s, wn) for s in syns)) if syns else set()
+    for name, syns in zip(names, label_synsets, strict=True):
+        chosen = label_sense(name, syns, wn, senses)
+        above = set().union(*(hypernym_closure(s, wn) for s in chosen)) if chosen else set()
         why = [f"{t} <- {r}" for t in TYPES for r in roots.get(t, ()) if r in above]
-        out.append(({w.split(" <- ")[0] for w in why}, why))
+        out.append(Typed({w.split(" <- ")[0] for w in why}, why, chosen))
     return out
 
 
@@ -66,14 +94,14 @@ def read_type_overrides(path: str | Path) -> dict[str, set[str]]:
     return out
 
 
-def type_table(names: list[str], synsets: list[list[str]], typed: list[tuple[set[str], list[str]]],
-               overrides: dict | None = None) -> str:
-    """Markdown: every label that has a type, its synsets and why, for a person to check."""
+def type_table(names: list[str], typed: list[Typed], overrides: dict | None = None) -> str:
+    """Markdown: every label that has a type, the sense it was typed by and why, for a person to check."""
     overrides = overrides or {}
-    rows = ["| label | synsets | types | why |", "| --- | --- | --- | --- |"]
-    for n, s, (types, why) in zip(names, synsets, typed):
+    rows = ["| label | typed by | types | why |", "| --- | --- | --- | --- |"]
+    for n, t in zip(names, typed):
         if n in overrides:
-            rows.append(f"| {n} | {', '.join(s)} | {', '.join(sorted(overrides[n])) or '-'} | override file |")
-        elif types:
-            rows.append(f"| {n} | {', '.join(s)} | {', '.join(t for t in TYPES if t in types)} | {'; '.join(why)} |")
+            rows.append(f"| {n} | {', '.join(t.sense)} | {', '.join(sorted(overrides[n])) or '-'} | override file |")
+        elif t.types:
+            rows.append(f"| {n} | {', '.join(t.sense)} | {', '.join(x for x in TYPES if x in t.types)} | "
+                        f"{'; '.join(t.why)} |")
     return "\n".join(rows)
