@@ -1,6 +1,7 @@
 """Reading image sets with group columns in their published layouts, group ids with counted
 exclusions, and the WordNet label types (real WordNet)."""
 import csv
+import json
 
 import pytest
 from PIL import Image
@@ -57,10 +58,48 @@ def test_any_table_with_an_image_column(tmp_path):
     t = read_images(str(tmp_path / "t.csv"), "table")
     assert t.column("skin_tone") == ["3", None] and t.labels() == [["dog", "cat"], []]
     assert t.column("income") == [1000.0, None] and t.column("income_bucket") == ["medium", None]  # ln 1000 / 3 = 2.3
-    with pytest.raises(ValueError, match="unknown layout 'tsv'; valid: folder, utkface, dollar_street, table"):
+    with pytest.raises(ValueError, match="unknown layout 'tsv'; valid: folder, utkface, dollar_street, "
+                                         "casual_conversations, miap, table"):
         read_images(str(tmp_path / "t.csv"), "tsv")
     with pytest.raises(ValueError, match="no such file"):
         read_images(str(tmp_path / "nope.csv"), "table")
+
+
+def test_casual_conversations_face_crops_with_skin_tone_and_age_buckets(tmp_path):
+    items = [{"img_path": "crops/a.jpg", "age": "23", "gender": "Female", "skin-type": "2"},
+             {"img_path": "crops/b.jpg", "age": "71", "gender": "Male", "skin-type": "5"},
+             {"img_path": "crops/c.jpg", "age": "N/A", "gender": "Other", "skin-type": ""},
+             {"img_path": "crops/gone.jpg", "age": "30", "gender": "Male", "skin-type": "6"}]
+    for i in items[:3]:
+        _png(tmp_path / i["img_path"])
+    (tmp_path / "cc.json").write_text(json.dumps(items))
+    t = read_images(str(tmp_path / "cc.json"), "casual_conversations")
+    assert len(t) == 3 and t.skipped == {"image file missing": 1}
+    assert t.column("gender") == ["female", "male", "other"] and t.column("age") == [23, 71, None]
+    assert t.column("age_bucket") == ["18-29", "70+", None]
+    assert t.column("skin_tone") == ["lighter", "darker", None]  # Fitzpatrick 1-3 / 4-6, as VISSL
+    assert group_values(t, "gender+skin_tone") == ["female/lighter", "male/darker", None]
+    with pytest.raises(ValueError, match="JSON metadata file"):
+        read_images(str(tmp_path), "casual_conversations")
+
+
+def test_miap_boxes_keep_images_with_one_person(tmp_path):
+    header = "ImageID,LabelName,Confidence,XMin,XMax,YMin,YMax,GenderPresentation,AgePresentation\n"
+    rows = ["one,/m/01g317,1,0.1,0.5,0.1,0.9,Predominantly Feminine,Young",
+            "two,/m/01g317,1,0.1,0.3,0.1,0.9,Predominantly Masculine,Middle",
+            "two,/m/01g317,1,0.5,0.9,0.1,0.9,Unknown,Older",
+            "three,/m/01g317,1,0.1,0.5,0.1,0.9,Unknown,Older",
+            "gone,/m/01g317,1,0.1,0.5,0.1,0.9,Predominantly Masculine,Young"]
+    (tmp_path / "miap.csv").write_text(header + "\n".join(rows) + "\n")
+    for name in ("one", "two", "three"):
+        _png(tmp_path / f"{name}.jpg")
+    t = read_images(str(tmp_path / "miap.csv"), "miap")
+    assert [p.stem for p in t.sources] == ["one", "three"]
+    assert t.column("gender") == ["female", "gender_unknown"] and t.column("age") == ["young", "older"]
+    assert t.skipped == {"several person boxes": 1, "image file missing": 1}
+    (tmp_path / "other.csv").write_text("ImageID,Label\nx,y\n")
+    with pytest.raises(ValueError, match="GenderPresentation"):
+        read_images(str(tmp_path / "other.csv"), "miap")
 
 
 def test_group_ids_count_missing_values_and_small_groups():

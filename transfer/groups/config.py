@@ -14,7 +14,7 @@ class GroupConfig:
     model: str = key(help="export directory (a hashtag model; retrieval also takes random:<timm name>)")
     data: str = key(help="the image set: a folder, a table file, or a data set's root (see layout)")
     out: str = key(help="result JSON; the Markdown summary (.md) and figures (.<name>.png) go next to it")
-    layout: str = key("folder", "folder | utkface | dollar_street | table (transfer/groups/data.py)")
+    layout: str = key("folder", "folder | utkface | dollar_street | casual_conversations | miap | table (transfer/groups/data.py)")
     min_group_size: int = key(1, "groups with fewer images (households for per-household figures) are "
                                  "excluded and reported")
     n_boot: int = key(1000, "bootstrap replicates of every 95% interval")

@@ -9,6 +9,16 @@
                    region.id, topics, place, income, imageRelPath), images at ROOT/imageRelPath
                    (or data= the CSV itself): columns country, region, income, income_bucket,
                    household (the place), labels (the topics)
+    casual_conversations  a JSON list of face crops, one object per crop with img_path (relative to
+                   the JSON's folder), age, gender and skin-type (Fitzpatrick 1-6): the metadata
+                   VISSL's fairness indicators read (Casual Conversations ships videos; the crops
+                   are yours): columns age, age_bucket, gender, skin_type, skin_tone (1-3 lighter,
+                   4-6 darker, as VISSL)
+    miap           OpenImages MIAP's boxes CSV (open_images_extended_miap_boxes_*.csv: ImageID,
+                   GenderPresentation, AgePresentation, ...), images at <the CSV's folder>/
+                   <ImageID>.jpg: columns gender (female / male / gender_unknown, as VISSL),
+                   age (young / middle / older / unknown). The analyses score whole images, so
+                   only images with one person box are read; the others are counted and skipped
     table          a CSV or Parquet file with an `image` column (a path, relative to the file's
                    folder) and any group columns (skin tone, country, ...); `labels`, if present,
                    holds an image's labels as a JSON list or `|`-separated; an `income` column
@@ -94,6 +104,66 @@ def read_utkface(root: Path) -> ImageTable:
     return ImageTable(tuple(sources), cols, {"name not [age]_[gender]_[race]_[date]": bad} if bad else {})
 
 
+def skin_tone(skin_type) -> str | None:
+    """Fitzpatrick type 1-3 -> lighter, 4-6 -> darker (VISSL's two tones); None otherwise."""
+    try:
+        t = int(skin_type)
+    except (TypeError, ValueError):
+        return None
+    return "lighter" if 1 <= t <= 3 else "darker" if 4 <= t <= 6 else None
+
+
+def read_casual_conversations(path: Path) -> ImageTable:
+    if path.is_dir() or path.suffix != ".json":
+        raise ValueError(f"data={path}: layout=casual_conversations needs the face crops' JSON metadata file")
+    items = json.loads(path.read_text())
+    if not isinstance(items, list) or not all(isinstance(i, dict) and "img_path" in i for i in items):
+        raise ValueError(f"{path}: expected a JSON list of objects with img_path, age, gender, skin-type")
+    sources, cols, absent = [], {k: [] for k in ("age", "age_bucket", "gender", "skin_type", "skin_tone")}, 0
+    for i in items:
+        f = path.parent / str(i["img_path"])
+        if not f.is_file():
+            absent += 1
+            continue
+        sources.append(f)
+        age = int(i["age"]) if str(i.get("age", "")).isdigit() else None
+        gender = str(i["gender"]).lower() if i.get("gender") not in (None, "") else None
+        for k, v in (("age", age), ("age_bucket", None if age is None else age_bucket(age)), ("gender", gender),
+                     ("skin_type", i.get("skin-type")), ("skin_tone", skin_tone(i.get("skin-type")))):
+            cols[k].append(v)
+    if not sources:
+        raise ValueError(f"{path}: none of its {len(items)} images exists under {path.parent}")
+    return ImageTable(tuple(sources), cols, {"image file missing": absent} if absent else {})
+
+
+MIAP_GENDER = {"feminine": "female", "masculine": "male", "unknown": "gender_unknown"}
+
+
+def read_miap(path: Path) -> ImageTable:
+    rows = _read_rows(path) if path.is_file() else []
+    need = ("ImageID", "GenderPresentation", "AgePresentation")
+    if not rows or any(c not in rows[0] for c in need):
+        raise ValueError(f"data={path}: layout=miap needs MIAP's boxes CSV with columns {', '.join(need)}")
+    boxes: dict[str, list[dict]] = {}
+    for r in rows:
+        boxes.setdefault(r["ImageID"], []).append(r)
+    sources, cols, skipped = [], {"gender": [], "age": []}, {"several person boxes": 0, "image file missing": 0}
+    for image_id in sorted(boxes):
+        f = path.parent / f"{image_id}.jpg"
+        if len(boxes[image_id]) > 1 or not f.is_file():
+            skipped["several person boxes" if len(boxes[image_id]) > 1 else "image file missing"] += 1
+            continue
+        box = boxes[image_id][0]
+        gender = MIAP_GENDER.get(str(box["GenderPresentation"]).lower().split()[-1]) \
+            if box["GenderPresentation"] else None
+        sources.append(f)
+        cols["gender"].append(gender)
+        cols["age"].append(str(box["AgePresentation"]).lower() or None)
+    if not sources:
+        raise ValueError(f"{path}: no image with one person box exists under {path.parent} ({skipped})")
+    return ImageTable(tuple(sources), cols, {k: v for k, v in skipped.items() if v})
+
+
 def _read_rows(path: Path) -> list[dict]:
     if path.suffix == ".parquet":
         import pyarrow.parquet as pq
@@ -158,7 +228,8 @@ def read_dollar_street(path: Path) -> ImageTable:
     return read_table(path / "images_v2.csv" if path.is_dir() else path, DOLLAR_STREET)
 
 
-LAYOUTS = {"folder": read_folder, "utkface": read_utkface, "dollar_street": read_dollar_street, "table": read_table}
+LAYOUTS = {"folder": read_folder, "utkface": read_utkface, "dollar_street": read_dollar_street,
+           "casual_conversations": read_casual_conversations, "miap": read_miap, "table": read_table}
 
 
 def read_images(data: str, layout: str) -> ImageTable:

@@ -57,10 +57,12 @@ def group_means(values, groups, num_groups: int, clusters=None) -> np.ndarray:
 
 
 def income_bucket(income) -> np.ndarray:
-    """Dollar Street's monthly income in USD -> "low" / "medium" / "high" by round(ln(income) / 3),
-    the bucketing issue 30 gives for VISSL's fairness indicators (projects/fairness_indicators; not
-    checked against that code here): 1 or less low, 2 medium, 3 or more high (so
-    low < e^4.5 ~ $90 <= medium < e^7.5 ~ $1808 <= high; numpy's round, half to even)."""
+    """Dollar Street's monthly income in USD -> "low" / "medium" / "high" by round(ln(income) / 3):
+    VISSL's rule (projects/fairness_indicators/geographical_diversity/
+    inference_geographical_diversity.py, add_log_income: {1: low, 2: medium, 3: high}[np.round(
+    np.log(income) / 3)], numpy's round, half to even), so low < e^4.5 ~ $90 <= medium < e^7.5 ~
+    $1808 <= high. VISSL has no bucket for 0 or 4 (incomes under e^1.5 ~ $4.5 or from e^10.5 ~
+    $36k, outside Dollar Street's range) and stops there; here they join low and high."""
     x = np.asarray(income, dtype=np.float64)
     if (~np.isfinite(x)).any() or (x <= 0).any():
         bad = x[~np.isfinite(x) | (x <= 0)]
