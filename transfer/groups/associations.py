@@ -13,15 +13,13 @@ group. Every rate and difference has a 95% bootstrap interval over the group's i
 """
 from __future__ import annotations
 
-import logging
 from dataclasses import dataclass
 
 import numpy as np
 
-from pipeline.cli import key, load_config
+from pipeline.cli import key
 from transfer.groups import ci, metrics
-from transfer.groups.config import GroupConfig
-from transfer.groups.data import group_index, group_values, read_images
+from transfer.groups.config import GroupConfig, analysis_main
 from transfer.groups.report import EXACT_NOTE, bars, difference_bars, pct_ci, points_ci, write
 
 
@@ -64,24 +62,19 @@ def associations(probs, groups, num_groups: int, k: int = 5, top: int = 20, hash
 
 
 def run(cfg: AssociationsConfig) -> dict:
-    from transfer.groups.scores import hashtag_probs
+    from transfer.groups.scores import grouped_hashtag_probs
 
-    table = read_images(cfg.data, cfg.layout)
-    grp = group_index(group_values(table, cfg.group), cfg.min_group_size)
-    keep = grp.ids >= 0
-    model, probs = hashtag_probs(cfg, table)
-    names = list(model.meta["labels"])
+    s = grouped_hashtag_probs(cfg, cfg.group)
+    grp = s.groups
+    names = list(s.model.meta["labels"])
     if cfg.hashtag is not None and cfg.hashtag not in names:
         raise ValueError(f"hashtag={cfg.hashtag!r} is not among the model's {len(names)} hashtags")
     h = names.index(cfg.hashtag) if cfg.hashtag is not None else None
-    r = associations(probs[keep], grp.ids[keep], len(grp.names), cfg.k, cfg.top, h, cfg.n_boot, cfg.seed)
+    r = associations(s.probs[s.keep], grp.ids[s.keep], len(grp.names), cfg.k, cfg.top, h, cfg.n_boot, cfg.seed)
     for t in r["top"]:
         for e in t:
             e["hashtag"] = names[e["label"]]
-    result = {"analysis": "associations", "model": cfg.model, "data": cfg.data, "group": cfg.group,
-              "groups": [{"name": n, "images": s} for n, s in zip(grp.names, grp.sizes)],
-              "excluded": grp.excluded, "skipped": table.skipped, "images": int(keep.sum()), "k": cfg.k,
-              "hashtags": names, **r}
+    result = {**s.result_head(cfg, "associations"), "hashtags": names, **r}
     figures = {"differences": difference_bars(list(zip(grp.names, r["top"])), names,
                                               f"top-{cfg.k} hashtag rate vs the other groups' mean ({cfg.group})")}
     if h is not None:
@@ -116,8 +109,7 @@ def markdown(cfg: AssociationsConfig, r: dict) -> str:
 
 
 def main(argv: list[str] | None = None) -> dict:
-    logging.basicConfig(level=logging.INFO, format="%(asctime)s %(name)s %(message)s")
-    return run(load_config(AssociationsConfig, argv, "transfer.groups associations", __doc__))
+    return analysis_main(AssociationsConfig, run, argv, "associations", __doc__)
 
 
 if __name__ == "__main__":

@@ -2,9 +2,10 @@
 config adds its own."""
 from __future__ import annotations
 
+import logging
 from dataclasses import dataclass
 
-from pipeline.cli import key
+from pipeline.cli import key, load_config
 from transfer.groups.data import LAYOUTS
 from transfer.protocol import check_out
 
@@ -36,3 +37,9 @@ class GroupConfig:
             raise ValueError(f"n_boot must be >= 2, got {self.n_boot}")
         if self.img_size < 8:
             raise ValueError(f"img_size must be >= 8, got {self.img_size}")
+
+
+def analysis_main(cls, run, argv: list[str] | None, analysis: str, doc: str) -> dict:
+    """An analysis's command line: its config from key=value arguments (`--help`: its keys), run."""
+    logging.basicConfig(level=logging.INFO, format="%(asctime)s %(name)s %(message)s")
+    return run(load_config(cls, argv, f"transfer.groups {analysis}", doc))

@@ -19,16 +19,15 @@ high). Intervals: 95% bootstrap over images (SWAG's figures) or over households 
 """
 from __future__ import annotations
 
-import logging
 from dataclasses import dataclass
 from pathlib import Path
 
 import numpy as np
 
-from pipeline.cli import key, load_config
+from pipeline.cli import key
 from pipeline.zero_shot_map import AGGREGATIONS, ClassMapping
 from transfer.groups import ci, metrics
-from transfer.groups.config import GroupConfig
+from transfer.groups.config import GroupConfig, analysis_main
 from transfer.groups.data import group_index, group_values, read_images
 from transfer.groups.report import EXACT_NOTE, bars, heatmap, pct_ci, points_ci, write
 
@@ -196,8 +195,7 @@ def markdown(cfg: GeoConfig, r: dict) -> str:
 
 
 def main(argv: list[str] | None = None) -> dict:
-    logging.basicConfig(level=logging.INFO, format="%(asctime)s %(name)s %(message)s")
-    return run(load_config(GeoConfig, argv, "transfer.groups geo", __doc__))
+    return analysis_main(GeoConfig, run, argv, "geo", __doc__)
 
 
 if __name__ == "__main__":

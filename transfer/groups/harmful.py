@@ -13,15 +13,13 @@ to the Markdown summary for a person to check.
 """
 from __future__ import annotations
 
-import logging
 from dataclasses import dataclass
 
 import numpy as np
 
-from pipeline.cli import key, load_config
+from pipeline.cli import key
 from transfer.groups import ci, metrics
-from transfer.groups.config import GroupConfig
-from transfer.groups.data import group_index, group_values, read_images
+from transfer.groups.config import GroupConfig, analysis_main
 from transfer.groups.label_types import HARMFUL, SENSES, TYPES, label_types, read_type_overrides, type_table
 from transfer.groups.report import EXACT_NOTE, bars, pct_ci, points_ci, write
 
@@ -68,25 +66,21 @@ def type_rates(probs, groups, num_groups: int, types: list[set], thresholds, k: 
 
 def run(cfg: HarmfulConfig) -> dict:
     from pipeline.wordnet import load_wordnet
-    from transfer.groups.scores import hashtag_probs
+    from transfer.groups.scores import grouped_hashtag_probs
     from transfer.zero_shot import hashtag_table
 
-    table = read_images(cfg.data, cfg.layout)
-    grp = group_index(group_values(table, cfg.group), cfg.min_group_size)
-    keep = grp.ids >= 0
-    model, probs = hashtag_probs(cfg, table)
-    names, synsets = hashtag_table(cfg, model.meta)
+    s = grouped_hashtag_probs(cfg, cfg.group)
+    grp = s.groups
+    names, synsets = hashtag_table(cfg, s.model.meta)
     typed = label_types(names, synsets, load_wordnet(), senses=cfg.senses)
     overrides = read_type_overrides(cfg.label_types) if cfg.label_types else {}
     unknown = sorted(set(overrides) - set(names))
     if unknown:
         raise ValueError(f"label_types={cfg.label_types} names labels the model lacks: {unknown[:10]}")
     types = [overrides.get(n, t.types) for n, t in zip(names, typed)]
-    rates = type_rates(probs[keep], grp.ids[keep], len(grp.names), types, cfg.thresholds, cfg.k, cfg.n_boot, cfg.seed)
-    result = {"analysis": "harmful", "model": cfg.model, "data": cfg.data, "group": cfg.group,
-              "groups": [{"name": n, "images": s} for n, s in zip(grp.names, grp.sizes)],
-              "excluded": grp.excluded, "skipped": table.skipped, "images": int(keep.sum()), "k": cfg.k,
-              "columns": list(COLUMNS), "harmful_types": list(HARMFUL),
+    rates = type_rates(s.probs[s.keep], grp.ids[s.keep], len(grp.names), types, cfg.thresholds, cfg.k, cfg.n_boot,
+                       cfg.seed)
+    result = {**s.result_head(cfg, "harmful"), "columns": list(COLUMNS), "harmful_types": list(HARMFUL),
               "label_types": {n: sorted(t) for n, t in zip(names, types) if t},
               "label_type_counts": {t: sum(t in s for s in types) for t in TYPES},
               "thresholds": {str(t): v for t, v in rates.items()}}
@@ -117,8 +111,7 @@ def markdown(cfg: HarmfulConfig, r: dict, at: dict, types_md: str) -> str:
 
 
 def main(argv: list[str] | None = None) -> dict:
-    logging.basicConfig(level=logging.INFO, format="%(asctime)s %(name)s %(message)s")
-    return run(load_config(HarmfulConfig, argv, "transfer.groups harmful", __doc__))
+    return analysis_main(HarmfulConfig, run, argv, "harmful", __doc__)
 
 
 if __name__ == "__main__":

@@ -13,14 +13,13 @@ against itself, a query never being its own neighbour. Any model works, random i
 """
 from __future__ import annotations
 
-import logging
 from dataclasses import dataclass, replace
 
 import numpy as np
 
-from pipeline.cli import key, load_config
+from pipeline.cli import key
 from transfer.groups import ci, metrics
-from transfer.groups.config import GroupConfig
+from transfer.groups.config import GroupConfig, analysis_main
 from transfer.groups.data import group_index, group_values, read_images
 from transfer.groups.report import EXACT_NOTE, bars, pct_ci, points_ci, write
 
@@ -101,8 +100,7 @@ def markdown(cfg: RetrievalConfig, r: dict) -> str:
 
 
 def main(argv: list[str] | None = None) -> dict:
-    logging.basicConfig(level=logging.INFO, format="%(asctime)s %(name)s %(message)s")
-    return run(load_config(RetrievalConfig, argv, "transfer.groups retrieval", __doc__))
+    return analysis_main(RetrievalConfig, run, argv, "retrieval", __doc__)
 
 
 if __name__ == "__main__":

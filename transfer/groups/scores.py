@@ -3,6 +3,7 @@
 (the export's head on them: softmax, or sigmoid for a model trained with loss=bce)."""
 from __future__ import annotations
 
+from dataclasses import dataclass
 from pathlib import Path
 
 import numpy as np
@@ -12,7 +13,7 @@ from trainer.export import LoadedModel, load_model
 from transfer.downstream import Split
 from transfer.features import cached_features
 from transfer.groups.config import GroupConfig
-from transfer.groups.data import ImageTable
+from transfer.groups.data import Groups, ImageTable, group_index, group_values, read_images
 from transfer.protocol import device_of
 
 
@@ -51,3 +52,28 @@ def hashtag_probs(cfg: GroupConfig, table: ImageTable) -> tuple[LoadedModel, np.
     loss = model.meta.get("config", {}).get("loss", "softmax")
     probs = torch.sigmoid(logits) if loss == "bce" else torch.softmax(logits, 1)
     return model, probs.double().numpy()
+
+
+@dataclass(frozen=True)
+class GroupedProbs:
+    table: ImageTable
+    groups: Groups
+    keep: np.ndarray    # [N] bool: the image is in a kept group
+    model: LoadedModel
+    probs: np.ndarray   # [N, H] hashtag probabilities, every image of the table
+
+    def result_head(self, cfg: GroupConfig, analysis: str) -> dict:
+        """The result's first keys: what was analysed, its groups and what was left out."""
+        g = self.groups
+        return {"analysis": analysis, "model": cfg.model, "data": cfg.data, "group": cfg.group,
+                "groups": [{"name": n, "images": s} for n, s in zip(g.names, g.sizes)],
+                "excluded": g.excluded, "skipped": self.table.skipped, "images": int(self.keep.sum()), "k": cfg.k}
+
+
+def grouped_hashtag_probs(cfg: GroupConfig, group: str) -> GroupedProbs:
+    """The image set of cfg.data, its groups by `group` (small groups excluded) and the hashtag
+    model's probabilities for every image: what associations and harmful start from."""
+    table = read_images(cfg.data, cfg.layout)
+    grp = group_index(group_values(table, group), cfg.min_group_size)
+    model, probs = hashtag_probs(cfg, table)
+    return GroupedProbs(table, grp, grp.ids >= 0, model, probs)
