@@ -209,6 +209,8 @@ def plan_main(a: PlanConfig) -> dict:
         if unmeasured(old) == skeleton:
             print(f"compare plan: keeping {path} (same arms, budget, data and processes)", file=sys.stderr)
             return old
+        print(f"compare plan: {path} was planned for other arms, budget, data or processes: planning anew "
+              f"(run refuses run directories trained on other data)", file=sys.stderr)
     plan = with_costs(skeleton, measure(skeleton))
     write_text_atomic(path, json.dumps(plan, indent=2))
     for name, arm in plan["arms"].items():
