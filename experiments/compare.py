@@ -4,16 +4,18 @@ probe and few-shot k = 5 on the held-out task; the report gives bootstrap CIs ov
 images and says which differences are real (transfer/bootstrap.py).
 
     python -m experiments.compare plan shards=S sample_index=I vocab=V budget_cpu_s=180 out=DIR [nproc=1]
+    python -m experiments.compare plan arms=sampling corpora=CORPORA.yaml budget_cpu_s=180 out=DIR
     python -m experiments.compare run out=DIR data=build/demo/downstream seeds=[0,1,2] [img_size=64]
     python -m experiments.compare report out=DIR json=build/demo/compare.json
     python -m experiments.compare plan|run|report --help   # every key of that step
 
-plan: one step of each stage's trainer is timed (experiments/step_cost.py: CPU seconds of the
-training process, data loading excluded), and each stage gets share x budget CPU seconds of
-steps, in whole batches (experiments/arms.py). run: `torchrun -m <trainer>` per stage and seed (a
-finished run, with its result.json, is kept: rerunning resumes), then the protocols per run; the
-CPU seconds each training process tree used are recorded beside the budget. report:
-compare.json, compare.md, compare.png.
+plan (experiments/plan.py): the arm set (experiments/arms.py: papers, sampling), the corpus and
+sample index each arm trains on, and each stage's samples: share x budget CPU seconds of its
+measured step (experiments/step_cost.py: CPU seconds of the training process, data loading
+excluded), in whole batches. run: `torchrun -m <trainer>` per stage and seed (a finished run,
+with its result.json, is kept: rerunning resumes; a run directory trained on other data than the
+plan's is refused), then the protocols per run; the CPU seconds each training process tree used
+are recorded beside the budget. report: compare.json, compare.md, compare.png.
 """
 from __future__ import annotations
 
@@ -27,33 +29,14 @@ from pathlib import Path
 
 import numpy as np
 
-from experiments.arms import Arm, demo_arms, pairs, samples_for
-from experiments.report import compare_table, pairwise_report, plot_compare
+from experiments.arms import Arm, claims, pairs
+from experiments.plan import TRAINER_SAMPLE_INDEX_KEY, PlanConfig, plan_main
+from experiments.report import claim_verdict, compare_table, pairwise_report, plot_compare
 from pipeline.atomic import write_text_atomic
 from trainer.config import key, load_config
 from transfer.bootstrap import arm_summary, paired_difference
 
 METRICS = ("linear_top1", "few_shot_5_top1")
-PLAN_KEYS = ("budget_cpu_s", "shards", "sample_index", "vocab", "nproc")
-# the hashtag trainer's key for a sample index bound to the shards (trainer/config.py ShardTrainConfig)
-TRAINER_SAMPLE_INDEX_KEY = "sample_index"
-PAPERS = {"regnety": ("hashtag", "swav", "weak supervision > self-supervision at equal compute (SWAG vs SEER)"),
-          "vit": ("vit_mae_hashtag", "vit_hashtag", "MAE pre-pretraining improves hashtag pretraining (MAWS)")}
-
-
-@dataclass(frozen=True)
-class PlanConfig:
-    shards: str = key(help="finished shard directory (jobs/shards.py), read by every trainer")
-    sample_index: str = key(help="sample index bound to the shards (jobs/resample.py), for hashtag pretraining")
-    vocab: str = key(help="vocabulary directory (jobs/vocab.py), for hashtag pretraining")
-    budget_cpu_s: float = key(help="training CPU seconds of each arm")
-    out: str = key(help="compare directory: plan.json, runs/, compare.md, compare.png")
-    mae_share: float = key(0.5, "the MAWS arm's share of its budget for MAE")
-    nproc: int = key(1, "torchrun --nproc_per_node of each training run")
-
-    def __post_init__(self):
-        if self.budget_cpu_s <= 0 or self.nproc < 1:
-            raise ValueError(f"need budget_cpu_s > 0 and nproc >= 1, got {self.budget_cpu_s}, {self.nproc}")
 
 
 @dataclass(frozen=True)
@@ -80,63 +63,27 @@ def _read(path: Path) -> dict:
     return json.loads(Path(path).read_text())
 
 
-def plan_main(a: PlanConfig) -> dict:
-    from experiments.step_cost import step_cost
-
-    arms = demo_arms(a.mae_share)
-    path = Path(a.out) / "plan.json"
-    if path.exists():  # a plan of the same inputs is kept: its runs resume, their lengths unchanged
-        old = _read(path)
-        same = {k: old.get(k) for k in PLAN_KEYS} == {k: getattr(a, k) for k in PLAN_KEYS} \
-            and old.get("mae_share") == a.mae_share
-        if same:
-            print(f"compare plan: keeping {path} (same budget, data and processes)", file=sys.stderr)
-            return old
-    stage_args = {"trainer.pretrain": [f"{TRAINER_SAMPLE_INDEX_KEY}={a.sample_index}", f"vocab={a.vocab}"]}
-    costs: dict[str, dict] = {}
-    plan = {**{k: getattr(a, k) for k in PLAN_KEYS}, "mae_share": a.mae_share, "arms": {}}
-    for name, arm in arms.items():
-        stages = []
-        for st in arm.stages:
-            key = f"{st.trainer}:{st.config}"
-            if key not in costs:
-                costs[key] = step_cost(st.trainer, ["--config", st.config, f"shards={a.shards}",
-                                                    *stage_args.get(st.trainer, [])])
-                print(f"step cost {key}: {costs[key]['step_cpu_s']:.3f} CPU-s ({costs[key]['step_wall_s']:.3f} s "
-                      f"wall) per batch of {costs[key]['batch_size']}", file=sys.stderr)
-            c = costs[key]
-            stages.append({"trainer": st.trainer, "config": st.config, "share": st.share,
-                           "init_from_previous": st.init_from_previous, "step_cost_s": c["step_cpu_s"],
-                           "batch_size": c["batch_size"],
-                           "train_samples": samples_for(a.budget_cpu_s, st.share, c["step_cpu_s"], c["batch_size"]),
-                           "extra": stage_args.get(st.trainer, [])})
-        plan["arms"][name] = {"family": arm.family, "random": arm.random, "stages": stages}
-    plan["step_costs"] = costs
-    write_text_atomic(path, json.dumps(plan, indent=2))
-    for name, arm in plan["arms"].items():
-        print(f"{name}: " + (" then ".join(f"{s['trainer']} {s['train_samples']} samples" for s in arm["stages"])
-                             or "random init"))
-    return plan
-
-
 def _children_cpu() -> float:
     r = resource.getrusage(resource.RUSAGE_CHILDREN)
     return r.ru_utime + r.ru_stime
 
 
-def train_stage(plan: dict, stage: dict, run_dir: Path, seed: int, init_from: Path | None) -> float:
+def train_stage(plan: dict, arm: dict, stage: dict, run_dir: Path, seed: int, init_from: Path | None) -> float:
     """Runs (or resumes) one stage; returns the CPU seconds its process tree used (0 if done)."""
-    if (run_dir / "config.yaml").exists():
+    if (run_dir / "config.yaml").exists():  # the trainer's resolved config: what it trains on, and how long
         import yaml
 
-        planned = yaml.safe_load((run_dir / "config.yaml").read_text()).get("total_samples")
-        if planned != stage["train_samples"]:
-            raise SystemExit(f"compare: {run_dir} was trained for {planned} samples, the plan now gives "
-                             f"{stage['train_samples']}: remove it (or the whole compare directory) and rerun")
+        had = yaml.safe_load((run_dir / "config.yaml").read_text())
+        planned = {"total_samples": stage["train_samples"], "shards": arm["shards"], TRAINER_SAMPLE_INDEX_KEY: None,
+                   **dict(e.split("=", 1) for e in stage["extra"])}
+        wrong = [f"{k}={had.get(k)} (the plan now gives {v})" for k, v in planned.items() if had.get(k) != v]
+        if wrong:
+            raise SystemExit(f"compare: {run_dir} was trained with {', '.join(wrong)}: remove it (or the whole "
+                             f"compare directory) and rerun")
     if (run_dir / "result.json").exists():
         return 0.0
     cmd = [sys.executable, "-m", "torch.distributed.run", "--standalone", f"--nproc_per_node={plan['nproc']}",
-           "-m", stage["trainer"], "--config", stage["config"], f"shards={plan['shards']}", f"run_dir={run_dir}",
+           "-m", stage["trainer"], "--config", stage["config"], f"shards={arm['shards']}", f"run_dir={run_dir}",
            f"total_samples={stage['train_samples']}", f"seed={seed}", *stage["extra"]]
     if init_from is not None:
         cmd.append(f"init_from={init_from}")
@@ -145,6 +92,32 @@ def train_stage(plan: dict, stage: dict, run_dir: Path, seed: int, init_from: Pa
     if r.returncode != 0:
         raise SystemExit(f"compare: {' '.join(cmd)} failed with exit status {r.returncode}")
     return _children_cpu() - before
+
+
+RUN_DATA = ("corpus", "shards", "shards_sha256")
+RUN_STAGE_DATA = ("trainer", "config", "init_from_previous", "index", "sample_index", "index_sha256", "train_samples")
+
+
+def run_data(arm: dict) -> dict:
+    """What an arm's run directory trains on and for how long (its data.json): the corpus, the
+    sha256s of its shards and indices, each stage's samples. Data rebuilt in place has new sha256s."""
+    return {**{k: arm[k] for k in RUN_DATA},
+            "stages": [{k: s[k] for k in RUN_STAGE_DATA} for s in arm["stages"]]}
+
+
+def check_run_data(base: Path, arm: dict) -> None:
+    """Refuses to resume or keep a run directory trained on other data than the plan's arm."""
+    path = base / "data.json"
+    if not path.exists():
+        return
+    flat = [{**{k: v for k, v in r.items() if k != "stages"},
+             **{f"stage{i}.{k}": v for i, s in enumerate(r["stages"]) for k, v in s.items()}}
+            for r in (_read(path), run_data(arm))]
+    wrong = [f"{k} {flat[0].get(k)} (the plan now gives {flat[1].get(k)})" for k in sorted(set(flat[0]) | set(flat[1]))
+             if flat[0].get(k) != flat[1].get(k)]
+    if wrong:
+        raise SystemExit(f"compare: {base} was trained on other data: {'; '.join(wrong)}. Remove it (or the whole "
+                         f"compare directory) and rerun")
 
 
 def evaluate(model: str, data: str, out_dir: Path, seed: int, img_size: int, few_shot_seeds: int) -> dict:
@@ -168,13 +141,20 @@ def evaluate(model: str, data: str, out_dir: Path, seed: int, img_size: int, few
 def run_main(a: RunConfig) -> None:
     out = Path(a.out)
     plan = _read(out / "plan.json")
+    trained = {name: arm for name, arm in plan["arms"].items() if arm["stages"]}
+    for seed in a.seeds:  # every run directory checked before any training
+        for name, arm in trained.items():
+            check_run_data(out / "runs" / f"{name}-seed{seed}", arm)
     for seed in a.seeds:
         for name, arm in plan["arms"].items():
             base = out / "runs" / f"{name}-seed{seed}"
+            if arm["stages"] and not (base / "data.json").exists():
+                write_text_atomic(base / "data.json", json.dumps(run_data(arm), indent=2))
             cpu, prev = 0.0, None
             for i, stage in enumerate(arm["stages"]):
                 run_dir = base / f"stage{i}-{stage['trainer'].split('.')[-1]}"
-                cpu += train_stage(plan, stage, run_dir, seed, prev / "export" if stage["init_from_previous"] else None)
+                cpu += train_stage(plan, arm, stage, run_dir, seed,
+                                   prev / "export" if stage["init_from_previous"] else None)
                 prev = run_dir
             if arm["stages"]:
                 spent = base / "train_cpu_s.json"
@@ -190,6 +170,16 @@ def _correct(runs: list[dict], metric: str) -> np.ndarray:
     return np.array([r["few_shot"]["k"]["5"]["val_correct"] for r in runs], dtype=np.float64)
 
 
+def corpus_lines(plan: dict) -> list[str]:
+    """The corpora the arms trained on; arms of different corpora are not paired."""
+    lines = [f"- corpus {n}: shards {c['shards']}, vocab {c['vocab']}; indices "
+             + ", ".join(f"{i} {d}" for i, d in c["indices"].items()) for n, c in plan["corpora"].items()]
+    if len({arm["corpus"] for arm in plan["arms"].values() if arm["stages"]}) > 1:
+        lines.append("- arms of different corpora are not paired: their label spaces and labelled images differ "
+                     "(their rows are on the same held-out task)")
+    return lines
+
+
 def report_main(a: ReportConfig) -> dict:
     out = Path(a.out)
     plan = _read(out / "plan.json")
@@ -202,9 +192,10 @@ def report_main(a: ReportConfig) -> dict:
         if not runs:
             raise SystemExit(f"compare report: no evaluated run of arm {name} under {out / 'runs'}")
         rec = {"seeds": [int(d.name.rsplit("seed", 1)[1]) for d in dirs if (d / "eval" / "few_shot.json").exists()],
+               "corpus": arm["corpus"] if arm["stages"] else None,
                "train_samples": sum(s["train_samples"] for s in arm["stages"]),
                "step_cost_s": arm["stages"][-1]["step_cost_s"] if arm["stages"] else 0.0,
-               "stages": [{k: s[k] for k in ("trainer", "config", "share", "train_samples", "step_cost_s")}
+               "stages": [{k: s[k] for k in ("trainer", "config", "share", "index", "train_samples", "step_cost_s")}
                           for s in arm["stages"]]}
         spent = [_read(d / "train_cpu_s.json")["train_cpu_s"] for d in dirs if (d / "train_cpu_s.json").exists()]
         if spent:
@@ -217,27 +208,25 @@ def report_main(a: ReportConfig) -> dict:
     if len(val) != 1:
         raise SystemExit(f"compare report: the arms were evaluated on different val sets ({sorted(val)} images)")
     n_val = val.pop()
-    arm_objs = {n: Arm(r["family"], r["random"]) for n, r in arms_plan.items()}
+    arm_objs = {n: Arm(r["family"], r["random"], corpus=r["corpus"]) for n, r in arms_plan.items()}
     pair_stats = {(x, y): {m: paired_difference(matrices[(x, m)], matrices[(y, m)], seed=a.boot_seed)
                            for m in METRICS} for x, y in pairs(arm_objs)}
     lines = [f"# Arms at equal compute ({plan['budget_cpu_s']:g} CPU-s of measured training steps each), "
-             f"{n_val} val images", "", compare_table(per_arm, METRICS), ""]
+             f"{n_val} val images", "", *corpus_lines(plan), "", compare_table(per_arm, METRICS), ""]
     for m in METRICS:
         lines += [f"## Differences, {m}", ""] + [f"- {x}" for x in pairwise_report(pair_stats, m)] + [""]
     verdicts = {}
-    for fam, (x, y, claim) in PAPERS.items():
-        if (x, y) not in pair_stats:
+    for name, claim in claims(plan["arm_set"]).items():
+        if (claim.a, claim.b) not in pair_stats:
             continue
-        d = pair_stats[(x, y)]["linear_top1"]
-        verdict = ("holds" if d["significant"] and d["diff"] > 0 else "is reversed" if d["significant"]
-                   else "points the papers' way but is not significant" if d["diff"] > 0
-                   else "is not seen (not significant)")
-        verdicts[fam] = {"claim": claim, "pair": [x, y], "verdict": verdict, "diff": d["diff"], "ci95": d["ci95"]}
-        lines.append(f"**{claim}**: on this task, linear probe {x} - {y} = {100 * d['diff']:+.1f} points "
-                     f"[{100 * d['ci95'][0]:+.1f}, {100 * d['ci95'][1]:+.1f}]: the ordering {verdict}.")
-    rec = {"arms": per_arm, "budget_cpu_s": plan["budget_cpu_s"], "val_images": n_val,
-           "pairs": {f"{x} - {y}": v for (x, y), v in pair_stats.items()}, "papers": verdicts,
-           "step_costs": plan["step_costs"]}
+        d = pair_stats[(claim.a, claim.b)]["linear_top1"]
+        verdict, line = claim_verdict(claim, d)
+        verdicts[name] = {"claim": claim.text, "pair": [claim.a, claim.b], "verdict": verdict, "diff": d["diff"],
+                          "ci95": d["ci95"], "significant": d["significant"], "images_needed": d["images_needed"]}
+        lines.append(line)
+    rec = {"arm_set": plan["arm_set"], "arms": per_arm, "budget_cpu_s": plan["budget_cpu_s"], "val_images": n_val,
+           "corpora": plan["corpora"], "pairs": {f"{x} - {y}": v for (x, y), v in pair_stats.items()},
+           "claims": verdicts, "step_costs": plan["step_costs"]}
     md = "\n".join(lines) + "\n"
     write_text_atomic(out / "compare.md", md)
     plot_compare(per_arm, out / "compare.png", METRICS, f"equal compute: {plan['budget_cpu_s']:g} CPU-s per arm")

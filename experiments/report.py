@@ -60,6 +60,32 @@ def pairwise_report(pairs: dict, metric: str) -> list[str]:
     return lines
 
 
+def claim_verdict(claim, d: dict) -> tuple[str, str]:
+    """(verdict, the report's sentence) of a claim (experiments/arms.py Claim) from the linear
+    probe's paired_difference dict `d` of claim.a - claim.b; where not significant, the val images
+    a difference this size needs at 80% power."""
+    sig, diff = d["significant"], d["diff"]
+    if claim.directional:
+        verdict = ("holds" if sig and diff > 0 else "is reversed" if sig
+                   else "points the papers' way but is not significant" if diff > 0
+                   else "is not seen (not significant)")
+        said = f"the ordering {verdict}"
+    else:
+        verdict = (f"{claim.a} is better" if sig and diff > 0 else f"{claim.b} is better" if sig
+                   else "no significant difference")
+        said = verdict
+    lo, hi = d["ci95"]
+    line = (f"**{claim.text}**: on this task, linear probe {claim.a} - {claim.b} = {100 * diff:+.1f} points "
+            f"[{100 * lo:+.1f}, {100 * hi:+.1f}]: {said}")
+    n_img, n_seed = d["images_needed"], d.get("seeds_needed")
+    if not sig and diff != 0:
+        line += (f" (~{n_img} val images would detect a difference this size with 80% power)" if n_img is not None
+                 else f" (more val images alone would not detect a difference this size; ~{n_seed} pretraining seeds "
+                      f"per arm would)" if n_seed is not None
+                 else " (neither more val images nor more seeds alone would detect a difference this size)")
+    return verdict, line + "."
+
+
 def plot_compare(arms: dict, path, metrics=("linear_top1", "few_shot_5_top1"), title: str = "") -> None:
     """Grouped bars (a group per metric, a bar per arm) with 95% CI whiskers and each run's value
     as a dot; written as PNG to a temporary sibling, then renamed to `path`."""

@@ -9,9 +9,9 @@ import numpy as np
 import pytest
 from PIL import Image
 
-from experiments.arms import demo_arms, pairs, samples_for
+from experiments.arms import arm_set, demo_arms, pairs, samples_for
 from experiments.compare import main as compare_main
-from tests.helpers.shardkit import make_shards
+from tests.helpers.shardkit import make_shards, write_sample_index
 
 
 def test_arms_pairs_and_budgets():
@@ -78,13 +78,14 @@ def test_command_line_names_the_step_and_its_keys(tmp_path, capsys):
     assert all(f"  {step} " in out for step in ("plan", "run", "report"))
     code, out, _ = exits(["plan", "--help"])
     assert code == 0 and out.startswith("usage: python -m experiments.compare plan ")
-    assert all(re.search(rf"^  {k} .*required", out, re.M) for k in ("shards", "sample_index", "vocab", "budget_cpu_s"))
+    assert all(re.search(rf"^  {k} .*required", out, re.M) for k in ("out", "budget_cpu_s"))
+    assert re.search(r"^  arms .* papers .*papers \| sampling", out, re.M)
     code, _, err = exits([])
     assert code == 2 and "no step given; valid: plan, run, report" in err
     code, _, err = exits(["train", "out=x"])
     assert code == 2 and "unknown step 'train'" in err
     code, _, err = exits(["plan", f"out={tmp_path}", "shards=s", "vocab=v", "budget_cpu_s=10"])
-    assert code == 2 and "missing required keys: sample_index" in err
+    assert code == 2 and "or corpora=; missing: sample_index" in err
     code, _, err = exits(["run", f"out={tmp_path}", "data=d", "seeds=0"])
     assert code == 2 and "config key 'seeds': expected a list" in err
     code, _, err = exits(["report", f"out={tmp_path}", "json=x.json", "samples=3"])
@@ -98,12 +99,20 @@ def write_run(out, arm, seed, linear, few):
     (d / "few_shot.json").write_text(json.dumps({"k": {"5": {"val_correct": [float(x) for x in few]}}}))
 
 
+def hand_plan(arm_set_name, arms):
+    """plan.json as `plan` writes it, with hand step costs: 640 samples per stage at 0.5 CPU-s a step."""
+    corpora = {a.corpus: {"shards": f"{a.corpus}/shards", "vocab": f"{a.corpus}/vocab",
+                          "indices": {"importance": f"{a.corpus}/samples", "metaclip": f"{a.corpus}/samples-metaclip"}}
+               for a in arms.values()}
+    return {"arm_set": arm_set_name, "budget_cpu_s": 60.0, "corpora": corpora, "step_costs": {},
+            "arms": {name: {"family": a.family, "random": a.random, "corpus": a.corpus,
+                            "stages": [{"trainer": s.trainer, "config": s.config, "share": s.share, "index": s.index,
+                                        "train_samples": 640, "step_cost_s": 0.5} for s in a.stages]}
+                     for name, a in arms.items()}}
+
+
 def test_report_from_evaluated_runs(tmp_path, capsys):
-    arms = {name: {"family": a.family, "random": a.random,
-                   "stages": [{"trainer": s.trainer, "config": s.config, "share": s.share, "train_samples": 640,
-                               "step_cost_s": 0.5} for s in a.stages]}
-            for name, a in demo_arms().items()}
-    plan = {"budget_cpu_s": 60.0, "arms": arms, "step_costs": {}}
+    plan = hand_plan("papers", demo_arms())
     out = tmp_path / "compare"
     out.mkdir()
     (out / "plan.json").write_text(json.dumps(plan))
@@ -129,8 +138,8 @@ def test_report_from_evaluated_runs(tmp_path, capsys):
     assert set(h["few_shot_5_top1"]) >= {"mean", "ci95", "runs"}
     assert rec["pairs"]["hashtag - swav"]["linear_top1"]["significant"]           # 15 points on 1200 answers
     assert not rec["pairs"]["vit_mae_hashtag - vit_hashtag"]["linear_top1"]["significant"]  # same accuracy
-    assert rec["papers"]["regnety"]["verdict"] == "holds"
-    assert "not significant" in rec["papers"]["vit"]["verdict"]
+    assert rec["claims"]["regnety"]["verdict"] == "holds"
+    assert "not significant" in rec["claims"]["vit"]["verdict"]
     printed = capsys.readouterr().out
     assert "| hashtag | 3 |" in printed and "the ordering holds" in printed and "not significant" in printed
     with Image.open(out / "compare.png") as im:
@@ -138,3 +147,70 @@ def test_report_from_evaluated_runs(tmp_path, capsys):
     (out / "runs" / "swav-seed0" / "eval" / "linear.json").write_text(json.dumps({"val_correct": [1] * (v - 1)}))
     with pytest.raises((SystemExit, ValueError)):
         compare_main(["report", f"out={out}", f"json={tmp_path / 'c2.json'}"])
+
+
+def test_report_of_the_sampling_arms(tmp_path, capsys):
+    """MetaCLIP vs importance within each corpus; keywords and captions arms side by side, not paired."""
+    out = tmp_path / "compare"
+    out.mkdir()
+    (out / "plan.json").write_text(json.dumps(hand_plan("sampling", arm_set("sampling"))))
+    rng = np.random.default_rng(1)
+    v = 400
+    accuracy = {"keywords_metaclip": 0.40, "keywords_importance": 0.55, "captions_metaclip": 0.50,
+                "captions_importance": 0.48}
+    for arm, p in accuracy.items():
+        base = (rng.random(v) < p).astype(int)
+        for seed in range(2):  # the seeds of an arm alike (seed 1 gets 2 more right): image noise dominates
+            run = (rng.random(v) < p).astype(int) if arm.startswith("keywords") else base.copy()
+            run[:2 * seed] = 1
+            write_run(out, arm, seed, run, rng.random(v) * p + p / 2)
+    compare_main(["report", f"out={out}", f"json={tmp_path / 'compare.json'}"])
+    rec = json.loads((tmp_path / "compare.json").read_text())
+    assert rec["arm_set"] == "sampling" and set(rec["arms"]) == set(accuracy)
+    assert set(rec["pairs"]) == {"keywords_metaclip - keywords_importance", "captions_metaclip - captions_importance"}
+    kw, cap = rec["claims"]["keywords"], rec["claims"]["captions"]
+    assert kw["pair"] == ["keywords_metaclip", "keywords_importance"] and kw["significant"]  # 15 points on 800 answers
+    assert kw["verdict"] == "keywords_importance is better" and kw["diff"] < 0
+    lin = {a: np.mean([json.loads((out / "runs" / f"{a}-seed{s}" / "eval" / "linear.json").read_text())["val_correct"]
+                       for s in range(2)]) for a in ("captions_metaclip", "captions_importance")}
+    assert cap["diff"] == pytest.approx(lin["captions_metaclip"] - lin["captions_importance"])
+    assert cap["verdict"] == "no significant difference" and not cap["significant"] and cap["images_needed"] > v
+    assert rec["arms"]["captions_metaclip"]["corpus"] == "captions"
+    assert rec["arms"]["captions_metaclip"]["stages"][0]["index"] == "metaclip"
+    printed = capsys.readouterr().out
+    assert "**MetaCLIP balancing vs SWAG importance resampling, captions**" in printed
+    assert f"no significant difference (~{cap['images_needed']} val images would detect" in printed
+    assert "arms of different corpora are not paired" in printed
+    assert ("- corpus keywords: shards keywords/shards, vocab keywords/vocab; indices importance keywords/samples, "
+            "metaclip keywords/samples-metaclip") in printed
+
+
+def test_plan_measures_once_per_trainer_config_and_shards(tmp_path):
+    """Two arms of one corpus and config share one measured step, so their samples; another
+    corpus's shards are measured apart. The real trainer's step, on a small config."""
+    import pyarrow as pa
+    import pyarrow.parquet as pq
+
+    from experiments.plan import measure, with_costs
+
+    config = tmp_path / "tiny.yaml"
+    config.write_text("model: regnety_002\nimg_size: 32\nbatch_size: 8\ndevice: cpu\n")
+    arms = {}
+    for corpus, classes in (("k", 6), ("c", 4)):
+        shards = make_shards(tmp_path / corpus / "shards", n=16, shard_size=8, num_classes=classes)
+        (tmp_path / corpus / "vocab").mkdir()
+        pq.write_table(pa.table({"label": list(range(classes)), "name": [f"l{i}" for i in range(classes)]}),
+                       tmp_path / corpus / "vocab" / "vocab.parquet")
+        for index in ("importance", "metaclip"):
+            idx = write_sample_index(shards, tmp_path / corpus / index, [list(range(0, 16, 1 + (index == "metaclip")))])
+            arms[f"{corpus}_{index}"] = {"corpus": corpus, "shards": str(shards), "stages": [
+                {"trainer": "trainer.pretrain", "config": str(config), "share": 1.0,
+                 "extra": [f"sample_index={idx}", f"vocab={tmp_path / corpus / 'vocab'}"]}]}
+    skeleton = {"budget_cpu_s": 30.0, "arms": arms}
+    costs = measure(skeleton)
+    assert sorted(costs) == sorted(f"trainer.pretrain:{config}:{tmp_path / c / 'shards'}" for c in ("k", "c"))
+    plan = with_costs(skeleton, costs)
+    samples = {n: a["stages"][0]["train_samples"] for n, a in plan["arms"].items()}
+    assert samples["k_importance"] == samples["k_metaclip"] and samples["c_importance"] == samples["c_metaclip"]
+    k = costs[f"trainer.pretrain:{config}:{tmp_path / 'k' / 'shards'}"]
+    assert k["batch_size"] == 8 and samples["k_metaclip"] == max(1, int(30.0 / k["step_cpu_s"])) * 8
