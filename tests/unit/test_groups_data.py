@@ -133,16 +133,21 @@ def test_label_types_through_wordnet_hypernyms(wn, tmp_path):
     assert "| car | car.n.01 | Crime | override file |" in md and "| x |" not in md
     assert "| criminal | criminal.n.01 | Human, Crime | Human <- person.n.01; Crime <- criminal.n.01 |" in md
     assert "| carcat | car.n.01, cat.n.01 | Non-Human | Non-Human <- animal.n.01 |" in md
-    # polysemous labels with the demo vocabulary's synset sets (six lexnames): by the name's most
-    # frequent sense a toy (plaything.n.01) and a flag (flag.n.01) have no type and arab
-    # (arab.n.01, a person) is Human; the union of their synsets types them by toy_dog.n.01,
-    # iris.n.01 and arabian.n.02 (the horse)
-    poly = ["toy", "flag", "arab"]
+    # labels with the demo vocabulary's synset sets (six lexnames): by the most frequent of its own
+    # senses a toy (plaything.n.01) and a flag (flag.n.01) have no type, a printer (printer.n.02,
+    # the machine; printer.n.01 is the person, not in the vocabulary) none, and arab keeps its only
+    # sense there, the horse; the union of their synsets types toy by toy_dog.n.01 and flag by
+    # iris.n.01. `human` (homo.n.02, under animal.n.01 too) is Human, not Non-Human.
+    poly = ["toy", "flag", "printer", "arab", "human"]
     poly_syn = [["miniature.n.02", "plaything.n.01", "toy.n.02", "toy.n.03", "toy_dog.n.01"],
-                ["flag.n.01", "flag.n.06", "flag.n.07", "iris.n.01", "pin.n.08"], ["arabian.n.02"]]
-    assert [t.types for t in label_types(poly, poly_syn, wn)] == [set(), set(), {"Human"}]
-    assert [t.types for t in label_types(poly, poly_syn, wn, senses="all")] == [{"Non-Human"}, {"Possibly-Human"},
-                                                                              {"Non-Human"}]
+                ["flag.n.01", "flag.n.06", "flag.n.07", "iris.n.01", "pin.n.08"],
+                ["printer.n.02", "printer.n.03"], ["arabian.n.02"], ["homo.n.02"]]
+    got = label_types(poly, poly_syn, wn)
+    assert [t.types for t in got] == [set(), set(), set(), {"Non-Human"}, {"Human"}]
+    assert got[0].sense == ["plaything.n.01"] and got[2].sense == ["printer.n.02"]
+    assert got[4].why == ["Human <- homo.n.02", "Non-Human <- animal.n.01 (Human takes precedence)"]
+    assert [t.types for t in label_types(poly, poly_syn, wn, senses="all")] == [
+        {"Non-Human"}, {"Possibly-Human"}, set(), {"Non-Human"}, {"Human"}]
     with pytest.raises(ValueError, match="senses='most'"):
         label_types(poly, poly_syn, wn, senses="most")
     (tmp_path / "t.yaml").write_text("car: Crime\nbike: [Human, Robot]\n")
