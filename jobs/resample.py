@@ -60,8 +60,8 @@ PAYLOAD_ORDER = ["image_id", *PAYLOAD]
 class ResampleConfig:
     labeled: str = field(metadata={"help": "output directory of jobs/label.py"})
     out: str = field(metadata={"help": "output directory (replaced atomically)"})
-    num_samples: int | None = field(default=None, metadata={"help": "M, the exact number of samples (not with "
-                                                                     "--strategy metaclip, which keeps a random number)"})
+    num_samples: int | None = field(default=None, metadata={
+        "help": "M, the exact number of samples (not with --strategy metaclip, which keeps a random number)"})
     alpha: float = field(default=0.7, metadata={"help": "share of samples drawn from head images"})
     strategy: str = field(default="importance", metadata={"help": "|".join(STRATEGIES)})
     cap: int | None = field(default=None, metadata={

@@ -107,7 +107,7 @@ def epoch_counts(table: DataFrame, keep, num_classes: int) -> tuple[dict[int, in
             expected += int(r["p"])
         else:
             per_label[r[_KEY]] = r["n"]
-    return kept, per_label, expected / WEIGHT_SCALE
+    return kept, per_label, round(expected / WEIGHT_SCALE, 6)  # the fixed point is exact to ~1e-7 per 100 images
 
 
 def number_kept(kept: DataFrame, kept_per_bucket: dict[int, int], seed: int, payload: list[str]) -> DataFrame:

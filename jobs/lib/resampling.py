@@ -125,7 +125,8 @@ class WeightedDraws:
                  payload: list[str]):
         self.images = labeled.count()
         self.sizes, self.payload, self.first = split_sizes, payload, None
-        self.buckets = fixed_point_buckets(sampling_weights(labeled, strategy), bucket_count(self.images, rows_per_bucket))
+        self.buckets = fixed_point_buckets(sampling_weights(labeled, strategy),
+                                           bucket_count(self.images, rows_per_bucket))
 
     def draw(self, seed: int) -> tuple[DataFrame, int]:
         """(position, image_id, *payload, split, COPY), positions 0..M-1 each once; and M."""

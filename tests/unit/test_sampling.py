@@ -4,9 +4,9 @@ import pytest
 from scipy import stats
 
 from pipeline.label_noise import noisy_labels
-from pipeline.sampling import (bucket_draws, entry_keep_probability, fixed_point, importance, metaclip_keep_probabilities,
-                               metaclip_keep_probability, multinomial, rng_for, shuffled_position, split_sizes,
-                               strategy_weight)
+from pipeline.sampling import (bucket_draws, entry_keep_probability, fixed_point, importance,
+                               metaclip_keep_probabilities, metaclip_keep_probability, multinomial, rng_for,
+                               shuffled_position, split_sizes, strategy_weight)
 
 
 def test_importance_is_max_inverse_sqrt_frequency():
