@@ -353,7 +353,7 @@ def stage_counts(vocab_stats: dict, label_stats: dict, ingest_stats: dict | None
 def balancing_section(m: dict) -> list[str]:
     """A MetaCLIP-balanced index per epoch: samples kept, expected (sum p_i), mean samples of the labels with f >= T."""
     head = np.asarray(m["label_images"]) >= m["cap"]
-    rows = [[e, r["seed"], r["samples"], float(r["expected_samples"]),
+    rows = [[e, str(r["seed"]), r["samples"], float(r["expected_samples"]),
              float(np.asarray(r["label_samples"])[head].mean()) if head.any() else "n/a"]
             for e, r in enumerate(m["epochs"])]
     return [f"MetaCLIP balancing, cap T = {m['cap']:,}: each image kept at most once per epoch, with probability "
