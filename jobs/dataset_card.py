@@ -131,7 +131,8 @@ def run(cfg: DatasetCardConfig) -> dict:
         stages=card.stage_counts(stats["vocab"], stats["labeled"], ingest_stats, dedup_stats), raw_counts=a["raw"],
         canonical_counts=a["canonical"], top_labels=a["top"], tail_threshold=t, alpha=alpha,
         head_tail_images={k: a["head_tail"].get(k, 0) for k in ("head", "tail")}, samples=a["samples"],
-        unique=a["unique"], before=a["before"], after=a["after"], notes=notes)
+        unique=a["unique"], before=a["before"], after=a["after"], notes=notes,
+        balancing=stats["samples"].get("metaclip"))
     with atomic_dir(cfg.out) as tmp:
         summary = card.write_card(data, tmp)
     return {**summary, "raw_hashtags": len(a["raw"]), "labels": len(a["canonical"])}

@@ -1,23 +1,29 @@
-"""Head/tail resampled sample index of exactly M samples (SWAG section 3.1; WSL's strategies).
+"""Head/tail resampled sample index of exactly M samples (SWAG section 3.1; WSL's strategies), or
+MetaCLIP's balanced subset.
 
     spark-submit jobs/resample.py --labeled build/demo/labeled --out build/demo/samples \
         --num-samples 20000 [--alpha 0.7] [--strategy importance|sqrt|uniform|natural] [--seed 0] \
         [--shards build/demo/shards [--epochs E]] [--unique-images N]
+    spark-submit jobs/resample.py ... --strategy metaclip --cap T    (no --num-samples)
 
 importance (SWAG): round(alpha*M) draws with replacement from head images, p_i proportional to
 the importance factor, the rest from tail images likewise. natural/sqrt/uniform (WSL): a hashtag
 drawn with probability proportional to f, sqrt(f) or 1, then one of its images uniformly; alpha
-does not apply. Writes OUT/samples.parquet (position-ordered; its labels column carries the class
-count recorded in labeled.parquet) and OUT/stats.json, atomically.
+does not apply. metaclip (MetaCLIP balancing, jobs/lib/balancing.py): each image kept once or
+not at all, with probability 1 - prod over its labels h of (1 - min(1, T / f(h))); the number of
+samples K is what the draw keeps (about sum p_i, in stats.json); alpha does not apply. Writes
+OUT/samples.parquet (position-ordered; its labels column carries the class count recorded in
+labeled.parquet) and OUT/stats.json, atomically.
 
 --shards DIR binds the draw to a shard set of unique images (jobs/shards.py): OUT/index/ holds,
 per epoch, each sample's stored image, and index.json (schemas/sample_index.py); the loaders
 apply it at read time (the trainer's sample_index=OUT); samples whose image the shards job
 rejected are dropped and counted per epoch.
 --epochs E draws E independent indices (epoch 0 with --seed, as samples.parquet; epoch e with a
-seed derived from (seed, e)): online rebalancing, one fresh draw per epoch. --unique-images N
-first keeps a seeded subset of N labelled images (the N smallest hashes of (seed, image_id)),
-then draws the same M samples from them: SWAG appendix C.2, unique images vs samples seen.
+seed derived from (seed, e)): online rebalancing, one fresh draw per epoch (with metaclip, epochs
+differ in length). --unique-images N first keeps a seeded subset of N labelled images (the N
+smallest hashes of (seed, image_id)), then draws from them: SWAG appendix C.2, unique images vs
+samples seen.
 """
 from __future__ import annotations
 
@@ -36,10 +42,11 @@ from jobs.lib.config import parse_config  # noqa: E402
 from jobs.lib.errors import reported  # noqa: E402
 from jobs.lib.numbering import files_by_range, number_rows  # noqa: E402
 from jobs.lib.output import atomic_output, read_text, write_json, write_text  # noqa: E402
-from jobs.lib.resampling import SAMPLES, draw_samples, fixed_point_buckets, sampling_weights  # noqa: E402
+from jobs.lib.balancing import MetaclipDraws  # noqa: E402
+from jobs.lib.resampling import WeightedDraws  # noqa: E402
 from jobs.lib.session import get_session, input_bytes, tune_session  # noqa: E402
 from jobs.lib.tables import check_label_range, class_count, read_checked, with_class_count  # noqa: E402
-from pipeline.sampling import ALL, STRATEGIES, bucket_count, split_sizes  # noqa: E402
+from pipeline.sampling import ALL, METACLIP, STRATEGIES, split_sizes  # noqa: E402
 from schemas.sample_index import (INDEX_DIR, INDEX_FILE, SHARD_SAMPLES, SampleIndexMeta, epoch_dir_name,  # noqa: E402
                                   shard_set_sha256)
 from schemas.shard_set import SHARD_SET_FILE, ShardSetMeta  # noqa: E402
@@ -53,9 +60,12 @@ PAYLOAD_ORDER = ["image_id", *PAYLOAD]
 class ResampleConfig:
     labeled: str = field(metadata={"help": "output directory of jobs/label.py"})
     out: str = field(metadata={"help": "output directory (replaced atomically)"})
-    num_samples: int = field(metadata={"help": "M, the exact number of samples"})
+    num_samples: int | None = field(default=None, metadata={
+        "help": "M, the exact number of samples (not with --strategy metaclip, which keeps a random number)"})
     alpha: float = field(default=0.7, metadata={"help": "share of samples drawn from head images"})
     strategy: str = field(default="importance", metadata={"help": "|".join(STRATEGIES)})
+    cap: int | None = field(default=None, metadata={
+        "help": "T of --strategy metaclip (only): a label of f images keeps each with probability min(1, T / f)"})
     seed: int = field(default=0, metadata={"help": "seed of the draw and the shuffle"})
     rows_per_bucket: int = field(default=200_000, metadata={"help": "logical bucket size (memory bound)"})
     shards: str | None = field(default=None, metadata={"help": "bind to this shard set (jobs/shards.py): OUT/index/"})
@@ -64,11 +74,22 @@ class ResampleConfig:
     master: str | None = field(default=None, metadata={"help": "Spark master (default: spark-submit's)"})
 
     def __post_init__(self):
-        if self.num_samples < 1:
-            raise ValueError(f"--num-samples must be >= 1, got {self.num_samples}")
-        split_sizes(self.num_samples, self.alpha)  # validates alpha in [0, 1]
         if self.strategy not in STRATEGIES:
             raise ValueError(f"unknown --strategy {self.strategy!r}; valid: {', '.join(STRATEGIES)}")
+        if self.strategy == METACLIP:
+            if self.num_samples is not None:
+                raise ValueError(f"--num-samples {self.num_samples} does not apply to --strategy metaclip: it keeps "
+                                 "a random subset of about sum p_i images (stats.json's expected_samples); "
+                                 "omit --num-samples and size it with --cap")
+            if self.cap is None or self.cap < 1:
+                raise ValueError(f"--strategy metaclip needs --cap T >= 1 (each label keeps about T of its images), "
+                                 f"got {self.cap}")
+        else:
+            if self.cap is not None:
+                raise ValueError(f"--cap applies to --strategy metaclip only, not {self.strategy}")
+            if self.num_samples is None or self.num_samples < 1:
+                raise ValueError(f"--num-samples must be >= 1 with --strategy {self.strategy}, got {self.num_samples}")
+            split_sizes(self.num_samples, self.alpha)  # validates alpha in [0, 1]
         if self.rows_per_bucket < 1:
             raise ValueError("--rows-per-bucket must be >= 1")
         if self.epochs < 1 or (self.epochs > 1 and self.shards is None):
@@ -88,31 +109,24 @@ def run(spark, cfg: ResampleConfig) -> dict:
     labeled = table.select("image_id", *PAYLOAD, *needs)
     if cfg.unique_images is not None:
         labeled = unique_subset(labeled, cfg.unique_images, cfg.seed)
-    if cfg.strategy != "importance" or cfg.unique_images is not None:
-        labeled = labeled.cache()  # read again by the weights' joins or the subset's numbering
-    n_images = labeled.count()
-    if cfg.unique_images is not None and n_images < cfg.unique_images:
-        raise ValueError(f"--unique-images {cfg.unique_images}: {where} has only {n_images} images")
-    sizes = split_sizes(cfg.num_samples, cfg.alpha) if cfg.strategy == "importance" else {ALL: cfg.num_samples}
-    buckets = fixed_point_buckets(sampling_weights(labeled, cfg.strategy), bucket_count(n_images, cfg.rows_per_bucket))
-
-    def draw(seed: int):
-        return draw_samples(buckets, sizes, seed, PAYLOAD)
-
-    drawn, unique = draw(cfg.seed)
+    if cfg.strategy not in ("importance", METACLIP) or cfg.unique_images is not None:
+        labeled = labeled.cache()  # read again by the weights' joins, the label counts or the subset's numbering
+    if cfg.strategy == METACLIP:  # caches its own table, with each image's keep probability
+        draws = MetaclipDraws(labeled, cfg.cap, num_classes, cfg.rows_per_bucket, PAYLOAD)
+    else:
+        sizes = split_sizes(cfg.num_samples, cfg.alpha) if cfg.strategy == "importance" else {ALL: cfg.num_samples}
+        draws = WeightedDraws(labeled, cfg.strategy, sizes, cfg.rows_per_bucket, PAYLOAD)
+    if cfg.unique_images is not None and draws.images < cfg.unique_images:
+        raise ValueError(f"--unique-images {cfg.unique_images}: {where} has only {draws.images} images")
+    drawn, total = draws.draw(cfg.seed)
     samples = with_class_count(drawn.select("position", *PAYLOAD_ORDER), num_classes, vocabulary)
-    n_files = max(1, cfg.num_samples // 1_000_000)
+    n_files = max(1, total // 1_000_000)
     with atomic_output(spark, cfg.out) as tmp:
-        files_by_range(samples, "position", cfg.num_samples, n_files).write.parquet(f"{tmp}/samples.parquet")
-        observed = unique.get
-        if observed[SAMPLES] != cfg.num_samples:
-            raise AssertionError(f"drew {observed[SAMPLES]} samples, expected {cfg.num_samples}")
-        stats = {"labeled_images": n_images, "samples": cfg.num_samples, "splits": {
-            s: {"samples": n, "unique_images": int(observed.get(s) or 0),
-                "duplication_factor": (n / observed[s]) if observed.get(s) else None}
-            for s, n in sizes.items()}, "config": vars(cfg)}
-        if cfg.shards is not None:
-            stats["index"] = write_index(spark, cfg, f"{tmp}/{INDEX_DIR}", drawn, draw, n_files).to_dict()
+        files_by_range(samples, "position", total, n_files).write.parquet(f"{tmp}/samples.parquet")
+        index = write_index(spark, cfg, f"{tmp}/{INDEX_DIR}", drawn, draws.draw, n_files) if cfg.shards else None
+        stats = {"labeled_images": draws.images, **draws.stats(), "config": vars(cfg)}
+        if index is not None:
+            stats["index"] = index.to_dict()
         write_json(spark, f"{tmp}/stats.json", stats)
     return stats
 
@@ -164,7 +178,7 @@ def main(argv: list[str] | None = None) -> dict:
     cfg = parse_config(ResampleConfig, argv, __doc__.splitlines()[0])
     with reported("resample"):
         stats = run(get_session("resample", cfg.master), cfg)
-    print(f"resample: {cfg.num_samples} samples ({stats['splits']}) -> {cfg.out}")
+    print(f"resample: {stats['samples']} samples ({stats['splits']}) -> {cfg.out}")
     return stats
 
 

@@ -315,7 +315,8 @@ class CardData:
     top_labels: dicts with label, name, images, key and hashtags, a list of (hashtag, images)
     merged into the label; head_tail_images: labeled images per split; samples / unique: samples
     and distinct images per split; before / after: label -> images in the labeled table /
-    occurrences in the samples; alpha None when the strategy does not split head/tail.
+    occurrences in the samples; alpha None when the strategy does not split head/tail; balancing:
+    the resample stats' `metaclip` entry (cap, label_images, per-epoch draws) of a MetaCLIP index.
     """
     title: str
     command: str
@@ -332,6 +333,7 @@ class CardData:
     before: dict[int, int]
     after: dict[int, int]
     notes: tuple[str, ...] = ()
+    balancing: dict | None = None
 
 
 def stage_counts(vocab_stats: dict, label_stats: dict, ingest_stats: dict | None,
@@ -346,6 +348,18 @@ def stage_counts(vocab_stats: dict, label_stats: dict, ingest_stats: dict | None
               "label rows": {"read": lab.get("rows_read"), **lab.get("rows_dropped", {}), "kept": lab.get("rows_kept")}}
     stages = {st: {k: n for k, n in d.items() if n is not None} for st, d in stages.items()}
     return {st: d for st, d in stages.items() if d}
+
+
+def balancing_section(m: dict) -> list[str]:
+    """A MetaCLIP-balanced index per epoch: samples kept, expected (sum p_i), mean samples of the labels with f >= T."""
+    head = np.asarray(m["label_images"]) >= m["cap"]
+    rows = [[e, str(r["seed"]), r["samples"], float(r["expected_samples"]),
+             float(np.asarray(r["label_samples"])[head].mean()) if head.any() else "n/a"]
+            for e, r in enumerate(m["epochs"])]
+    return [f"MetaCLIP balancing, cap T = {m['cap']:,}: each image kept at most once per epoch, with probability "
+            "1 - prod over its labels of (1 - min(1, T / f)); the samples above are epoch 0's. Expected shares: "
+            f"n/a (alpha does not apply). {int(head.sum()):,} labels have f >= T.", ""] + _table(
+        ["epoch", "seed", "samples kept", "expected (sum p_i)", "mean samples per label with f >= T"], rows) + [""]
 
 
 def write_card(d: CardData, directory: Path) -> dict:
@@ -390,7 +404,9 @@ def card_markdown(d: CardData, splits: dict[str, dict], shift: dict) -> str:
            f"before, {shift['tail_share_after']:.2%} after. "
            f"Labels never sampled: {shift['never_sampled']:,} of {shift['labels']:,}.", "",
            f"![Label frequency before vs after resampling]({FIGURES['resampling']})", ""]
-    if d.alpha is None:
+    if d.balancing is not None:
+        md += balancing_section(d.balancing)
+    elif d.alpha is None:
         md += ["Expected shares: n/a (this strategy draws hashtags; alpha does not apply).", ""]
     md += _table(["split", "samples", "share", "expected share", "share without resampling", "unique images",
                   "duplication factor"],

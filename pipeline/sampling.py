@@ -2,6 +2,9 @@
 
 Everything here is a pure function of plain values; jobs/lib/resampling.py applies it per bucket.
 
+MetaCLIP balancing (Xu et al. 2023; MetaCLIP 2) is no weighted draw: each image is kept or not,
+with the probabilities of `metaclip_keep_probability` (one uniform per image and epoch).
+
 Exact two-level multinomial: M i.i.d. draws with p_i proportional to w_i are distributed as
 Multinomial(M, w / sum w). Splitting the images into buckets b, that equals
   n_b ~ Multinomial(M, W_b / W)   then   n_i ~ Multinomial(n_b, w_i / W_b) within each bucket,
@@ -17,7 +20,9 @@ import numpy as np
 
 DRAW_CHUNK = 1 << 20  # uniform draws held at once by `multinomial`
 WEIGHT_SCALE = 2 ** 32  # fixed-point weights: relative error <= 2^-32 / w, w >= 1e-4 in practice
-STRATEGIES = ("importance", "sqrt", "uniform", "natural")
+WEIGHTED = ("importance", "sqrt", "uniform", "natural")  # draws of M samples with replacement
+METACLIP = "metaclip"  # a kept subset, each image at most once
+STRATEGIES = (*WEIGHTED, METACLIP)
 HEAD, TAIL, ALL = "head", "tail", "all"
 
 
@@ -48,8 +53,40 @@ def strategy_weight(strategy: str, importance_: float, label_images: list[int]) 
         return importance_
     g = {"natural": lambda f: 1.0, "sqrt": lambda f: f ** -0.5, "uniform": lambda f: 1.0 / f}
     if strategy not in g:
-        raise ValueError(f"unknown strategy {strategy!r}; valid: {', '.join(STRATEGIES)}")
+        raise ValueError(f"no sampling weight for strategy {strategy!r}; valid: {', '.join(WEIGHTED)}")
     return sum(g[strategy](f) for f in label_images)
+
+
+def entry_keep_probability(label_images: int, cap: float) -> float:
+    """MetaCLIP's p_h = min(1, T / f(h)): an entry (label) of f images keeps about T of them."""
+    if label_images < 1 or not cap > 0:
+        raise ValueError(f"need f(h) >= 1 and a cap > 0, got f(h) = {label_images}, cap {cap}")
+    return min(1.0, cap / label_images)
+
+
+def metaclip_keep_probability(label_images: list[int], cap: float) -> float:
+    """p_i = 1 - prod over the image's labels of (1 - p_h) (MetaCLIP 2). MetaCLIP 1 keeps an image
+    when any of its entries is kept: with independent draws per entry, the same probability."""
+    miss = 1.0
+    for f in label_images:
+        miss *= 1.0 - entry_keep_probability(f, cap)
+    return 1.0 - miss
+
+
+def metaclip_keep_probabilities(offsets: np.ndarray, labels: np.ndarray, label_images: np.ndarray,
+                                cap: float) -> np.ndarray:
+    """`metaclip_keep_probability` of every row of a list column at once: row r's labels are
+    labels[offsets[r]:offsets[r + 1]] (a sliced Arrow list column's offsets need not start at 0),
+    label_images[h] is f(h). In logs, -expm1(sum log1p(-p_h)), exact where the p_h are tiny; a row
+    with no label gets 0."""
+    offsets = np.asarray(offsets, dtype=np.int64)
+    f = np.asarray(label_images, dtype=np.float64)[np.asarray(labels, dtype=np.int64)[offsets[0]:offsets[-1]]]
+    if np.any(f < 1) or not cap > 0:
+        raise ValueError(f"need f(h) >= 1 for every label carried and a cap > 0 (cap {cap})")
+    row = np.repeat(np.arange(len(offsets) - 1), np.diff(offsets))
+    with np.errstate(divide="ignore"):  # p_h = 1: log 0 = -inf, and the image is kept surely
+        log_miss = np.bincount(row, weights=np.log1p(-np.minimum(1.0, cap / f)), minlength=len(offsets) - 1)
+    return -np.expm1(log_miss)
 
 
 def fixed_point(weights: np.ndarray) -> np.ndarray:

@@ -4,7 +4,10 @@
 `sample_index=OUT`):
 - index.json (SampleIndexMeta): the epochs, the sha256 of the shard set's shards.json bytes it
   was drawn for, kept and rejected samples per epoch, the shard set's path and each epoch's seed;
-- epoch-NNNNN/ (Parquet): (image, position) per sample of epoch N, sorted by image;
+- epoch-NNNNN/ (Parquet): (image, position) per sample of epoch N, sorted by image; epoch N drew
+  samples[N] + rejected_samples[N] samples at positions 0.., less the rejected ones. Epochs may
+  differ in length (rejections; `--strategy metaclip` keeps a random number per draw): a reader
+  takes each epoch's own count;
 - shard_samples.parquet: (epoch, shard, samples).
 """
 from __future__ import annotations

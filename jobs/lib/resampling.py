@@ -19,7 +19,8 @@ from pyspark.sql import functions as F
 from pyspark.sql import types as T
 
 from jobs.lib.fault_injection import inject
-from pipeline.sampling import ALL, HEAD, TAIL, WEIGHT_SCALE, bucket_draws, multinomial, rng_for, shuffled_position
+from pipeline.sampling import (ALL, HEAD, TAIL, WEIGHT_SCALE, bucket_count, bucket_draws, multinomial, rng_for,
+                               shuffled_position)
 
 COPY = "_copy"  # 0 for an image's first sample in the draw, 1, 2, ... for its repeats
 SAMPLES = "_samples"  # the Observation's count of all samples
@@ -113,3 +114,32 @@ def draw_samples(buckets: DataFrame, split_sizes: dict[str, int], seed: int,
     drawn = drawn.observe(unique, F.count("*").alias(SAMPLES), *[
         F.sum(F.when(F.col("split") == s, first_copy).otherwise(0)).alias(s) for s in split_sizes])
     return drawn, unique
+
+
+class WeightedDraws:
+    """Draws of a weighted strategy (importance, natural, sqrt, uniform) over `labeled`: draw(seed)
+    is exactly sum(split_sizes) samples, with replacement; stats() checks the first draw's
+    counts, observed while it was written."""
+
+    def __init__(self, labeled: DataFrame, strategy: str, split_sizes: dict[str, int], rows_per_bucket: int,
+                 payload: list[str]):
+        self.images = labeled.count()
+        self.sizes, self.payload, self.first = split_sizes, payload, None
+        self.buckets = fixed_point_buckets(sampling_weights(labeled, strategy),
+                                           bucket_count(self.images, rows_per_bucket))
+
+    def draw(self, seed: int) -> tuple[DataFrame, int]:
+        """(position, image_id, *payload, split, COPY), positions 0..M-1 each once; and M."""
+        drawn, unique = draw_samples(self.buckets, self.sizes, seed, self.payload)
+        if self.first is None:  # the first draw is samples.parquet's: its counts are checked
+            self.first = unique
+        return drawn, sum(self.sizes.values())
+
+    def stats(self) -> dict:
+        observed, total = self.first.get, sum(self.sizes.values())
+        if observed[SAMPLES] != total:
+            raise AssertionError(f"drew {observed[SAMPLES]} samples, expected {total}")
+        return {"samples": total, "splits": {
+            s: {"samples": n, "unique_images": int(observed.get(s) or 0),
+                "duplication_factor": (n / observed[s]) if observed.get(s) else None}
+            for s, n in self.sizes.items()}}

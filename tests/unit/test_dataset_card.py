@@ -278,3 +278,32 @@ def test_resolve_parameters():
     assert card.resolve_parameters(None, None, uniform, labeled) == (None, 100, ())
     with pytest.raises(ValueError, match="--tail-threshold"):
         card.resolve_parameters(None, None, samples, {})
+
+
+def test_metaclip_index_card_by_hand(toy):
+    """A MetaCLIP-balanced index with T = 10: dog (40 images) and cat (20) keep 10 each, bird, fish
+    and frog (under T) all theirs, each image once; stats.json's per-epoch draws shown as a table."""
+    tmp_path, args = toy
+    samples = tmp_path / "data" / "samples"
+    kept = [(f"{name}{i}", label) for label, name, _, f in LABELS for i in range(min(f, 10))]  # 37 images
+    for part in (samples / "samples.parquet").iterdir():
+        part.unlink()
+    (samples / "samples.parquet").rmdir()
+    _write_parts(samples / "samples.parquet", schemas.with_class_count(pa.table({
+        "position": pa.array(range(len(kept)), pa.int64()), "image_id": [k for k, _ in kept],
+        "image": [f"/img/{k}.png" for k, _ in kept], "labels": pa.array([[lb] for _, lb in kept], pa.list_(pa.int32())),
+        "tail": [lb >= 2 for _, lb in kept]}), len(LABELS), str(tmp_path / "data" / "vocab")))
+    epochs = [{"seed": 0, "samples": 37, "expected_samples": 37.0, "label_samples": [10, 10, 10, 5, 2]},
+              {"seed": 99, "samples": 36, "expected_samples": 37.0, "label_samples": [8, 11, 10, 5, 2]}]
+    _write_stats(samples, {"samples": 37, "config": {"alpha": 0.7, "strategy": "metaclip", "cap": 10},
+                           "metaclip": {"cap": 10, "label_images": [40, 20, 10, 5, 2], "epochs": epochs}})
+    main(args + ["--out", str(tmp_path / "card")])
+    md = (tmp_path / "card" / "dataset_card.md").read_text()
+    assert "MetaCLIP balancing, cap T = 10" in md and "3 labels have f >= T" in md  # dog, cat, bird
+    assert "this strategy draws hashtags" not in md and "Warning" not in md  # alpha is not the card's business
+    assert "| 0 | 0 | 37 | 37.000 | 10.000 |" in md
+    assert f"| 1 | 99 | 36 | 37.000 | {29 / 3:.3f} |" in md
+    # dog: 40 of 77 occurrences before, 10 of 37 after; head (dog, cat) 20 samples, each image once
+    assert f"{40 / 77:.2%} of label occurrences before resampling, {10 / 37:.2%} after" in md
+    assert f"| head | 20 | {20 / 37:.2%} | n/a | {60 / 77:.2%} | 20 | 1.000 |" in md
+    assert f"| tail | 17 | {17 / 37:.2%} | n/a | {17 / 77:.2%} | 17 | 1.000 |" in md

@@ -4,8 +4,9 @@ import pytest
 from scipy import stats
 
 from pipeline.label_noise import noisy_labels
-from pipeline.sampling import (bucket_draws, fixed_point, importance, multinomial, rng_for, shuffled_position,
-                               split_sizes, strategy_weight)
+from pipeline.sampling import (bucket_draws, entry_keep_probability, fixed_point, importance,
+                               metaclip_keep_probabilities, metaclip_keep_probability, multinomial, rng_for,
+                               shuffled_position, split_sizes, strategy_weight)
 
 
 def test_importance_is_max_inverse_sqrt_frequency():
@@ -145,3 +146,40 @@ def test_multinomial_draws_in_chunks_same_stream_bounded_memory():
         tracemalloc.stop()
     assert counts.sum() == 20_000_000
     assert peak < 4 * 8 * DRAW_CHUNK  # a few chunk-sized arrays; one draw of all would be 160 MB x 2
+
+
+def test_metaclip_keep_probability_by_hand():
+    # cap T = 50: a label of 2000 images keeps each with 50/2000 = 0.025, one of 200 with 0.25,
+    # one of 20 (under the cap) with 1
+    assert entry_keep_probability(2000, 50) == 0.025
+    assert entry_keep_probability(20, 50) == 1.0
+    assert metaclip_keep_probability([2000], 50) == pytest.approx(0.025)
+    # two labels: 1 - (1 - 0.025)(1 - 0.25) = 1 - 0.73125
+    assert metaclip_keep_probability([2000, 200], 50) == pytest.approx(0.26875)
+    assert metaclip_keep_probability([2000, 20], 50) == 1.0  # a label under the cap keeps its images
+    # three labels of 100 with T = 10: 1 - 0.9^3 = 0.271 (not the sum 0.3: the any-entry rule)
+    assert metaclip_keep_probability([100, 100, 100], 10) == pytest.approx(0.271)
+    assert metaclip_keep_probability([], 10) == 0.0
+    for bad in ((0, 10), (5, 0)):
+        with pytest.raises(ValueError, match="cap"):
+            entry_keep_probability(*bad)
+
+
+def test_metaclip_keep_probabilities_of_a_list_column_by_hand():
+    f = np.array([2000, 200, 20, 100, 0])  # label 4 is carried by no image
+    # rows [0], [0, 1], [], [2, 3], [3, 3, 3] with T = 10: 10/2000, 1 - (1 - 0.005)(1 - 0.05), no label,
+    # 1 - (1 - 0.5)(1 - 0.1), 1 - 0.9^3
+    offsets = np.array([0, 1, 3, 3, 5, 8])
+    labels = np.array([0, 0, 1, 2, 3, 3, 3, 3])
+    p = metaclip_keep_probabilities(offsets, labels, f, 10)
+    assert p == pytest.approx([0.005, 0.05475, 0.0, 0.55, 0.271])
+    # a tiny p_h stays exact (1 - (1 - p) would lose digits): T / f = 1e-12
+    assert metaclip_keep_probabilities(np.array([0, 1]), np.array([0]), np.array([10 ** 12]), 1)[0] == \
+        pytest.approx(1e-12, rel=1e-9)
+    # a sliced Arrow list column passes its own offsets into the unsliced values
+    import pyarrow as pa
+    col = pa.array([[0], [0, 1], [], [2, 3], [3, 3, 3]], pa.list_(pa.int32())).slice(1, 3)
+    assert metaclip_keep_probabilities(col.offsets.to_numpy(), col.values.to_numpy(), f, 10) == \
+        pytest.approx([0.05475, 0.0, 0.55])
+    with pytest.raises(ValueError, match="f\\(h\\) >= 1"):
+        metaclip_keep_probabilities(np.array([0, 1]), np.array([4]), f, 10)
