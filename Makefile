@@ -17,7 +17,7 @@ TORCHRUN := $(VENV)/bin/torchrun --standalone
 NPROC ?= 1
 export PYTHONHASHSEED := 0
 
-.PHONY: setup dataset dedup vocab label shards resample card pretrain transfer compare demo demo-lit groups ablation \
+.PHONY: setup dataset dedup vocab label shards resample card pretrain transfer compare compare-sampling demo demo-lit groups ablation \
 	test test-fast test-all bench clean FORCE
 
 setup:
@@ -122,9 +122,9 @@ $(DEMO)/samples-unique/stats.json: $(DEMO)/shards/_SUCCESS $(call JOB_CODE,resam
 	$(RESAMPLE) --out $(DEMO)/samples-unique --unique-images $(UNIQUE_IMAGES)
 $(DEMO)/pretrain-%/result.json: $(DEMO)/samples-%/stats.json $(TRAINER_CODE) $(call settings,pretrain) | setup
 	$(call pretrain_run,$(DEMO)/pretrain-$*,$(DEMO)/samples-$*)
-$(addprefix pretrain-,$(STRATEGIES) unique): pretrain-%: $(DEMO)/pretrain-%/result.json
+$(addprefix pretrain-,$(STRATEGIES) unique metaclip): pretrain-%: $(DEMO)/pretrain-%/result.json
 ablation: $(addprefix pretrain-,$(STRATEGIES))
-.PHONY: $(addprefix pretrain-,$(STRATEGIES) unique)
+.PHONY: $(addprefix pretrain-,$(STRATEGIES) unique metaclip)
 
 # --- transfer (SWAG section 4) -------------------------------------------------------------------
 # Linear probe and few-shot for a random and the hashtag-pretrained trunk of the same architecture,
@@ -185,6 +185,49 @@ $(DEMO)/compare.json: $(DEMO)/card/dataset_card.md $(DOWNSTREAM)/task.json $(EXP
 		img_size=$(TRANSFER_IMG)
 	$(PY) -m experiments.compare report out=$(COMPARE) json=$@
 compare: $(DEMO)/compare.json
+
+# --- MetaCLIP balancing vs SWAG's importance resampling at equal compute (issue 31) -------------
+# Two corpora of the openclipart images: the authors' keywords as hashtags (the demo's vocab, shards,
+# samples) and the SVG titles/descriptions as captions, their WordNet noun entries as the hashtags
+# (under $(CAPTIONS)); each gets an importance index (samples) and a MetaCLIP one (cap CAP,
+# METACLIP_EPOCHS fresh draws: samples-metaclip). Four RegNetY hashtag arms (experiments/arms.py
+# arms=sampling), COMPARE_BUDGET CPU-s each -> compare-sampling.json, $(COMPARE_SAMPLING)/compare.{md,png}.
+CAPTIONS := $(DEMO)/captions
+COMPARE_SAMPLING ?= $(DEMO)/compare-sampling
+# CAP: MetaCLIP's t, a label of f images keeps each with min(1, CAP / f) (~2,500 images an epoch at 50);
+# METACLIP_EPOCHS: demo_cpu's 38,400 samples are ~15 such epochs, a fresh draw for each
+CAP ?= 50
+METACLIP_EPOCHS ?= 16
+$(CAPTIONS)/vocab/stats.json: $(DEMO)/dedup/stats.json $(call JOB_CODE,vocab) | setup
+	$(SPARK_SUBMIT) jobs/vocab.py --manifest $(PRETRAIN_MANIFEST) --out $(CAPTIONS)/vocab \
+		--tags-from caption --caption-column text
+$(CAPTIONS)/labeled/stats.json: $(CAPTIONS)/vocab/stats.json $(call JOB_CODE,label) $(call settings,label) | setup
+	$(SPARK_SUBMIT) jobs/label.py --manifest $(PRETRAIN_MANIFEST) --vocab $(CAPTIONS)/vocab --out $(CAPTIONS)/labeled \
+		--tail-threshold $(TAIL_THRESHOLD)
+$(CAPTIONS)/shards/_SUCCESS: $(CAPTIONS)/labeled/stats.json $(call JOB_CODE,shards) $(call settings,shards) | setup
+	$(SPARK_SUBMIT) jobs/shards.py --labeled $(CAPTIONS)/labeled --out $(CAPTIONS)/shards --format $(FORMAT) \
+		--shard-size $(SHARD_SIZE) --max-side $(MAX_SIDE)
+# $(call resample_in,CORPUS): jobs/resample.py on CORPUS/labeled, bound to CORPUS/shards
+resample_in = $(SPARK_SUBMIT) jobs/resample.py --labeled $(1)/labeled --shards $(1)/shards --seed $(SEED)
+$(CAPTIONS)/samples/stats.json: $(CAPTIONS)/shards/_SUCCESS $(call JOB_CODE,resample) $(call settings,resample) | setup
+	$(call resample_in,$(CAPTIONS)) --out $(CAPTIONS)/samples --num-samples $(NUM_SAMPLES) --alpha $(ALPHA) \
+		--epochs $(EPOCHS)
+SETTING_metaclip = $(CAP) $(METACLIP_EPOCHS) $(SEED)
+$(DEMO)/samples-metaclip/stats.json $(CAPTIONS)/samples-metaclip/stats.json: %/samples-metaclip/stats.json: \
+		%/shards/_SUCCESS $(call JOB_CODE,resample) $(call settings,metaclip) | setup
+	$(call resample_in,$*) --out $*/samples-metaclip --strategy metaclip --cap $(CAP) --epochs $(METACLIP_EPOCHS)
+# $(call corpus,DIR): DIR's shards, vocab and both indices, as experiments.compare plan's corpora= reads them
+corpus = {shards: $(1)/shards, vocab: $(1)/vocab, indices: {importance: $(1)/samples, metaclip: $(1)/samples-metaclip}}
+SAMPLING_INDICES := $(foreach c,$(DEMO) $(CAPTIONS),$(c)/samples/stats.json $(c)/samples-metaclip/stats.json)
+$(DEMO)/compare-sampling.json: $(SAMPLING_INDICES) $(DOWNSTREAM)/task.json $(EXPERIMENT_CODE) $(call settings,compare) | setup
+	mkdir -p $(COMPARE_SAMPLING)
+	$(PY) -m experiments.compare plan arms=sampling budget_cpu_s=$(COMPARE_BUDGET) nproc=$(NPROC) \
+		out=$(COMPARE_SAMPLING) 'corpora={keywords: $(call corpus,$(DEMO)), captions: $(call corpus,$(CAPTIONS))}'
+	$(PY) -m experiments.compare run out=$(COMPARE_SAMPLING) data=$(DOWNSTREAM) \
+		seeds=[$(subst $(space),$(comma),$(strip $(COMPARE_SEEDS)))] img_size=$(TRANSFER_IMG)
+	$(PY) -m experiments.compare report out=$(COMPARE_SAMPLING) json=$@
+compare-sampling: $(DEMO)/compare-sampling.json
+.PHONY: compare-sampling
 
 # --- LiT zero-shot (MAWS) ------------------------------------------------------------------------
 # A text tower trained against the locked demo export on the pretraining images' SVG titles and
