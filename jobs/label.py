@@ -26,11 +26,11 @@ from pyspark.sql import Observation  # noqa: E402
 from pyspark.sql import functions as F  # noqa: E402
 
 import schemas  # noqa: E402
+from jobs.lib.caption_tags import vocabulary_tag_source  # noqa: E402
 from jobs.lib.config import parse_config  # noqa: E402
 from jobs.lib.errors import reported  # noqa: E402
 from jobs.lib.labeling import (add_label_noise_narrow, class_count_of_vocabulary, image_label_rows,  # noqa: E402
                                label_rows, raw_label_table, with_importance_and_tail)
-from jobs.lib.caption_tags import vocabulary_tag_source  # noqa: E402
 from jobs.lib.manifest import clean_manifest, read_manifest, repeated_id_hashes  # noqa: E402
 from jobs.lib.output import atomic_output, read_text, write_json  # noqa: E402
 from jobs.lib.session import get_session, input_bytes, ship_wordnet, tune_session  # noqa: E402

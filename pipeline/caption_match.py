@@ -76,7 +76,7 @@ def regular_plurals(entry: str) -> list[str]:
     """English plural candidates of an entry's last word (morphy's noun rules, inverted)."""
     if entry.endswith(("s", "x", "z", "ch", "sh")):
         return [entry + "es"]
-    if entry.endswith("y") and len(entry) > 1 and entry[-2] not in _VOWELS:
+    if entry.endswith("y") and entry[-2] not in _VOWELS:
         return [entry[:-1] + "ies"]
     if entry.endswith("man"):
         return [entry[:-3] + "men", entry + "s"]
@@ -85,7 +85,8 @@ def regular_plurals(entry: str) -> list[str]:
 
 def surface_forms(wn, entries: Sequence[str]) -> dict[str, str]:
     """Every form a caption may hold of an entry (hashtag form) -> that entry: the entry itself,
-    and each regular or noun.exc plural that is no entry itself and that morphy maps back to it."""
+    and each regular or noun.exc plural that is no entry itself -> the entry morphy maps it to
+    (Listing 1's reading of it as a hashtag), if any."""
     known = set(entries)
     forms = {e: e for e in entries}
     irregular = [f for f in wn._exception_map["n"] if _ENTRY.fullmatch(f)]
