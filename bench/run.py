@@ -14,7 +14,7 @@ import sys
 import time
 from dataclasses import dataclass, field
 
-from bench import dedup_bench, pipeline_bench, remote_read_bench, shards_bench, trainer_bench
+from bench import caption_match_bench, dedup_bench, pipeline_bench, remote_read_bench, shards_bench, trainer_bench
 from jobs.lib.config import parse_config
 
 
@@ -24,7 +24,8 @@ def _pipeline(argv):
 
 # name -> main(argv); shards before trainer: trainer_bench reads the shard set shards_bench writes
 BENCHMARKS = {"pipeline": _pipeline, "shards": shards_bench.main, "trainer": trainer_bench.main,
-              "dedup": dedup_bench.main, "remote_read": remote_read_bench.main}
+              "dedup": dedup_bench.main, "remote_read": remote_read_bench.main,
+              "caption_match": caption_match_bench.main}
 
 
 @dataclass(frozen=True)

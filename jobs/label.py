@@ -3,9 +3,10 @@
     spark-submit jobs/label.py --manifest build/demo/manifest.parquet --vocab build/demo/vocab \
         --out build/demo/labeled [--tail-threshold 5000] [--label-noise P --seed S]
 
-One narrow pass over the manifest: its raw tags are mapped through the vocab job's
-OUT/raw_map.parquet (hashtags normalized once, there) and hashtag_map to labels; the other
-columns pass through. The manifest must be the vocabulary's (checked against
+One narrow pass over the manifest: its raw tags, taken as the vocabulary took them (its
+stats.json's --tags-from: hashtags, or WordNet entries matched in captions), are mapped through
+the vocab job's OUT/raw_map.parquet (hashtags normalized once, there) and hashtag_map to labels;
+the other columns pass through. The manifest must be the vocabulary's (checked against
 OUT/image_hashtags.parquet: same images). Writes OUT/labeled.parquet, whose
 labels column records C, the vocabulary's size (schemas.NUM_CLASSES), and OUT/stats.json,
 atomically.
@@ -25,13 +26,14 @@ from pyspark.sql import Observation  # noqa: E402
 from pyspark.sql import functions as F  # noqa: E402
 
 import schemas  # noqa: E402
+from jobs.lib.caption_tags import vocabulary_tag_source  # noqa: E402
 from jobs.lib.config import parse_config  # noqa: E402
 from jobs.lib.errors import reported  # noqa: E402
 from jobs.lib.labeling import (add_label_noise_narrow, class_count_of_vocabulary, image_label_rows,  # noqa: E402
                                label_rows, raw_label_table, with_importance_and_tail)
 from jobs.lib.manifest import clean_manifest, read_manifest, repeated_id_hashes  # noqa: E402
 from jobs.lib.output import atomic_output, read_text, write_json  # noqa: E402
-from jobs.lib.session import get_session, input_bytes, tune_session  # noqa: E402
+from jobs.lib.session import get_session, input_bytes, ship_wordnet, tune_session  # noqa: E402
 from jobs.lib.tables import read_checked, with_class_count  # noqa: E402
 
 
@@ -59,9 +61,12 @@ def run(spark, cfg: LabelConfig) -> dict:
     raw_map = read_checked(spark, f"{cfg.vocab}/raw_map.parquet", schemas.RAW_MAP)
     label_images = vocab.select("label", "images").cache()
     n_labels = class_count_of_vocabulary(label_images, hashtag_map, cfg.vocab)
-    manifest = read_manifest(spark, cfg.manifest)
+    source = vocabulary_tag_source(spark, cfg.vocab)  # the vocabulary's rule, never a flag of ours
+    if source.captions:
+        ship_wordnet(spark, source.wordnet)
+    manifest = read_manifest(spark, cfg.manifest, source)
     tune_session(spark, input_bytes(spark, cfg.manifest))
-    checked = clean_manifest(manifest)  # the other columns pass through
+    checked = clean_manifest(manifest, source)  # the other columns pass through
     # The vocabulary's own read of this manifest found its repeated ids: none (the usual case)
     # lets the labelling be the only pass; the count and id sum compared below catch a manifest
     # that is not the vocabulary's, repeated ids included.

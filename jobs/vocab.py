@@ -2,7 +2,12 @@
 
     spark-submit jobs/vocab.py --manifest build/demo/manifest.parquet --out build/demo/vocab \
         [--min-count 2] [--lexnames noun.animal,noun.food,...] [--max-labels K] \
-        [--align-synsets FILE] [--wordnet DIR] [--master local[*]]
+        [--align-synsets FILE] [--wordnet DIR] [--tags-from hashtags|caption [--caption-column text]] \
+        [--master local[*]]
+
+An image's raw tags are its `hashtags` plus its caption's `#words` (--tags-from hashtags), or the
+WordNet noun entries of --lexnames matched in its --caption-column (--tags-from caption,
+pipeline/caption_match.py); jobs/label.py takes the same from this job's stats.json.
 
 Writes OUT/vocab.parquet, OUT/hashtag_map.parquet, OUT/image_hashtags.parquet (each kept image's
 normalized hashtags, read by jobs/dataset_card.py), OUT/raw_map.parquet (each distinct raw tag string
@@ -23,6 +28,7 @@ from pyspark.sql import functions as F  # noqa: E402
 
 from jobs.lib.config import parse_config  # noqa: E402
 from jobs.lib.errors import reported  # noqa: E402
+from jobs.lib.caption_tags import TAG_SOURCES, TagSource, entry_stats  # noqa: E402
 from jobs.lib.manifest import ID_HASH, clean_manifest, read_manifest  # noqa: E402
 from jobs.lib.output import atomic_output, write_json  # noqa: E402
 from jobs.lib.session import executor_wordnet_dir, get_session, input_bytes, ship_wordnet, tune_session  # noqa: E402
@@ -43,6 +49,9 @@ class VocabConfig:
     max_labels: int | None = field(default=None, metadata={"help": "keep the K most frequent labels"})
     align_synsets: str | None = field(default=None, metadata={"help": "file of synset names/offsets"})
     wordnet: str | None = field(default=None, metadata={"help": "NLTK WordNet dir (default: make setup's)"})
+    tags_from: str = field(default="hashtags", metadata={
+        "help": f"{' or '.join(TAG_SOURCES)}: the hashtags column and captions' #words, or WordNet entries in captions"})
+    caption_column: str = field(default="caption", metadata={"help": "--tags-from caption: the column of captions"})
     master: str | None = field(default=None, metadata={"help": "Spark master (default: spark-submit's, local[*])"})
 
     def __post_init__(self):
@@ -54,6 +63,7 @@ class VocabConfig:
             raise ValueError("--lexnames is empty")
         if self.align_synsets and not Path(self.align_synsets).is_file():
             raise ValueError(f"--align-synsets {self.align_synsets}: no such file")
+        TagSource.from_config(vars(self))  # validates --tags-from and --caption-column
 
 
 def run(spark, cfg: VocabConfig) -> dict:
@@ -66,9 +76,10 @@ def run(spark, cfg: VocabConfig) -> dict:
         align = frozenset(resolve_synsets(Path(cfg.align_synsets).read_text().splitlines(), wn))
     ship_wordnet(spark, cfg.wordnet)
     calls = spark.sparkContext.accumulator(0)
-    manifest = read_manifest(spark, cfg.manifest)
+    source = TagSource.from_config(vars(cfg))
+    manifest = read_manifest(spark, cfg.manifest, source)
     tune_session(spark, input_bytes(spark, cfg.manifest))
-    checked = clean_manifest(manifest)
+    checked = clean_manifest(manifest, source)
     # the one read of the manifest before the per-image table: distinct raw strings, repeated id
     # hashes and (observed) the rows' drop reasons
     scanned = raw_strings_and_repeated_ids(checked.valid).cache()
@@ -93,6 +104,8 @@ def run(spark, cfg: VocabConfig) -> dict:
         n_hashtags, n_frequent = counts.agg(F.count("*"), F.sum((F.col("images") >= cfg.min_count).cast("long"))).first()
         n_no_synsets = synsets.filter(F.size("synsets") == 0).count()
         n_labels, n_kept = vocab.agg(F.count("*"), F.sum(F.size("hashtags"))).first()
+        if source.captions:
+            row_stats["captions"].update(entry_stats(counts))
         stats = {
             "manifest": cfg.manifest, **row_stats,
             "distinct_raw_strings": raw_map.num_rows,

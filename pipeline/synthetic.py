@@ -94,7 +94,7 @@ def lemma_pools(wn, lexnames: Sequence[str] = DEFAULT_LEXNAMES) -> LemmaPools:
                       other={t: poly[t] for t in sorted(other)}, known=frozenset(poly))
 
 
-def _weighted_order(pool: dict[str, int], rng: np.random.Generator) -> list[str]:
+def weighted_order(pool: dict[str, int], rng: np.random.Generator) -> list[str]:
     """A seeded weighted shuffle (Gumbel top-k) with weight polysemy^POLYSEMY_POWER: polysemy
     stands in for frequency, so `head` and `play` tend to lead and `sphyrna` to trail."""
     tags = list(pool)
@@ -158,7 +158,7 @@ def ranked_universe(pools: LemmaPools, n_tags: int, seed: int) -> list[tuple[str
         if len(pool) < counts[kind]:
             raise ValueError(f"n_tags={n_tags} needs {counts[kind]} {kind} lemmas but WordNet gives "
                              f"{len(pool)}: use n_tags <= about {int(len(pool) / KIND_SHARES[kind]) + counts['common']}")
-        by_kind[kind] = _weighted_order(pool, rngs[kind])[: counts[kind]]
+        by_kind[kind] = weighted_order(pool, rngs[kind])[: counts[kind]]
     by_kind["misspelling"] = _misspellings(by_kind["wordnet"], counts["misspelling"], taken,
                                            rngs["misspelling"])
     # Interleave evenly: the i-th of n_k tags of a kind sits at fraction (i + 0.5) / n_k ...

@@ -10,16 +10,17 @@ from dataclasses import dataclass
 
 import pandas as pd  # the caption UDF's type hints (pandas_udf resolves them in this module)
 import pyarrow as pa
-from pyspark.sql import DataFrame, Observation, SparkSession, Window
+from pyspark.sql import Column, DataFrame, Observation, SparkSession, Window
 from pyspark.sql import functions as F
 from pyspark.sql import types as T
 
+from jobs.lib.caption_tags import TagSource, caption_entries_udf, caption_metrics, caption_stats
 from jobs.lib.output import part_files
 from pipeline.normalize import TAG_SEPARATOR, caption_hashtags_joined
 from schemas import MANIFEST_CAPTION, MANIFEST_HASHTAGS, MANIFEST_ID, MANIFEST_IMAGE
 
 CORRUPT = "_corrupt_record"
-TAGS = "_raw_tags"  # hashtags column + the caption's #words, added by clean_manifest
+TAGS = "_raw_tags"  # an image's raw tags from its TagSource, added by clean_manifest
 DROP_REASONS = ("malformed_json", "missing_image_id", "missing_image", "no_hashtags", "duplicate_image_id")
 _JSON_SUFFIXES = (".jsonl", ".json", ".ndjson", ".jsonl.gz", ".json.gz")
 
@@ -33,8 +34,9 @@ def manifest_format(path: str) -> str:
     return "json" if p.endswith(_JSON_SUFFIXES) else "parquet"
 
 
-def read_manifest(spark: SparkSession, path: str) -> DataFrame:
-    """The manifest as a DataFrame; required columns validated (types named in schemas/)."""
+def read_manifest(spark: SparkSession, path: str, tags: TagSource = TagSource()) -> DataFrame:
+    """The manifest as a DataFrame; required columns validated (types named in schemas/), the
+    tags' columns among them (`tags`: where the raw tags come from)."""
     fmt = manifest_format(path)
     try:
         if fmt == "parquet":
@@ -46,7 +48,7 @@ def read_manifest(spark: SparkSession, path: str) -> DataFrame:
     except Exception as e:  # AnalysisException, Py4JJavaError: the JVM's message names the cause
         first = str(e).strip().splitlines()[0] if str(e).strip() else type(e).__name__
         raise ManifestError(f"{path}: cannot read manifest as {fmt}: {first}") from None
-    _validate(df, path)
+    _validate(df, path, tags)
     return df
 
 
@@ -93,16 +95,19 @@ def _read_jsonl(spark: SparkSession, path: str) -> DataFrame:
     return df.cache()  # Spark refuses queries on the corrupt column of an uncached JSON scan
 
 
-def _validate(df: DataFrame, path: str) -> None:
+def _validate(df: DataFrame, path: str, tags: TagSource) -> None:
     types = dict((f.name, f.dataType) for f in df.schema.fields)
     for col in (MANIFEST_ID, MANIFEST_IMAGE):
         if col not in types:
             raise ManifestError(f"{path}: missing required column {col!r} (columns: {sorted(types)})")
-    if MANIFEST_HASHTAGS not in types and MANIFEST_CAPTION not in types:
+    if tags.captions and tags.caption_column not in types:
+        raise ManifestError(f"{path}: no column {tags.caption_column!r} to take tags from (--tags-from caption "
+                            f"--caption-column {tags.caption_column}); columns: {sorted(types)}")
+    if not tags.captions and MANIFEST_HASHTAGS not in types and MANIFEST_CAPTION not in types:
         raise ManifestError(f"{path}: needs a {MANIFEST_HASHTAGS!r} (list of strings) or {MANIFEST_CAPTION!r} column")
     expect = {MANIFEST_ID: (T.StringType(),), MANIFEST_IMAGE: (T.StringType(), T.BinaryType()),
               MANIFEST_HASHTAGS: (T.ArrayType(T.StringType(), True), T.ArrayType(T.StringType(), False)),
-              MANIFEST_CAPTION: (T.StringType(),)}
+              MANIFEST_CAPTION: (T.StringType(),), **({tags.caption_column: (T.StringType(),)} if tags.captions else {})}
     for col, allowed in expect.items():
         if col in types and types[col] not in allowed:
             want = " or ".join(a.simpleString() for a in allowed)
@@ -123,6 +128,7 @@ class CleanManifest:
     reasons: Observation
     payload: list[str]
     binary: set[str]
+    tags: TagSource
     duplicates: int = 0
 
     def without_duplicates(self, repeated: DataFrame | None) -> DataFrame:
@@ -146,24 +152,36 @@ class CleanManifest:
         return unique.unionByName(ranked.filter(F.col("_rank") == 1).drop("_rank"))
 
     def stats(self) -> dict:
-        """{rows_read, rows_kept, rows_dropped: {reason: n}}, once an action has read `valid`."""
+        """{rows_read, rows_kept, rows_dropped: {reason: n}} (and with tags from captions,
+        `captions`: jobs.lib.caption_tags.caption_stats), once an action has read `valid`."""
         seen = self.reasons.get
         dropped = {r: int(seen.get(r) or 0) for r in DROP_REASONS if r != "duplicate_image_id"}
         n_valid = int(seen.get("valid") or 0)
         dropped["duplicate_image_id"] = self.duplicates
         return {"rows_read": n_valid + sum(dropped.values()) - self.duplicates,
                 "rows_kept": n_valid - self.duplicates,
-                "rows_dropped": {k: dropped[k] for k in DROP_REASONS}}
+                "rows_dropped": {k: dropped[k] for k in DROP_REASONS},
+                **({"captions": caption_stats(seen)} if self.tags.captions else {})}
 
 
-def clean_manifest(df: DataFrame) -> CleanManifest:
-    """The manifest's rows checked (see CleanManifest); nothing runs yet."""
+def raw_tags(cols: list[str], source: TagSource) -> Column:
+    """An image's raw tags (TAGS): with tags from hashtags, the `hashtags` column plus the
+    caption's `#words`; from captions, the WordNet entries matched in the caption column."""
+    if source.captions:
+        tags = F.split(caption_entries_udf(source.lexnames)(F.col(source.caption_column)), TAG_SEPARATOR)
+    else:
+        tags = F.coalesce(F.col(MANIFEST_HASHTAGS), F.array().cast("array<string>")) if MANIFEST_HASHTAGS in cols \
+            else F.array().cast("array<string>")
+        if MANIFEST_CAPTION in cols:
+            tags = F.concat(tags, F.split(caption_tags_udf()(F.col(MANIFEST_CAPTION)), TAG_SEPARATOR))
+    return F.filter(tags, lambda t: t.isNotNull() & (F.length(t) > 0))
+
+
+def clean_manifest(df: DataFrame, source: TagSource = TagSource()) -> CleanManifest:
+    """The manifest's rows checked (see CleanManifest), their raw tags taken from `source`;
+    nothing runs yet."""
     cols = df.columns
-    tags = F.coalesce(F.col(MANIFEST_HASHTAGS), F.array().cast("array<string>")) if MANIFEST_HASHTAGS in cols \
-        else F.array().cast("array<string>")
-    if MANIFEST_CAPTION in cols:
-        tags = F.concat(tags, F.split(caption_tags_udf()(F.col(MANIFEST_CAPTION)), TAG_SEPARATOR))
-    tags = F.filter(tags, lambda t: t.isNotNull() & (F.length(t) > 0))
+    tags = raw_tags(cols, source)
     image = F.col(MANIFEST_IMAGE)
     image_missing = image.isNull() | (F.length(image) == 0)
     reason = F.when(F.col(CORRUPT).isNotNull(), "malformed_json") if CORRUPT in cols else None
@@ -177,11 +195,13 @@ def clean_manifest(df: DataFrame) -> CleanManifest:
     payload = [c for c in cols if c != CORRUPT]
     staged = df.withColumn(TAGS, tags).withColumn("_reason", reason)
     reasons = Observation("manifest rows by drop reason")
+    per_caption = caption_metrics(F.col(source.caption_column), F.col(TAGS)) if source.captions else []
     staged = staged.observe(reasons, F.sum(F.col("_reason").isNull().cast("long")).alias("valid"), *[
-        F.sum((F.col("_reason") == r).cast("long")).alias(r) for r in DROP_REASONS if r != "duplicate_image_id"])
+        F.sum((F.col("_reason") == r).cast("long")).alias(r) for r in DROP_REASONS if r != "duplicate_image_id"],
+        *per_caption)
     valid = (staged.filter(F.col("_reason").isNull()).drop("_reason", *([CORRUPT] if CORRUPT in cols else []))
              .withColumn(ID_HASH, F.xxhash64(F.col(MANIFEST_ID))))
-    return CleanManifest(valid, reasons, payload, {c for c, t in df.dtypes if t == "binary"})
+    return CleanManifest(valid, reasons, payload, {c for c, t in df.dtypes if t == "binary"}, source)
 
 
 def repeated_id_hashes(valid: DataFrame) -> DataFrame:
